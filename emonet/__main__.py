@@ -1,0 +1,5 @@
+import sys
+
+from emonet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""``python -m emonet evaluate``: the paper's metrics of a checkpoint on AffectNet, Emodataset or a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("affectnet", "emodataset", "csv")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset or a CSV of faces",
+        description="Evaluate EmoNet with the official protocol (RGB, bilinear resize to 256, /255; optional "
+        "flip TTA; predictions clipped to [-1, 1]). Prints the paper's table next to the published numbers "
+        "and writes metrics.json, predictions.csv and table.txt into --output.",
+    )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The evaluation options (shared with ``emodataset-on-emonet/finetune.py --evaluate-only``)."""
+    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
+    p.add_argument("--root", required=True,
+                   help="dataset folder (affectnet: Kaggle folder or folder with validation.csv; emodataset: folder "
+                   "with test_labels.csv; csv: the CSV file or its folder)")
+    p.add_argument("--split", default=None,
+                   help="split (default: affectnet 'val' = the published test set, emodataset 'test', csv: the "
+                   "only CSV in --root)")
+    p.add_argument("--cleaned", action="store_true",
+                   help="keep only rows passing the official cleaned-set rules (the published AffectNet numbers use them)")
+    p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (official evaluate_flip)")
+    p.add_argument("--classes", type=int, choices=(5, 8), default=None,
+                   help="5 or 8 (default: the checkpoint's). 5 keeps AffectNet labels 0,1,2,3,6 with Anger as index 4")
+    p.add_argument("--arousal-range", default="auto",
+                   help="emodataset/csv arousal range: auto (detect when unambiguous), '0,1' (mapped with x*2-1) or '-1,1'")
+    p.add_argument("--crop", default="auto", choices=("auto", "none", "landmarks", "detect"),
+                   help="face crops: none (images are faces), landmarks (official 68-landmark crop), detect "
+                   "(MediaPipe + EmoNet crop); auto = landmarks for the original AffectNet CSV, else none")
+    p.add_argument("--layout", default="auto", choices=("auto", "kaggle", "csv"), help="AffectNet layout (default: detected)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers reading images (default 2)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--output", required=True, help="output folder for metrics.json, predictions.csv, table.txt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_dataset(
+    dataset: str, root: str, split: str | None, classes: int, cleaned: bool = False,
+    arousal_range: Any = "auto", crop: str = "auto", layout: str = "auto", transform: Any = None,
+    progress: bool = True,
+):
+    """One affect dataset by format name (used by evaluate and fine-tune)."""
+    if dataset == "affectnet":
+        from emonet.data.affectnet import AffectNet
+
+        return AffectNet(root, split=split, layout=layout, classes=classes, cleaned=cleaned, crop=crop,
+                         transform=transform, progress=progress)
+    crop = "none" if crop == "auto" else crop
+    if dataset == "emodataset":
+        from emonet.data.emodataset import Emodataset
+
+        return Emodataset(root, split=split or "test", arousal_range=arousal_range, classes=classes,
+                          cleaned=cleaned, crop=crop, transform=transform)
+    if dataset == "csv":
+        from emonet.data.csv_faces import CsvFaceDataset
+
+        return CsvFaceDataset(root, split=split, arousal_range=arousal_range, classes=classes, cleaned=cleaned,
+                              crop=crop, transform=transform)
+    raise ValueError(f"unknown dataset format {dataset!r}; choose from {DATASETS}")
+
+
+def load_weights(path: str, device: str = "cpu"):
+    """``emonet.load_model`` with a download hint when the file is missing (never random weights)."""
+    from emonet.checkpoint import load_model
+    from emonet.predictor import WEIGHTS_HINT
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights not found: {path}. {WEIGHTS_HINT}")
+    return load_model(path, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from torch.utils.data import Subset
+
+    from emonet.evaluation import evaluate, format_table, published_reference, write_results
+
+    try:
+        model = load_weights(args.weights)
+        n_model = len(model.class_names)
+        classes = args.classes or n_model
+        if classes != n_model:
+            raise ValueError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
+                             f"was given; use a {classes}-class checkpoint or --classes {n_model}")
+        split = args.split if args.split is not None else ("val" if args.dataset == "affectnet" else None)
+        dataset = build_dataset(args.dataset, args.root, split, classes, args.cleaned, args.arousal_range,
+                                args.crop, args.layout, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(dataset) == 0:
+        print(f"error: {dataset.name}: no images left after filtering (dropped: {dataset.dropped})", file=sys.stderr)
+        return 2
+    subset = Subset(dataset, range(min(args.limit, len(dataset)))) if args.limit else dataset
+    result = evaluate(model, subset, batch_size=args.batch_size, num_workers=args.num_workers,
+                      flip_tta=args.flip_tta, device=args.device, progress=not args.no_progress)
+    published = published_reference(args.dataset, classes)
+    summary = dataset.summary()
+    title = (f"{args.dataset} {summary.get('source', args.root)}: {result.metrics['n']} images, {classes} classes, "
+             f"cleaned={'yes' if args.cleaned else 'no'}, flip TTA={'on' if args.flip_tta else 'off'}, "
+             f"weights={args.weights}")
+    if summary.get("dropped"):
+        title += f"\ndropped rows: {summary['dropped']}"
+    if args.dataset != "affectnet":
+        title += f"\narousal range: {summary.get('arousal_range')} ({summary.get('arousal_range_source')})"
+    table = format_table(result.metrics, published, title)
+    result.info.update({"weights": str(args.weights), "dataset_format": args.dataset, "cleaned": bool(args.cleaned),
+                        "classes": classes, "limit": args.limit})
+    paths = write_results(result, args.output, published, table)
+    print(table)
+    print(f"\nwrote {paths['metrics']}, {paths['predictions']}, {paths['table']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emonet.cli.evaluate")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Official checkpoints: where they come from, and how to verify a downloaded file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class OfficialWeights:
+    name: str
+    url: str
+    git_blob_sha1: str  # sha1(b"blob <size>\0" + content), as git stores the file
+    classes: int
+    license: str = "CC BY-NC-ND 4.0 (non-commercial, no derivatives)"
+
+
+OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
+    "emonet_8": OfficialWeights(
+        "emonet_8", "https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_8.pth",
+        "6833bfdcf8fc761deb7630256a750cf1f7c850c1", 8,
+    ),
+    "emonet_5": OfficialWeights(
+        "emonet_5", "https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_5.pth",
+        "61358cb3ea0fe410c01ee4ffff5ed1b49713af98", 5,
+    ),
+}
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """The SHA-1 git gives a file's content (``git hash-object``)."""
+    path = Path(path)
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(path: str | os.PathLike, name: str) -> bool:
+    """True when ``path`` is byte-identical to the official file ``name``."""
+    return git_blob_sha1(path) == OFFICIAL_WEIGHTS[name].git_blob_sha1
+
+
+def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeout: float = 60.0, force: bool = False) -> Path:
+    """Download an official checkpoint into ``dest_dir`` and verify its git blob SHA-1.
+
+    Raises ``RuntimeError`` with a clear message when offline or when the checksum does not match (the
+    partial download is removed; an existing verified file is kept unless ``force``).
+    """
+    if name not in OFFICIAL_WEIGHTS:
+        raise ValueError(f"unknown checkpoint {name!r}; choose from {', '.join(OFFICIAL_WEIGHTS)}")
+    info = OFFICIAL_WEIGHTS[name]
+    dest = Path(dest_dir) / f"{name}.pth"
+    if dest.exists() and not force and verify_weights(dest, name):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(info.url, timeout=timeout) as response:
+                    total = int(response.headers.get("Content-Length") or 0)
+                    from tqdm import tqdm
+
+                    with tqdm(total=total or None, unit="B", unit_scale=True, desc=name) as bar:
+                        for block in iter(lambda: response.read(1 << 20), b""):
+                            out.write(block)
+                            bar.update(len(block))
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise RuntimeError(
+                    f"cannot download {info.url} ({exc}). Are you offline? Download the file by hand "
+                    f"and place it at {dest}, then check it with `python weights/download.py --verify`."
+                ) from exc
+        actual = git_blob_sha1(tmp)
+        if actual != info.git_blob_sha1:
+            raise RuntimeError(
+                f"{info.url}: checksum mismatch (git blob SHA-1 {actual}, expected {info.git_blob_sha1}); "
+                "the file was not saved"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest

@@ -1,0 +1,469 @@
+"""Review a model's predictions on a labelled test set: predictions CSV, metrics and figures.
+
+:func:`review_predictions_with_visualization` runs a checkpoint (loaded with :func:`emonet.load_model`)
+over every row of a test set through the project's inference path (:class:`emonet.predictor.Predictor`
+on whole images, no face detection: the dataset decides the crop), then writes into ``output_dir``:
+
+==============================  ==============================================================================
+``predictions.csv``             one row per test sample (truth, prediction, errors, scores, rank)
+``metrics.json``                V/A metrics (CCC, PCC, RMSE, MAE, SAGR, ICC) and label metrics
+``per_class_metrics.csv``       per emotion: AP, P/R/F1 at the threshold, best-F1 threshold (multi-label),
+                                or accuracy (= recall), precision, F1 (single-label)
+``grid_<sort_by>.png``          the first ``num_samples`` samples in the chosen order
+``detailed/NNN_row<i>.png``     one panel per sample for the first ``detailed_samples``
+``cooccurrence.png``            true vs predicted label co-occurrence (multi-label models)
+``confusion_matrix.png``        confusion matrix (single-label models)
+``va_scatter.png``              predicted vs true valence and arousal with the identity line
+==============================  ==============================================================================
+
+Test sets: an EMOTIC annotation CSV (Kaggle ``annot_arrs_*.csv`` or ``normalized_dataset_*.csv``, read by
+:class:`emonet.data.emotic.EmoticDataset`, ``img_arrays_dir`` = ``img_arrs/``) or a CSV of
+``path,label,valence,arousal`` (:class:`emonet.data.csv_faces.CsvFaceDataset`, ``img_arrays_dir`` = the
+folder the paths start from), or any dataset object with the same item keys.
+
+Orders (``sort_by``):
+
+* ``random``: a permutation drawn with ``seed``;
+* ``best`` / ``worst``: by the per-sample quality ``q`` (highest / lowest first, ties in dataset order)::
+
+      va_term    = 1 - (|v_pred - v_true| + |a_pred - a_true|) / 4        # in [0, 1] for values in [-1, 1]
+      label_term = F1(pred labels, true labels)   multi-label (score >= threshold; both empty -> 1)
+                 = 1 if argmax is the true class else 0                     single-label
+      q          = (va_term + label_term) / 2     (the available term alone when the other is undefined)
+
+* ``confidence``: by the model's own certainty, most confident first: multi-label ``mean(|p - 0.5| * 2)``
+  over the categories, single-label the highest softmax probability.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from emonet import metrics as M
+from emonet import visualization as V
+
+SORT_ORDERS = ("random", "best", "worst", "confidence")
+EMOTIC_DATASET_KWARGS = ("image_source", "face_detector", "va_scale", "missing_face")
+CSV_DATASET_KWARGS = ("arousal_range", "crop", "cleaned", "classes")
+_DETAIL_NAME = re.compile(r"^\d{3,}_row\d+\.png$")
+
+__all__ = [
+    "SORT_ORDERS", "confidence_scores", "open_test_set", "prepare_batch", "quality_scores",
+    "review_predictions_with_visualization", "sort_order",
+]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def prepare_batch(images: Sequence[np.ndarray], model: nn.Module) -> torch.Tensor:
+    """RGB uint8 images -> the model's input tensor (resize to ``model.input_size`` with OpenCV bilinear,
+    /255, then the model's mean/std if any). Thin wrapper over :func:`emonet.predictor.prepare_batch`."""
+    from emonet.predictor import prepare_batch as _prepare
+
+    return _prepare(images, int(getattr(model, "input_size", 256)), getattr(model, "normalization", None))
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    """Write to a temporary file in the same folder, then rename (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types; NaN/inf become null (strict JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _collate_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Images differ in size: batches stay lists and are resized by prepare_batch.
+    return items
+
+
+# ---------------------------------------------------------------------------------------------- test set
+def open_test_set(
+    csv_path: str | os.PathLike,
+    images_dir: str | os.PathLike | None,
+    model: nn.Module | None = None,
+    dataset_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[Dataset, str]:
+    """Open a test CSV as a dataset; returns ``(dataset, kind)`` with kind ``"emotic"`` or ``"csv"``.
+
+    EMOTIC is recognised by its 26 category columns; otherwise the CSV needs image path, label, valence
+    and arousal columns (see :mod:`emonet.data.csv_faces`). ``dataset_kwargs`` go to the dataset class
+    (EMOTIC: image_source, face_detector, va_scale, missing_face; CSV: arousal_range, crop, cleaned, classes).
+    """
+    from emonet.classes import EMOTIC_CATEGORIES
+
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"test CSV not found: {csv_path}")
+    try:
+        header = [str(c) for c in pd.read_csv(csv_path, nrows=0).columns]
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv_path}: cannot read the test CSV header ({exc})") from exc
+    kwargs = dict(dataset_kwargs or {})
+    if all(c in header for c in EMOTIC_CATEGORIES):
+        bad = sorted(set(kwargs) - set(EMOTIC_DATASET_KWARGS))
+        if bad:
+            raise ValueError(f"{csv_path}: EMOTIC test set does not take {bad}; accepted: {list(EMOTIC_DATASET_KWARGS)}")
+        if images_dir is None:
+            raise ValueError(f"{csv_path}: EMOTIC needs the img_arrs/ folder (img_arrays_dir)")
+        from emonet.data.emotic import EmoticDataset
+
+        return EmoticDataset(csv_path, images_dir, **kwargs), "emotic"
+    bad = sorted(set(kwargs) - set(CSV_DATASET_KWARGS))
+    if bad:
+        raise ValueError(f"{csv_path}: face CSV test set does not take {bad}; accepted: {list(CSV_DATASET_KWARGS)}")
+    if "classes" not in kwargs and model is not None and len(getattr(model, "class_names", [])) == 5:
+        kwargs["classes"] = 5  # keep the 5-class subset (Anger -> index 4) for 5-class EmoNet checkpoints
+    from emonet.data.csv_faces import CsvFaceDataset
+
+    return CsvFaceDataset(csv_path, image_root=images_dir, **kwargs), "csv"
+
+
+def _sample_id(dataset: Dataset, item: Mapping[str, Any]) -> str:
+    if "path" in item:
+        return str(item["path"])
+    frame = getattr(dataset, "frame", None)
+    if isinstance(frame, pd.DataFrame):
+        column = "Arr_name" if getattr(dataset, "image_source", "crop") == "full" else "Crop_name"
+        if column in frame.columns:
+            return str(frame.iloc[int(item["index"])][column])
+    return str(item.get("index", ""))
+
+
+def _label_space(dataset: Dataset, model: nn.Module, multi_label: bool) -> tuple[bool, str]:
+    """Whether the dataset's labels can be scored against the model's classes (and why not)."""
+    names = [str(c) for c in model.class_names]
+    data_names = getattr(dataset, "category_names", None) if multi_label else getattr(dataset, "class_names", None)
+    if data_names is None:
+        kind = "multi-label categories" if multi_label else "single labels"
+        return False, f"the test set has no {kind} to compare with the {len(names)}-class model"
+    data_names = [str(c) for c in data_names]
+    if len(data_names) != len(names):
+        return False, f"the test set has {len(data_names)} classes and the model {len(names)}"
+    if [c.lower() for c in data_names] != [c.lower() for c in names]:
+        warnings.warn(
+            f"model classes {names[:4]}... differ from the test set's {data_names[:4]}...; compared by position",
+            UserWarning, stacklevel=3,
+        )
+    return True, ""
+
+
+# ------------------------------------------------------------------------------------------ scores/order
+def quality_scores(
+    true_va: np.ndarray, pred_va: np.ndarray, label_term: np.ndarray | None
+) -> np.ndarray:
+    """Per-sample quality ``q`` in [0, 1] (see the module docstring); higher is better."""
+    va_err = np.abs(np.asarray(pred_va, np.float64) - np.asarray(true_va, np.float64)).sum(axis=1)
+    va_term = 1.0 - va_err / 4.0
+    if label_term is None:
+        return va_term
+    label_term = np.asarray(label_term, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # both terms NaN -> NaN, sorted last
+        return np.nanmean(np.stack([va_term, label_term]), axis=0) if len(va_term) else va_term
+
+
+def confidence_scores(probabilities: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Multi-label: ``mean(|p - 0.5| * 2)``; single-label: highest probability."""
+    p = np.asarray(probabilities, np.float64)
+    if p.size == 0:
+        return np.zeros(len(p))
+    return (np.abs(p - 0.5) * 2).mean(axis=1) if multi_label else p.max(axis=1)
+
+
+def sort_order(sort_by: str, quality: np.ndarray, confidence: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Row positions in display order for ``sort_by`` (stable: ties keep dataset order; NaN last)."""
+    n = len(quality)
+    if sort_by == "random":
+        return np.random.default_rng(seed).permutation(n)
+    if sort_by in ("best", "worst"):
+        key = -quality if sort_by == "best" else quality
+    elif sort_by == "confidence":
+        key = -confidence
+    else:
+        raise ValueError(f"sort_by must be one of {SORT_ORDERS}, got {sort_by!r}")
+    key = np.where(np.isfinite(key), key, np.inf)
+    return np.argsort(key, kind="stable")
+
+
+# ------------------------------------------------------------------------------------------------ review
+def review_predictions_with_visualization(
+    model_checkpoint_path: str | os.PathLike | nn.Module,
+    test_csv_path: str | os.PathLike | Dataset,
+    img_arrays_dir: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    num_samples: int = 20,
+    detailed_samples: int = 20,
+    sort_by: str = "random",
+    device: str = "auto",
+    batch_size: int = 32,
+    seed: int = 0,
+    threshold: float = 0.5,
+    *,
+    dataset_kwargs: Mapping[str, Any] | None = None,
+    flip_tta: bool = False,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict every test row, compute metrics and write the review files (see the module docstring).
+
+    Args:
+        model_checkpoint_path: checkpoint file (official EmoNet or project checkpoint) or a loaded model.
+        test_csv_path: EMOTIC annotation CSV, ``path,label,valence,arousal`` CSV, or a dataset object.
+        img_arrays_dir: EMOTIC ``img_arrs/`` folder, or the folder image paths start from (None: the CSV's).
+        output_dir: created if needed; the files listed above are replaced, other files are left alone.
+        num_samples: samples in the grid; detailed_samples: detailed panels (both in ``sort_by`` order).
+        sort_by: ``random`` | ``best`` | ``worst`` | ``confidence``.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``. batch_size: images per forward pass.
+        seed: for ``random`` order. threshold: multi-label decision threshold (``score >= threshold``).
+        dataset_kwargs: passed to the dataset class (e.g. ``{"image_source": "face"}`` for EmoNet on EMOTIC).
+        flip_tta: average over the image and its mirror (as EmoNet's official evaluation).
+        num_workers: DataLoader workers reading images. progress: tqdm bar over batches.
+
+    Returns:
+        ``{"predictions": DataFrame, "metrics": dict, "per_class": DataFrame, "files": [Path, ...]}``.
+    """
+    from tqdm.auto import tqdm
+
+    from emonet.checkpoint import load_model, resolve_device
+    from emonet.predictor import Predictor
+
+    if sort_by not in SORT_ORDERS:
+        raise ValueError(f"sort_by must be one of {SORT_ORDERS}, got {sort_by!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_samples < 0 or detailed_samples < 0:
+        raise ValueError("num_samples and detailed_samples must be >= 0")
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    if isinstance(model_checkpoint_path, nn.Module):
+        model, checkpoint = model_checkpoint_path.to(dev).eval(), getattr(model_checkpoint_path, "checkpoint_path", None)
+    else:
+        checkpoint = str(model_checkpoint_path)
+        model = load_model(model_checkpoint_path, device=dev)
+    multi_label = bool(getattr(model, "multi_label", False))
+    class_names = [str(c) for c in model.class_names]
+    if isinstance(test_csv_path, Dataset):
+        dataset, kind, source = test_csv_path, type(test_csv_path).__name__, type(test_csv_path).__name__
+    else:
+        dataset, kind = open_test_set(test_csv_path, img_arrays_dir, model, dataset_kwargs)
+        source = str(test_csv_path)
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{source}: the test set is empty (no rows to review)")
+    labels_ok, labels_why = _label_space(dataset, model, multi_label)
+    if not labels_ok:
+        warnings.warn(f"{source}: label metrics skipped: {labels_why}; only valence/arousal are scored",
+                      UserWarning, stacklevel=2)
+    predictor = Predictor(model, device=str(dev), detector=None, flip_tta=flip_tta, batch_size=batch_size)
+    timing["load_s"] = time.perf_counter() - t0
+
+    # -- inference -------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=_collate_list)
+    idx, ids, true_va, pred_va, probs, truth = [], [], [], [], [], []
+    for batch in tqdm(loader, total=len(loader), desc="review", unit="batch", disable=not progress):
+        result = predictor.predict_crops([item["image"] for item in batch])
+        for item in batch:
+            idx.append(int(item["index"]))
+            ids.append(_sample_id(dataset, item))
+            true_va.append((float(item["valence"]), float(item["arousal"])))
+            if labels_ok:
+                truth.append(np.asarray(item["categories"], np.float64) if multi_label else int(item["label"]))
+        pred_va.append(np.stack([result.valence, result.arousal], axis=1))
+        probs.append(result.probabilities)
+    true_va_a = np.asarray(true_va, np.float64).reshape(-1, 2)
+    pred_va_a = np.concatenate(pred_va).astype(np.float64)
+    probs_a = np.concatenate(probs).astype(np.float64)
+    timing["inference_s"] = time.perf_counter() - t0
+
+    # -- metrics ---------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # Missing V/A truth (NaN) drops those pairs; the warning still reaches the user once.
+        warnings.simplefilter("default", M.MetricWarning)
+        va_report = M.regression_report(true_va_a[:, 0], pred_va_a[:, 0], true_va_a[:, 1], pred_va_a[:, 1],
+                                        nan_policy="omit")
+    label_term: np.ndarray | None = None
+    pred_sets: np.ndarray | None = None
+    table: dict[str, Any] = {"index": idx, "id": ids}
+    table.update({
+        "true_valence": true_va_a[:, 0], "true_arousal": true_va_a[:, 1],
+        "pred_valence": pred_va_a[:, 0], "pred_arousal": pred_va_a[:, 1],
+        "valence_abs_error": np.abs(pred_va_a[:, 0] - true_va_a[:, 0]),
+        "arousal_abs_error": np.abs(pred_va_a[:, 1] - true_va_a[:, 1]),
+    })
+    table["va_abs_error"] = (table["valence_abs_error"] + table["arousal_abs_error"]) / 2
+    if multi_label:
+        pred_sets = probs_a >= threshold
+        table["pred_labels"] = [";".join(np.asarray(class_names)[row]) for row in pred_sets]
+    else:
+        pred_idx = probs_a.argmax(axis=1)
+        table["pred_label"] = [class_names[i] for i in pred_idx]
+    summary: dict[str, Any] = {}
+    per_class = pd.DataFrame()
+    truth_a: np.ndarray | None = None
+    if labels_ok:
+        if multi_label:
+            truth_a = np.stack(truth).astype(np.float64)
+            summary, per_class = M.multilabel_report(truth_a, probs_a, class_names, threshold=threshold)
+            label_term = M.sample_f1(truth_a > 0.5, pred_sets)
+            table["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth_a]
+            table["label_f1"] = label_term
+        else:
+            truth_a = np.asarray(truth, np.int64)
+            bad = truth_a[(truth_a < 0) | (truth_a >= len(class_names))]
+            if bad.size:
+                raise ValueError(f"{source}: label {int(bad[0])} outside the model's {len(class_names)} classes")
+            summary, per_class = M.classification_report(truth_a, probs_a, class_names)
+            label_term = (pred_idx == truth_a).astype(np.float64)
+            table["true_label"] = [class_names[i] for i in truth_a]
+            table["correct"] = label_term.astype(bool)
+    confidence = confidence_scores(probs_a, multi_label)
+    quality = quality_scores(true_va_a, pred_va_a, label_term)
+    table["confidence"] = confidence
+    table["quality"] = quality
+    order = sort_order(sort_by, quality, confidence, seed)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    table["rank"] = rank
+    prefix = "score_" if multi_label else "prob_"
+    for j, name in enumerate(class_names):
+        table[f"{prefix}{name}"] = probs_a[:, j]
+    predictions = pd.DataFrame(table)
+    metrics: dict[str, Any] = {
+        "checkpoint": checkpoint, "arch": getattr(model, "arch", type(model).__name__), "test_set": source,
+        "dataset_kind": kind, "images_dir": None if img_arrays_dir is None else str(img_arrays_dir),
+        "n_samples": n, "multi_label": multi_label, "class_names": class_names, "threshold": float(threshold),
+        "sort_by": sort_by, "seed": seed, "device": str(dev), "flip_tta": flip_tta,
+        "valence": va_report["valence"], "arousal": va_report["arousal"],
+        "mean_va_abs_error": float(np.nanmean(table["va_abs_error"])),
+        "mean_quality": float(np.nanmean(quality)), "mean_confidence": float(np.mean(confidence)),
+        "labels": summary if labels_ok else None, "labels_skipped_reason": labels_why or None,
+    }
+    timing["metrics_s"] = time.perf_counter() - t0
+
+    # -- files -----------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    files.append(_atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False)))
+    files.append(_atomic_write_text(out / "per_class_metrics.csv", per_class.to_csv(index=False)))
+    files.append(V.save_figure(V.plot_va_scatter(
+        true_va_a[:, 0], pred_va_a[:, 0], true_va_a[:, 1], pred_va_a[:, 1], metrics=va_report,
+        title=f"Predicted vs true valence and arousal (n={n})"), out / "va_scatter.png"))
+    if labels_ok and multi_label:
+        files.append(V.save_figure(V.plot_cooccurrence(truth_a > 0.5, pred_sets, class_names,
+                                                       title=f"True vs predicted labels (threshold {threshold:g})"),
+                                   out / "cooccurrence.png"))
+    elif labels_ok:
+        files.append(V.save_figure(V.plot_confusion_matrix(summary["confusion_matrix"], class_names,
+                                                           title=f"Confusion matrix (n={n})"),
+                                   out / "confusion_matrix.png"))
+    shown = order[: max(num_samples, detailed_samples)]
+    # Only the shown images are read again (keeping every image of a large test set in memory is not an option).
+    images = {int(p): dataset[int(idx[p])]["image"] for p in shown}
+    if num_samples > 0:
+        cells = []
+        for p in order[:num_samples]:
+            row = predictions.iloc[int(p)]
+            cells.append({
+                "image": images[int(p)],
+                "true_labels": _row_labels(row, "true", multi_label, labels_ok),
+                "pred_labels": _row_labels(row, "pred", multi_label, True),
+                "true_va": (row["true_valence"], row["true_arousal"]),
+                "pred_va": (row["pred_valence"], row["pred_arousal"]),
+                "caption": f"#{int(row['rank']) + 1}  row {int(row['index'])}  "
+                           + (f"conf {row['confidence']:.2f}" if sort_by == "confidence" else f"q {row['quality']:.2f}"),
+            })
+        files.append(V.save_figure(V.plot_sample_grid(
+            cells, ncols=5, title=f"Predictions vs ground truth — {sort_by} order ({len(cells)} of {n})"),
+            out / f"grid_{sort_by}.png"))
+    detail_dir = out / "detailed"
+    if detail_dir.is_dir():
+        for old in detail_dir.iterdir():
+            if _DETAIL_NAME.match(old.name):  # only panels this function wrote before
+                old.unlink()
+    for p in order[:detailed_samples]:
+        row = predictions.iloc[int(p)]
+        r = int(row["rank"])
+        if labels_ok:
+            truth_vec = truth_a[p] if multi_label else np.eye(len(class_names))[truth_a[p]]
+        else:
+            truth_vec = np.zeros(len(class_names))
+        info: dict[str, Any] = {
+            "rank": f"{r + 1} / {n} ({sort_by})", "row": int(row["index"]),
+            "true valence": float(row["true_valence"]), "pred valence": float(row["pred_valence"]),
+            "true arousal": float(row["true_arousal"]), "pred arousal": float(row["pred_arousal"]),
+            "|dV|": float(row["valence_abs_error"]), "|dA|": float(row["arousal_abs_error"]),
+        }
+        if labels_ok and multi_label:
+            info["label F1"] = float(row["label_f1"])
+            info["true labels"] = int(truth_vec.sum())
+            info["predicted labels"] = int(pred_sets[p].sum())
+        elif labels_ok:
+            info["true class"] = row["true_label"]
+            info["pred class"] = row["pred_label"]
+            info["correct"] = "yes" if row["correct"] else "no"
+        info["confidence"] = float(row["confidence"])
+        info["quality q"] = float(row["quality"])
+        files.append(V.save_figure(V.plot_sample_detail(
+            images[int(p)], probs_a[p], truth_vec, class_names,
+            pred_va=(row["pred_valence"], row["pred_arousal"]), true_va=(row["true_valence"], row["true_arousal"]),
+            metrics=info, threshold=threshold if multi_label else None,
+            title=f"#{r + 1} ({sort_by})  row {int(row['index'])}: {Path(str(row['id'])).name}",
+            score_label="predicted score" if multi_label else "predicted probability"),
+            detail_dir / f"{r + 1:03d}_row{int(row['index'])}.png"))
+    timing["figures_s"] = time.perf_counter() - t0
+    metrics["timing_s"] = timing
+    files.insert(1, _atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n"))
+    return {"predictions": predictions, "metrics": metrics, "per_class": per_class, "files": files}
+
+
+def _row_labels(row: pd.Series, which: str, multi_label: bool, available: bool) -> list[str]:
+    if not available:
+        return ["n/a"]
+    if multi_label:
+        text = row.get(f"{which}_labels", "")
+        return [s for s in str(text).split(";") if s] if isinstance(text, str) else []
+    return [str(row[f"{which}_label"])]

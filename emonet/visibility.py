@@ -1,0 +1,440 @@
+"""Face visibility of EMOTIC person crops: the share of face-mesh landmarks that fall inside the crop.
+
+Definition: run MediaPipe FaceMesh (``static_image_mode=True``, ``refine_landmarks=True``, one face) on the
+crop; visibility = 100 * (landmarks inside the crop) / (landmarks returned). FaceMesh predicts the whole
+face geometry even where the crop cuts the face, so a half-cut face scores about 50. The denominator is the
+number of landmarks actually returned (478 with refined irises), never a constant, so the score never
+exceeds 100. No face found -> 0. Array that cannot be read -> NaN, with the reason reported.
+
+How the mesh is found (measured on crops of the real sample faces, see docs/emotic_pipeline.md):
+1. FaceMesh on the crop zero-padded by 25% of its long side on each side. The padding lets FaceMesh's own
+   detector find faces that touch or cross the crop border; landmarks falling in the padding count as
+   outside.
+2. If no face: :class:`emonet.faces.FaceDetector` on the padded crop, then FaceMesh on a square region of
+   about twice the detected box (resized to 256 px), landmarks mapped back. FaceMesh alone misses faces
+   that are small in the crop (e.g. ``camera`` as a person crop) that the detector finds.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VISIBILITY_COLUMN = "Face_Visibility"
+ERROR_COLUMN = "Face_Visibility_Error"
+PAD_FRACTION = 0.25
+REGION_EXPAND = 1.1  # emonet.faces.crop_region side = 200 * (w + h) / 220 * 1.1 ~= 2x the detector box
+REGION_SIZE = 256
+PARTIAL_SUFFIX = ".partial.jsonl"
+PARTIAL_FORMAT = "emonet-face-visibility-partial"
+TASK_CHUNK = 4  # rows per worker task: small, so an interrupt loses little and progress stays smooth
+
+
+def visibility_percent(points: np.ndarray, width: int, height: int) -> float:
+    """Percentage of (N, 2) pixel points inside ``[0, width] x [0, height]``; 0 for no points."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(points) == 0:
+        return 0.0
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width) & (points[:, 1] >= 0) & (points[:, 1] <= height)
+    return 100.0 * float(inside.sum()) / float(len(points))
+
+
+class FaceVisibility:
+    """Reusable face-visibility estimator (one FaceMesh graph, one lazily created face detector).
+
+    Create it once per process and call :meth:`visibility` on each crop (RGB uint8); MediaPipe graphs are
+    expensive to build. Not thread-safe. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, pad_fraction: float = PAD_FRACTION,
+                 detector_fallback: bool = True) -> None:
+        import mediapipe as mp
+
+        self.min_confidence = min_confidence
+        self.pad_fraction = pad_fraction
+        self.detector_fallback = detector_fallback
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+        )
+        self._detector = None
+
+    def __enter__(self) -> FaceVisibility:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def _mesh_points(self, image: np.ndarray) -> np.ndarray | None:
+        if self._mesh is None:
+            raise RuntimeError("FaceVisibility is closed")
+        result = self._mesh.process(np.ascontiguousarray(image))
+        if not result.multi_face_landmarks:
+            return None
+        h, w = image.shape[:2]
+        marks = result.multi_face_landmarks[0].landmark
+        return np.array([(p.x * w, p.y * h) for p in marks], dtype=np.float64)
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        """FaceMesh landmarks of the main face as (N, 2) pixels in the crop's frame (may lie outside it).
+
+        N is what FaceMesh returned (478 with refined irises). ``None`` when no face is found.
+        """
+        from emonet.images import to_rgb_uint8
+
+        image = to_rgb_uint8(image)
+        h, w = image.shape[:2]
+        pad = max(1, int(round(self.pad_fraction * max(h, w))))
+        padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        points = self._mesh_points(padded)
+        if points is None and self.detector_fallback:
+            points = self._mesh_from_detection(padded)
+        return None if points is None else points - pad
+
+    def _mesh_from_detection(self, image: np.ndarray) -> np.ndarray | None:
+        from emonet.faces import FaceDetector, crop_region, crop_region_image
+
+        if self._detector is None:
+            self._detector = FaceDetector(model="auto", min_score=self.min_confidence, max_faces=1)
+        faces = self._detector.detect(image)
+        if not faces:
+            return None
+        region = crop_region(faces[0].box, size=REGION_SIZE, expand=REGION_EXPAND)
+        points = self._mesh_points(crop_region_image(image, region))
+        return None if points is None else region.to_image(points)
+
+    def visibility(self, image: np.ndarray) -> float:
+        """Face visibility of a crop in percent (0-100); 0 when no face is found."""
+        points = self.landmarks(image)
+        if points is None:
+            return 0.0
+        h, w = np.asarray(image).shape[:2]
+        return visibility_percent(points, w, h)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Whole-CSV runner: parallel workers, resumable partial results, atomic output, histogram.
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VisibilitySummary:
+    """What a :func:`compute_face_visibility` run did."""
+
+    input_csv: str
+    output_csv: str
+    rows: int
+    with_face: int  # visibility > 0
+    no_face: int  # visibility == 0
+    unreadable: int  # NaN, reason in Face_Visibility_Error
+    mean_visibility: float  # over readable rows
+    resumed_rows: int  # rows taken from an earlier interrupted run
+    seconds: float
+    workers: int
+    backup: str | None = None
+    histogram: str | None = None
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [
+            f"face visibility: {self.rows} rows from {self.input_csv}",
+            f"  with a face: {self.with_face}, no face: {self.no_face}, unreadable: {self.unreadable}",
+            f"  mean visibility (readable rows): {self.mean_visibility:.2f}%",
+            f"  {self.rows - self.resumed_rows} rows measured in {self.seconds:.1f} s with {self.workers} worker(s)"
+            + (f", {self.resumed_rows} resumed from a partial run" if self.resumed_rows else ""),
+            f"  output: {self.output_csv}" + (f" (original kept as {self.backup})" if self.backup else ""),
+        ]
+        if self.histogram:
+            lines.append(f"  histogram: {self.histogram}")
+        return "\n".join(lines)
+
+
+_WORKER: FaceVisibility | None = None
+
+
+def _init_worker(options: dict[str, Any]) -> None:
+    global _WORKER
+    # Ctrl-C goes to the whole process group: let the parent handle it and stop the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER = FaceVisibility(**options)
+
+
+def measure_array(estimator: FaceVisibility, path: str | os.PathLike) -> tuple[float, str | None]:
+    """``(visibility, None)`` for a readable crop array, ``(nan, reason)`` otherwise."""
+    from emonet.data.emotic import load_npy_image
+
+    try:
+        image = load_npy_image(path)
+    except (OSError, ValueError) as exc:
+        return math.nan, str(exc)
+    try:
+        return estimator.visibility(image), None
+    except Exception as exc:  # noqa: BLE001 - a MediaPipe failure on one crop must not stop a 20k-row run
+        return math.nan, f"{path}: face mesh failed ({type(exc).__name__}: {exc})"
+
+
+def _measure_chunk(tasks: list[tuple[int, str]]) -> list[tuple[int, float, str | None]]:
+    assert _WORKER is not None, "worker not initialised"
+    return [(row, *measure_array(_WORKER, path)) for row, path in tasks]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def partial_path_for(output_csv: str | os.PathLike) -> Path:
+    """Sidecar file holding finished rows of an interrupted run for ``output_csv``."""
+    return Path(str(output_csv) + PARTIAL_SUFFIX)
+
+
+def _read_partial(path: Path, header: dict[str, Any], n_rows: int) -> dict[int, tuple[float, str | None]]:
+    """Rows finished by an earlier run on the same input; a mismatched or unreadable sidecar is ignored."""
+    if not path.exists():
+        return {}
+    done: dict[int, tuple[float, str | None]] = {}
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+        try:
+            found = json.loads(first)
+        except json.JSONDecodeError:
+            found = None
+        if found != header:
+            log.warning("%s: partial results belong to another input or settings; starting over", path)
+            return {}
+        for line in handle:
+            try:
+                record = json.loads(line)
+                row = int(record["row"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # the last line of an interrupted run may be cut short
+            if 0 <= row < n_rows:
+                value = record.get("visibility")
+                done[row] = (math.nan if value is None else float(value), record.get("error"))
+    return done
+
+
+def _backup_path(path: Path) -> Path:
+    # Never overwrite an earlier backup: it may be the only copy of the user's original file.
+    candidate = path.with_name(path.name + ".bak")
+    number = 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}.bak{number}")
+    return candidate
+
+
+def write_histogram(values: Iterable[float], path: str | os.PathLike, title: str) -> Path:
+    """Histogram PNG of visibility values (NaN ignored), 5%-wide bins, written atomically."""
+    import tempfile
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = np.asarray(list(values), dtype=np.float64)
+    values = values[np.isfinite(values)]
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.hist(values, bins=np.linspace(0, 100, 21), color="#4477aa", edgecolor="white")
+    ax.set_title(title)
+    ax.set_xlabel("Face visibility (% of face-mesh landmarks inside the crop)")
+    ax.set_ylabel("Number of crops")
+    ax.set_xlim(0, 100)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start: start + size]
+
+
+def compute_face_visibility(
+    csv_path: str | os.PathLike,
+    arrays_dir: str | os.PathLike,
+    output_csv: str | os.PathLike | None = None,
+    *,
+    in_place: bool = False,
+    histogram: str | os.PathLike | None = None,
+    workers: int = 1,
+    column: str = "Crop_name",
+    progress: bool = True,
+    start_method: str = "spawn",
+    estimator_options: dict[str, Any] | None = None,
+) -> VisibilitySummary:
+    """Add ``Face_Visibility`` (and ``Face_Visibility_Error``) to an EMOTIC CSV, for the arrays in ``column``.
+
+    Writes ``output_csv`` (a new file; the input is never touched) or, with ``in_place``, replaces
+    ``csv_path`` atomically after copying it to ``<csv>.bak``. Every other cell is written back exactly as
+    read. Finished rows are appended to ``<output>.partial.jsonl`` as they complete, so an interrupted run
+    resumes where it stopped; the sidecar is removed on success.
+
+    ``workers`` > 1 runs that many processes (``start_method``, default ``spawn``: MediaPipe graphs must not
+    be inherited through ``fork``), each building its FaceMesh once.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from emonet.data.emotic import validate_emotic_columns, write_csv_atomic
+
+    started = time.perf_counter()
+    csv_path, arrays_dir = Path(csv_path), Path(arrays_dir)
+    if in_place == (output_csv is not None):
+        raise ValueError("give exactly one of output_csv or in_place=True")
+    output = csv_path if in_place else Path(output_csv)
+    if not in_place and output.resolve() == csv_path.resolve():
+        raise ValueError(f"{output}: output is the input CSV; pass in_place=True (--in-place) to replace it")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: annotation CSV not found")
+    if not arrays_dir.is_dir():
+        raise FileNotFoundError(f"{arrays_dir}: image array folder not found")
+
+    # Text mode: every other cell is written back exactly as it was read.
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    columns = list(frame.columns)
+    if columns and columns[0].startswith("Unnamed: 0"):
+        columns = columns[1:]
+    validate_emotic_columns(columns, csv_path)
+    if column not in frame.columns:
+        raise ValueError(f"{csv_path}: no column {column!r}")
+    if VISIBILITY_COLUMN in frame.columns:
+        log.info("%s already has %s; recomputing it", csv_path, VISIBILITY_COLUMN)
+
+    options = dict(estimator_options or {})
+    header = {"format": PARTIAL_FORMAT, "version": 1, "input_sha256": _file_sha256(csv_path),
+              "arrays_dir": str(arrays_dir.resolve()), "column": column, "options": options}
+    partial = partial_path_for(output)
+    n = len(frame)
+    results = _read_partial(partial, header, n)
+    resumed = len(results)
+    if resumed:
+        log.info("resuming: %d of %d rows already measured in %s", resumed, n, partial)
+
+    tasks: list[tuple[int, str]] = []
+    for row, name in enumerate(frame[column]):
+        if row in results:
+            continue
+        if not name.strip():
+            results[row] = (math.nan, f"{csv_path}: row {row}: empty {column}")
+        else:
+            tasks.append((row, str(arrays_dir / name)))
+
+    mode = "a" if resumed else "w"
+    with open(partial, mode, encoding="utf-8") as sidecar, tqdm(
+        total=n, initial=n - len(tasks), desc="face visibility", unit="crop", disable=not progress
+    ) as bar:
+        if not resumed:
+            sidecar.write(json.dumps(header) + "\n")
+            sidecar.flush()
+
+        def record(row: int, value: float, error: str | None) -> None:
+            results[row] = (value, error)
+            sidecar.write(json.dumps({"row": row, "visibility": None if math.isnan(value) else value,
+                                      "error": error}) + "\n")
+            sidecar.flush()  # what is flushed survives a kill of this process
+            bar.update(1)
+
+        pool = None
+        try:
+            if tasks and workers == 1:
+                with FaceVisibility(**options) as estimator:
+                    for row, path in tasks:
+                        record(row, *measure_array(estimator, path))
+            elif tasks:
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=workers, mp_context=multiprocessing.get_context(start_method),
+                    initializer=_init_worker, initargs=(options,),
+                )
+                futures = [pool.submit(_measure_chunk, chunk) for chunk in _chunks(tasks, TASK_CHUNK)]
+                for future in concurrent.futures.as_completed(futures):
+                    for row, value, error in future.result():
+                        record(row, value, error)
+                pool.shutdown(wait=True)
+        except BaseException:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            log.warning("stopped: %d finished rows kept in %s; run the same command again to resume",
+                        len(results), partial)
+            raise
+
+    values = np.full(n, math.nan)
+    errors: list[tuple[int, str]] = []
+    error_cells = [""] * n
+    for row, (value, error) in results.items():
+        values[row] = value
+        if error:
+            errors.append((row, error))
+            error_cells[row] = error
+    errors.sort()
+    for row, error in errors[:20]:
+        log.warning("row %d: %s", row, error)
+    if len(errors) > 20:
+        log.warning("... and %d more unreadable rows (see %s)", len(errors) - 20, ERROR_COLUMN)
+
+    frame[VISIBILITY_COLUMN] = ["" if math.isnan(v) else f"{v:.2f}" for v in values]
+    frame[ERROR_COLUMN] = error_cells
+    backup = None
+    if in_place:
+        backup = _backup_path(csv_path)
+        shutil.copy2(csv_path, backup)
+    write_csv_atomic(frame, output, mode_from=csv_path if in_place else None)
+
+    readable = values[np.isfinite(values)]
+    summary = VisibilitySummary(
+        input_csv=str(csv_path), output_csv=str(output), rows=n, with_face=int((readable > 0).sum()),
+        no_face=int((readable == 0).sum()), unreadable=int(n - readable.size),
+        mean_visibility=float(readable.mean()) if readable.size else math.nan, resumed_rows=resumed,
+        seconds=time.perf_counter() - started, workers=workers, backup=str(backup) if backup else None,
+        errors=errors,
+    )
+    if histogram is not None:
+        title = (f"Face visibility of {n} crops ({csv_path.name})\n"
+                 f"{summary.no_face} without a face, {summary.unreadable} unreadable")
+        summary.histogram = str(write_histogram(values, histogram, title))
+    partial.unlink(missing_ok=True)  # only after the output is safely in place
+    return summary

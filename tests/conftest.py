@@ -1,0 +1,58 @@
+"""Shared test fixtures. Keep additions additive: several parts of the suite rely on these."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_random_emonet_state_dict(n_expression: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """An EmoNet state dict in the official layout with random weights and non-trivial BN statistics."""
+    from emonet.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model("emonet", n_expression=n_expression)
+    state = model.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    for key, value in state.items():
+        if key.endswith("running_mean"):
+            state[key] = torch.randn(value.shape, generator=g) * 0.1
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=g) + 0.5
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000)
+    return state
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint_8(tmp_path_factory) -> Path:
+    """An official-layout (plain state dict) 8-class checkpoint file with random weights."""
+    path = tmp_path_factory.mktemp("weights") / "emonet_8_random.pth"
+    torch.save(make_random_emonet_state_dict(8, seed=0), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint_5(tmp_path_factory) -> Path:
+    """An official-layout 5-class checkpoint saved from DataParallel (``module.`` prefix)."""
+    path = tmp_path_factory.mktemp("weights") / "emonet_5_random_dp.pth"
+    state = make_random_emonet_state_dict(5, seed=1)
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_images_dir(tmp_path_factory) -> Path:
+    """JPEG files of real faces (astronaut, grace_hopper, camera) and non-faces (chelsea, coffee, rocket)."""
+    from emonet.samples import write_samples
+
+    return Path(write_samples(tmp_path_factory.mktemp("samples"))[0]).parent

@@ -1,0 +1,111 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import emonet
+from emonet.checkpoint import CheckpointError, load_model, save_checkpoint
+from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES
+from emonet.hub import OFFICIAL_WEIGHTS, git_blob_sha1
+
+
+def _forward(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+def test_official_layout_loads_strictly(official_checkpoint_8):
+    model = load_model(official_checkpoint_8)
+    assert model.n_expression == 8 and model.class_names == EMONET_8_CLASSES
+    assert not model.training
+    raw = torch.load(official_checkpoint_8, weights_only=True)
+    assert all(torch.equal(v, raw[k]) for k, v in model.state_dict().items())
+
+
+def test_module_prefix_and_five_classes_inferred(official_checkpoint_5):
+    model = load_model(official_checkpoint_5)
+    assert model.n_expression == 5
+    assert model.class_names == EMONET_5_CLASSES and model.class_names[4] == "Anger"
+    out = _forward(model, torch.rand(1, 3, 256, 256))
+    assert out["expression"].shape == (1, 5)
+
+
+def test_prefix_does_not_change_outputs(official_checkpoint_8, tmp_path):
+    raw = torch.load(official_checkpoint_8, weights_only=True)
+    prefixed = tmp_path / "dp.pth"
+    torch.save({f"module.{k}": v for k, v in raw.items()}, prefixed)
+    x = torch.rand(1, 3, 256, 256)
+    a, b = _forward(load_model(official_checkpoint_8), x), _forward(load_model(prefixed), x)
+    assert torch.equal(a["valence"], b["valence"]) and torch.equal(a["expression"], b["expression"])
+
+
+def test_strict_load_lists_missing_unexpected_and_misshaped_keys(official_checkpoint_8, tmp_path):
+    raw = torch.load(official_checkpoint_8, weights_only=True)
+    del raw["conv1.bias"]
+    raw["extra.weight"] = torch.zeros(3)
+    raw["bn1.weight"] = torch.zeros(65)
+    bad = tmp_path / "bad.pth"
+    torch.save(raw, bad)
+    with pytest.raises(CheckpointError) as info:
+        load_model(bad)
+    message = str(info.value)
+    assert str(bad) in message
+    assert "missing keys (1)" in message and "conv1.bias" in message
+    assert "unexpected keys (1)" in message and "extra.weight" in message
+    assert "mis-shaped keys (1)" in message and "bn1.weight: file (65,) vs model (64,)" in message
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", b"", np.arange(5).tobytes()])
+def test_non_checkpoint_files_are_refused_with_the_file_name(tmp_path, content):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="model.pth"):
+        load_model(path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_objects_are_refused_weights_only(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Payload()}, f)
+    with pytest.raises(CheckpointError, match="evil.pth"):
+        load_model(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_other_state_dicts_and_missing_files(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(CheckpointError, match="unrecognised state dict"):
+        load_model(path)
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        load_model(tmp_path / "nope.pth")
+    torch.save({"epoch": 3, "notes": "x"}, tmp_path / "meta.pth")
+    with pytest.raises(CheckpointError, match="no state dict"):
+        load_model(tmp_path / "meta.pth")
+
+
+def test_project_checkpoint_round_trip_with_metadata(tmp_path):
+    torch.manual_seed(0)
+    model = emonet.create_model("emonet", n_expression=8).eval()
+    model.class_names = [f"c{i}" for i in range(8)]
+    path = save_checkpoint(tmp_path / "ft.pt", model, extra={"epoch": 4})
+    loaded = load_model(path)
+    assert loaded.class_names == model.class_names and loaded.checkpoint_extra == {"epoch": 4}
+    x = torch.rand(1, 3, 256, 256)
+    assert torch.equal(_forward(model, x)["arousal"], _forward(loaded, x)["arousal"])
+    # wrapped state dicts ({"state_dict": ...}) from other training scripts also load
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, tmp_path / "wrapped.pth")
+    assert load_model(tmp_path / "wrapped.pth").n_expression == 8
+
+
+def test_git_blob_sha1_matches_git(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"hello\n")
+    assert git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
+    assert set(OFFICIAL_WEIGHTS) == {"emonet_8", "emonet_5"}

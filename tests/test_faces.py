@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from emonet.faces import CROP_SIZE, FaceDetector, crop_face, crop_from_landmarks, crop_region, landmark_box
+from emonet.images import ImageReadError, list_images, read_image, to_rgb_uint8
+from emonet.landmarks import decode_heatmaps
+from emonet.samples import sample_image
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector() as d:
+        yield d
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_exactly_one_face_on_real_portraits_and_crop_contains_it(detector, name):
+    image = sample_image(name)
+    faces = detector.detect(image)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.score > 0.7 and face.width > 50
+    region = crop_region(face.box)
+    # the protocol square (side 200/220 * (w + h)) contains the whole face box with margin
+    assert region.x0 < face.box[0] and region.y0 < face.box[1]
+    assert region.x0 + region.side > face.box[2] and region.y0 + region.side > face.box[3]
+    assert region.side == pytest.approx(200 / 220 * (face.width + face.height), abs=1)
+    crop = crop_face(image, face.box)
+    assert crop.shape == (CROP_SIZE, CROP_SIZE, 3) and crop.dtype == np.uint8
+    # the face is still found in its own crop, centred and filling about 200/256 of it
+    again = detector.detect(crop)
+    assert len(again) == 1
+    cx = (again[0].box[0] + again[0].box[2]) / 2
+    assert abs(cx - CROP_SIZE / 2) < 20 and 0.5 * CROP_SIZE < again[0].width < 0.9 * CROP_SIZE
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket"])
+def test_no_face_on_non_face_images(detector, name):
+    assert detector.detect(sample_image(name)) == []
+
+
+def test_input_formats_bgr_gray_rgba_uint16_and_tiny(detector):
+    rgb = sample_image("astronaut")
+    box = detector.detect(rgb)[0].box
+    bgr = rgb[..., ::-1].copy()
+    assert np.allclose(detector.detect(bgr, channel_order="bgr")[0].box, box)
+    gray = (rgb.mean(axis=2)).astype(np.uint8)
+    assert len(detector.detect(gray)) == 1
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    assert np.allclose(detector.detect(rgba)[0].box, box)
+    wide = rgb.astype(np.uint16) * 257
+    assert np.array_equal(to_rgb_uint8(wide), rgb)
+    assert np.array_equal(to_rgb_uint8(rgb.astype(np.float32) / 255.0), rgb)
+    tiny = np.full((8, 8, 3), 128, np.uint8)
+    assert detector.detect(tiny) == []  # no crash on tiny images
+    small_face = rgb[60:200, 150:300][::4, ::4]  # a 35x38 face: upscaled internally, box mapped back
+    faces = detector.detect(small_face)
+    assert len(faces) == 1 and faces[0].box[2] <= small_face.shape[1] + 5
+    with pytest.raises(ValueError, match="shape"):
+        to_rgb_uint8(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_crop_pads_with_zeros_outside_the_image():
+    image = np.full((100, 100, 3), 200, np.uint8)
+    crop = crop_face(image, (-40, -40, 40, 40))
+    assert crop.shape == (256, 256, 3)
+    assert crop[5, 5].tolist() == [0, 0, 0] and crop[200, 200].tolist() == [200, 200, 200]
+
+
+def test_landmark_crop_protocol():
+    points = np.array([[100, 120], [180, 120], [140, 200]] + [[140, 160]] * 65, dtype=float)
+    assert landmark_box(points) == (100, 120, 180, 200)
+    region = crop_region(landmark_box(points))
+    assert region.side == round(200 * 160 / 220)
+    image = sample_image("astronaut")
+    assert crop_from_landmarks(image, points.ravel()).shape == (256, 256, 3)
+
+
+def test_heatmap_decoding_sub_pixel_and_mapping_back():
+    hm = np.zeros((1, 68, 64, 64), np.float32)
+    targets = np.random.default_rng(0).uniform(4, 60, size=(68, 2))
+    yy, xx = np.mgrid[0:64, 0:64]
+    for i, (x, y) in enumerate(targets):
+        hm[0, i] = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2.0)
+    decoded = decode_heatmaps(hm)[0]
+    expected = (targets + 0.5) * 4 - 0.5  # heatmap pixel centres -> crop pixel centres
+    assert np.abs(decoded - expected).max() < 4 * 0.5
+    region = crop_region((100, 100, 210, 210))
+    back = region.to_image(decoded)
+    assert np.allclose(back[:, 0], region.x0 + (decoded[:, 0] + 0.5) * region.side / 256 - 0.5)
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        read_image(bad)
+    with pytest.raises(ImageReadError, match="missing.png"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        list_images([tmp_path / "nowhere"])
