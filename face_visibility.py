@@ -18,7 +18,8 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Measure how much of the face each EMOTIC person crop shows (MediaPipe FaceMesh, "
-        "478 landmarks): Face_Visibility = % of landmarks inside the crop, 0 = no face, empty = unreadable array.",
+        "478 landmarks): Face_Visibility = % of landmarks inside the crop, 0 = no face, "
+        "empty = unreadable array.",
     )
     parser.add_argument("--csv", required=True, help="EMOTIC annotation CSV (annot_arrs_{split}.csv)")
     parser.add_argument("--arrays", required=True, help="folder with the .npy arrays (img_arrs/)")

@@ -7,26 +7,39 @@ Common case::
     faces = predictor.predict("photo.jpg")   # one FacePrediction per detected face
 """
 
-from emonet.checkpoint import CheckpointError, load_model, save_checkpoint
-from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES, EMOTIC_CATEGORIES
-from emonet.models import EmoNet, create_model, list_models
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EMONET_5_CLASSES", "EMONET_8_CLASSES", "EMOTIC_CATEGORIES", "CheckpointError", "EmoNet",
-    "create_model", "list_models", "load_model", "save_checkpoint",
-]
+# Public names -> defining module. Imports are lazy so that tools which need neither torch nor MediaPipe
+# (face_visibility.py, preprocessing.py, spawned workers) start fast.
+_EXPORTS = {
+    "CheckpointError": "emonet.checkpoint",
+    "load_model": "emonet.checkpoint",
+    "save_checkpoint": "emonet.checkpoint",
+    "EMONET_5_CLASSES": "emonet.classes",
+    "EMONET_8_CLASSES": "emonet.classes",
+    "EMOTIC_CATEGORIES": "emonet.classes",
+    "EmoNet": "emonet.models",
+    "create_model": "emonet.models",
+    "list_models": "emonet.models",
+    "Predictor": "emonet.predictor",
+    "FacePrediction": "emonet.predictor",
+    "FaceDetector": "emonet.faces",
+    "Face": "emonet.faces",
+    "crop_face": "emonet.faces",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # Lazy imports keep `import emonet` light (MediaPipe/OpenCV load only when used).
-    if name in ("Predictor", "FacePrediction"):
-        from emonet import predictor
-
-        return getattr(predictor, name)
-    if name in ("FaceDetector", "Face", "crop_face"):
-        from emonet import faces
-
-        return getattr(faces, name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'emonet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

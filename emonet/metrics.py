@@ -190,7 +190,8 @@ def _labels(y: Any, name: str) -> np.ndarray:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         as_float = arr.astype(np.float64)
         if not np.all(np.isfinite(as_float)) or not np.all(as_float == np.round(as_float)):
-            raise ValueError(f"{name}: class labels must be integers (found e.g. {arr[~(as_float == np.round(as_float))][:3]})")
+            bad = arr[~(as_float == np.round(as_float))][:3]
+            raise ValueError(f"{name}: class labels must be integers (found e.g. {bad})")
         arr = as_float.astype(np.int64)
     return arr.astype(np.int64)
 

@@ -140,7 +140,9 @@ def open_test_set(
     if all(c in header for c in EMOTIC_CATEGORIES):
         bad = sorted(set(kwargs) - set(EMOTIC_DATASET_KWARGS))
         if bad:
-            raise ValueError(f"{csv_path}: EMOTIC test set does not take {bad}; accepted: {list(EMOTIC_DATASET_KWARGS)}")
+            raise ValueError(
+                f"{csv_path}: EMOTIC test set does not take {bad}; accepted: {list(EMOTIC_DATASET_KWARGS)}"
+            )
         if images_dir is None:
             raise ValueError(f"{csv_path}: EMOTIC needs the img_arrs/ folder (img_arrays_dir)")
         from emonet.data.emotic import EmoticDataset
@@ -275,7 +277,8 @@ def review_predictions_with_visualization(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     if isinstance(model_checkpoint_path, nn.Module):
-        model, checkpoint = model_checkpoint_path.to(dev).eval(), getattr(model_checkpoint_path, "checkpoint_path", None)
+        checkpoint = getattr(model_checkpoint_path, "checkpoint_path", None)
+        model = model_checkpoint_path.to(dev).eval()
     else:
         checkpoint = str(model_checkpoint_path)
         model = load_model(model_checkpoint_path, device=dev)
@@ -335,10 +338,8 @@ def review_predictions_with_visualization(
     table["va_abs_error"] = (table["valence_abs_error"] + table["arousal_abs_error"]) / 2
     if multi_label:
         pred_sets = probs_a >= threshold
-        table["pred_labels"] = [";".join(np.asarray(class_names)[row]) for row in pred_sets]
     else:
         pred_idx = probs_a.argmax(axis=1)
-        table["pred_label"] = [class_names[i] for i in pred_idx]
     summary: dict[str, Any] = {}
     per_class = pd.DataFrame()
     truth_a: np.ndarray | None = None
@@ -348,7 +349,6 @@ def review_predictions_with_visualization(
             summary, per_class = M.multilabel_report(truth_a, probs_a, class_names, threshold=threshold)
             label_term = M.sample_f1(truth_a > 0.5, pred_sets)
             table["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth_a]
-            table["label_f1"] = label_term
         else:
             truth_a = np.asarray(truth, np.int64)
             bad = truth_a[(truth_a < 0) | (truth_a >= len(class_names))]
@@ -357,6 +357,17 @@ def review_predictions_with_visualization(
             summary, per_class = M.classification_report(truth_a, probs_a, class_names)
             label_term = (pred_idx == truth_a).astype(np.float64)
             table["true_label"] = [class_names[i] for i in truth_a]
+    if multi_label:
+        # Highest score first, so that a truncated list (grid cells) shows the model's strongest labels.
+        by_score = np.argsort(-probs_a, axis=1, kind="stable")
+        table["pred_labels"] = [
+            ";".join(class_names[j] for j in order_j if pred_sets[i, j]) for i, order_j in enumerate(by_score)
+        ]
+        if label_term is not None:
+            table["label_f1"] = label_term
+    else:
+        table["pred_label"] = [class_names[i] for i in pred_idx]
+        if label_term is not None:
             table["correct"] = label_term.astype(bool)
     confidence = confidence_scores(probs_a, multi_label)
     quality = quality_scores(true_va_a, pred_va_a, label_term)
@@ -413,11 +424,13 @@ def review_predictions_with_visualization(
                 "pred_labels": _row_labels(row, "pred", multi_label, True),
                 "true_va": (row["true_valence"], row["true_arousal"]),
                 "pred_va": (row["pred_valence"], row["pred_arousal"]),
-                "caption": f"#{int(row['rank']) + 1}  row {int(row['index'])}  "
-                           + (f"conf {row['confidence']:.2f}" if sort_by == "confidence" else f"q {row['quality']:.2f}"),
+                "caption": f"#{int(row['rank']) + 1}  row {int(row['index'])}  " + (
+                    f"conf {row['confidence']:.2f}" if sort_by == "confidence" else f"q {row['quality']:.2f}"
+                ),
             })
         files.append(V.save_figure(V.plot_sample_grid(
-            cells, ncols=5, title=f"Predictions vs ground truth — {sort_by} order ({len(cells)} of {n})"),
+            cells, ncols=5, title=f"Predictions vs ground truth — {sort_by} order ({len(cells)} of {n})",
+            footnote="q = per-sample quality in [0, 1] (1 = perfect labels and V/A); conf = model confidence"),
             out / f"grid_{sort_by}.png"))
     detail_dir = out / "detailed"
     if detail_dir.is_dir():
@@ -432,15 +445,15 @@ def review_predictions_with_visualization(
         else:
             truth_vec = np.zeros(len(class_names))
         info: dict[str, Any] = {
-            "rank": f"{r + 1} / {n} ({sort_by})", "row": int(row["index"]),
+            "rank": r + 1, "row": int(row["index"]),
             "true valence": float(row["true_valence"]), "pred valence": float(row["pred_valence"]),
             "true arousal": float(row["true_arousal"]), "pred arousal": float(row["pred_arousal"]),
             "|dV|": float(row["valence_abs_error"]), "|dA|": float(row["arousal_abs_error"]),
         }
         if labels_ok and multi_label:
             info["label F1"] = float(row["label_f1"])
-            info["true labels"] = int(truth_vec.sum())
-            info["predicted labels"] = int(pred_sets[p].sum())
+            info["n true labels"] = int(truth_vec.sum())
+            info["n predicted"] = int(pred_sets[p].sum())
         elif labels_ok:
             info["true class"] = row["true_label"]
             info["pred class"] = row["pred_label"]

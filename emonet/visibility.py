@@ -10,9 +10,10 @@ How the mesh is found (measured on crops of the real sample faces, see docs/emot
 1. FaceMesh on the crop zero-padded by 25% of its long side on each side. The padding lets FaceMesh's own
    detector find faces that touch or cross the crop border; landmarks falling in the padding count as
    outside.
-2. If no face: :class:`emonet.faces.FaceDetector` on the padded crop, then FaceMesh on a square region of
-   about twice the detected box (resized to 256 px), landmarks mapped back. FaceMesh alone misses faces
-   that are small in the crop (e.g. ``camera`` as a person crop) that the detector finds.
+2. If no face: :class:`emonet.faces.FaceDetector` on the padded crop, then FaceMesh (detection confidence
+   0.7, stricter to reject the detector's false alarms) on a square region of about twice the detected box
+   (resized to 256 px), landmarks mapped back. FaceMesh alone misses faces that are small in the crop
+   (e.g. ``camera`` as a person crop) that the detector finds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,6 +44,9 @@ ERROR_COLUMN = "Face_Visibility_Error"
 PAD_FRACTION = 0.25
 REGION_EXPAND = 1.1  # emonet.faces.crop_region side = 200 * (w + h) / 220 * 1.1 ~= 2x the detector box
 REGION_SIZE = 256
+# FaceMesh's own detection threshold on the detector region: the detector's false alarms (e.g. on a rocket)
+# are often meshed at 0.5; 0.7 rejected them on the sample crops without losing the real faces.
+FALLBACK_MESH_CONFIDENCE = 0.7
 PARTIAL_SUFFIX = ".partial.jsonl"
 PARTIAL_FORMAT = "emonet-face-visibility-partial"
 TASK_CHUNK = 4  # rows per worker task: small, so an interrupt loses little and progress stays smooth
@@ -75,6 +80,7 @@ class FaceVisibility:
             min_detection_confidence=min_confidence,
         )
         self._detector = None
+        self._region_mesh = None
 
     def __enter__(self) -> FaceVisibility:
         return self
@@ -89,11 +95,14 @@ class FaceVisibility:
         if self._detector is not None:
             self._detector.close()
             self._detector = None
+        if self._region_mesh is not None:
+            self._region_mesh.close()
+            self._region_mesh = None
 
-    def _mesh_points(self, image: np.ndarray) -> np.ndarray | None:
+    def _mesh_points(self, image: np.ndarray, mesh: Any = None) -> np.ndarray | None:
         if self._mesh is None:
             raise RuntimeError("FaceVisibility is closed")
-        result = self._mesh.process(np.ascontiguousarray(image))
+        result = (mesh or self._mesh).process(np.ascontiguousarray(image))
         if not result.multi_face_landmarks:
             return None
         h, w = image.shape[:2]
@@ -120,12 +129,18 @@ class FaceVisibility:
         from emonet.faces import FaceDetector, crop_region, crop_region_image
 
         if self._detector is None:
+            import mediapipe as mp
+
             self._detector = FaceDetector(model="auto", min_score=self.min_confidence, max_faces=1)
+            self._region_mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=max(self.min_confidence, FALLBACK_MESH_CONFIDENCE),
+            )
         faces = self._detector.detect(image)
         if not faces:
             return None
         region = crop_region(faces[0].box, size=REGION_SIZE, expand=REGION_EXPAND)
-        points = self._mesh_points(crop_region_image(image, region))
+        points = self._mesh_points(crop_region_image(image, region), self._region_mesh)
         return None if points is None else region.to_image(points)
 
     def visibility(self, image: np.ndarray) -> float:
@@ -168,7 +183,8 @@ class VisibilitySummary:
             f"face visibility: {self.rows} rows from {self.input_csv}",
             f"  with a face: {self.with_face}, no face: {self.no_face}, unreadable: {self.unreadable}",
             f"  mean visibility (readable rows): {self.mean_visibility:.2f}%",
-            f"  {self.rows - self.resumed_rows} rows measured in {self.seconds:.1f} s with {self.workers} worker(s)"
+            f"  {self.rows - self.resumed_rows} rows measured in {self.seconds:.1f} s with "
+            f"{self.workers} worker(s)"
             + (f", {self.resumed_rows} resumed from a partial run" if self.resumed_rows else ""),
             f"  output: {self.output_csv}" + (f" (original kept as {self.backup})" if self.backup else ""),
         ]
@@ -287,6 +303,26 @@ def write_histogram(values: Iterable[float], path: str | os.PathLike, title: str
     return path
 
 
+def _worker_context(start_method: str | None) -> multiprocessing.context.BaseContext:
+    """Process context for the workers.
+
+    ``fork`` (Linux) only while this process has not imported MediaPipe: children then inherit the imported
+    modules instead of re-importing torch (seconds each). Forking after MediaPipe graphs were built crashed
+    the children ("malloc(): unaligned tcache chunk"), so then ``forkserver`` (a clean server forks the
+    workers; emonet is preloaded once) or ``spawn``.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is None:
+        if sys.platform.startswith("linux") and "fork" in methods and "mediapipe" not in sys.modules:
+            start_method = "fork"
+        else:
+            start_method = "forkserver" if "forkserver" in methods else "spawn"
+    context = multiprocessing.get_context(start_method)
+    if start_method == "forkserver":
+        context.set_forkserver_preload([__name__])
+    return context
+
+
 def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
     for start in range(0, len(items), size):
         yield items[start: start + size]
@@ -302,7 +338,7 @@ def compute_face_visibility(
     workers: int = 1,
     column: str = "Crop_name",
     progress: bool = True,
-    start_method: str = "spawn",
+    start_method: str | None = None,
     estimator_options: dict[str, Any] | None = None,
 ) -> VisibilitySummary:
     """Add ``Face_Visibility`` (and ``Face_Visibility_Error``) to an EMOTIC CSV, for the arrays in ``column``.
@@ -312,8 +348,9 @@ def compute_face_visibility(
     read. Finished rows are appended to ``<output>.partial.jsonl`` as they complete, so an interrupted run
     resumes where it stopped; the sidecar is removed on success.
 
-    ``workers`` > 1 runs that many processes (``start_method``, default ``spawn``: MediaPipe graphs must not
-    be inherited through ``fork``), each building its FaceMesh once.
+    ``workers`` > 1 runs that many processes, each building its FaceMesh once. ``start_method`` (``fork``,
+    ``forkserver``, ``spawn``) defaults to ``fork`` on Linux while MediaPipe is not loaded in this process,
+    else ``forkserver``/``spawn`` (see :func:`_worker_context`).
     """
     import pandas as pd
     from tqdm import tqdm
@@ -365,42 +402,48 @@ def compute_face_visibility(
             tasks.append((row, str(arrays_dir / name)))
 
     mode = "a" if resumed else "w"
-    with open(partial, mode, encoding="utf-8") as sidecar, tqdm(
-        total=n, initial=n - len(tasks), desc="face visibility", unit="crop", disable=not progress
-    ) as bar:
-        if not resumed:
-            sidecar.write(json.dumps(header) + "\n")
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
+    try:
+        futures = []
+        if tasks and workers > 1:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=workers, mp_context=_worker_context(start_method),
+                initializer=_init_worker, initargs=(options,),
+            )
+            # Submitting starts the workers now, before tqdm's monitor thread exists (forking a process
+            # that runs threads can deadlock the child).
+            futures = [pool.submit(_measure_chunk, chunk) for chunk in _chunks(tasks, TASK_CHUNK)]
+        with open(partial, mode, encoding="utf-8") as sidecar, tqdm(
+            total=n, initial=n - len(tasks), desc="face visibility", unit="crop", disable=not progress
+        ) as bar:
+            if not resumed:
+                sidecar.write(json.dumps(header) + "\n")
+            elif sidecar.tell() and not partial.read_bytes().endswith(b"\n"):
+                sidecar.write("\n")  # end a line cut short by the interruption before appending
             sidecar.flush()
 
-        def record(row: int, value: float, error: str | None) -> None:
-            results[row] = (value, error)
-            sidecar.write(json.dumps({"row": row, "visibility": None if math.isnan(value) else value,
-                                      "error": error}) + "\n")
-            sidecar.flush()  # what is flushed survives a kill of this process
-            bar.update(1)
+            def record(row: int, value: float, error: str | None) -> None:
+                results[row] = (value, error)
+                sidecar.write(json.dumps({"row": row, "visibility": None if math.isnan(value) else value,
+                                          "error": error}) + "\n")
+                sidecar.flush()  # what is flushed survives a kill of this process
+                bar.update(1)
 
-        pool = None
-        try:
             if tasks and workers == 1:
                 with FaceVisibility(**options) as estimator:
                     for row, path in tasks:
                         record(row, *measure_array(estimator, path))
-            elif tasks:
-                pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=workers, mp_context=multiprocessing.get_context(start_method),
-                    initializer=_init_worker, initargs=(options,),
-                )
-                futures = [pool.submit(_measure_chunk, chunk) for chunk in _chunks(tasks, TASK_CHUNK)]
-                for future in concurrent.futures.as_completed(futures):
-                    for row, value, error in future.result():
-                        record(row, value, error)
-                pool.shutdown(wait=True)
-        except BaseException:
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-            log.warning("stopped: %d finished rows kept in %s; run the same command again to resume",
-                        len(results), partial)
-            raise
+            for future in concurrent.futures.as_completed(futures):
+                for row, value, error in future.result():
+                    record(row, value, error)
+        if pool is not None:
+            pool.shutdown(wait=True)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("stopped: %d finished rows kept in %s; run the same command again to resume",
+                    len(results), partial)
+        raise
 
     values = np.full(n, math.nan)
     errors: list[tuple[int, str]] = []

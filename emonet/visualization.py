@@ -114,8 +114,10 @@ def draw_va_plane(
     if arrows and pred is not None and true is not None and len(pred) == len(true) and n <= 200:
         for (tv, ta), (pv, pa) in zip(true, pred):
             if np.all(np.isfinite([tv, ta, pv, pa])):
+                # shrinkB stops the arrow before the prediction marker so that its head stays visible.
                 ax.annotate("", xy=(pv, pa), xytext=(tv, ta),
-                            arrowprops={"arrowstyle": "->", "color": NEUTRAL_COLOR, "lw": 0.8, "alpha": 0.8})
+                            arrowprops={"arrowstyle": "-|>", "color": NEUTRAL_COLOR, "lw": 0.9, "alpha": 0.8,
+                                        "shrinkA": 3, "shrinkB": 7 if n <= 5 else 3, "mutation_scale": 10})
     if true is not None:
         ax.scatter(true[:, 0], true[:, 1], s=size, c=TRUTH_COLOR, marker="o", label="ground truth", alpha=alpha,
                    edgecolors="white", linewidths=0.5, zorder=3)
@@ -248,6 +250,7 @@ def plot_sample_grid(
     out_path: str | os.PathLike | None = None,
     ncols: int = 5,
     title: str | None = None,
+    footnote: str | None = None,
 ) -> Figure:
     """Grid of images with truth (blue) and prediction (orange) under each.
 
@@ -284,17 +287,21 @@ def plot_sample_grid(
             fig.text(x, y, text, fontsize=8, color=color, weight="bold", family="monospace")
     if title:
         fig.suptitle(title, fontsize=12, y=1 - 0.15 / height)
-    fig.text(0.005, 0.05 / height, "blue = ground truth, orange = prediction", fontsize=8, color=NEUTRAL_COLOR)
+    note = "blue = ground truth, orange = prediction" + (f";  {footnote}" if footnote else "")
+    fig.text(0.005, 0.05 / height, note, fontsize=8, color=NEUTRAL_COLOR)
     return _finish(fig, out_path)
 
 
 def _metrics_text(metrics: Mapping[str, Any]) -> str:
     lines = []
     for key, value in metrics.items():
-        if isinstance(value, float):
-            lines.append(f"{key:<18} {value:>8.3f}" if np.isfinite(value) else f"{key:<18} {'n/a':>8}")
+        if isinstance(value, (float, np.floating)):
+            lines.append(f"{key:<16} {value:>8.3f}" if np.isfinite(value) else f"{key:<16} {'n/a':>8}")
+        elif isinstance(value, (int, np.integer)):
+            lines.append(f"{key:<16} {value:>8d}")
         else:
-            lines.append(f"{key:<18} {value!s:>8}")
+            text = str(value)
+            lines.append(f"{key:<16} {text:>8}" if len(text) <= 8 else f"{key}:\n  {text[:30]}")
     return "\n".join(lines)
 
 
@@ -313,7 +320,7 @@ def plot_sample_detail(
 ) -> Figure:
     """One sample: image, label bars (prediction vs truth), VA plane with truth, and a metrics box."""
     fig = new_figure((15, 8))
-    grid = fig.add_gridspec(2, 3, width_ratios=[1.0, 1.2, 0.8], left=0.04, right=0.98, top=0.9, bottom=0.1,
+    grid = fig.add_gridspec(2, 3, width_ratios=[1.0, 1.3, 0.7], left=0.04, right=0.98, top=0.9, bottom=0.1,
                             wspace=0.35, hspace=0.45)
     ax_img = fig.add_subplot(grid[0, 0])
     ax_img.imshow(_thumbnail(np.asarray(image), 480))
@@ -359,13 +366,16 @@ def plot_confusion_matrix(
 ) -> Figure:
     """Single-label confusion matrix (rows = truth, columns = prediction); ``normalize`` divides each row."""
     m = np.asarray(cm, dtype=np.float64)
-    if normalize:
-        rows = m.sum(axis=1, keepdims=True)
-        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     n = len(class_names)
-    fig = new_figure((max(5.0, 0.55 * n + 2.5), max(4.5, 0.5 * n + 2.0)), layout="constrained")
+    if m.shape != (n, n):
+        raise ValueError(f"plot_confusion_matrix: matrix {m.shape} does not fit {n} class names")
+    support = m.sum(axis=1)
+    if normalize:
+        m = np.divide(m, support[:, None], out=np.zeros_like(m), where=support[:, None] > 0)
+    rows = [f"{c} (n={int(s)})" for c, s in zip(class_names, support)]
+    fig = new_figure((max(5.0, 0.55 * n + 3.0), max(4.5, 0.5 * n + 2.0)), layout="constrained")
     ax = fig.add_subplot()
-    im = _draw_matrix(ax, m, class_names, class_names, ".2f" if normalize else ".0f", "Blues", 1.0 if normalize else None)
+    im = _draw_matrix(ax, m, rows, class_names, ".2f" if normalize else ".0f", "Blues", 1.0 if normalize else None)
     fig.colorbar(im, ax=ax, label="share of true class" if normalize else "count")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")

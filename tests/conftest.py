@@ -56,3 +56,46 @@ def sample_images_dir(tmp_path_factory) -> Path:
     from emonet.samples import write_samples
 
     return Path(write_samples(tmp_path_factory.mktemp("samples"))[0]).parent
+
+
+# --- EMOTIC (issue 3) ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def emotic_fixture_dir(tmp_path_factory) -> Path:
+    """A small EMOTIC dataset in the Kaggle layout (24/8/8 rows; read-only by convention: copy to modify)."""
+    from emonet.data.fixtures import write_emotic_fixture
+
+    return write_emotic_fixture(tmp_path_factory.mktemp("emotic"))
+
+
+@pytest.fixture(scope="module")
+def face_visibility_estimator():
+    """One MediaPipe FaceMesh-based estimator per test module (graphs are slow to build; closed after the
+    module so no MediaPipe threads outlive it into other modules' forked workers)."""
+    from emonet.visibility import FaceVisibility
+
+    with FaceVisibility() as estimator:
+        yield estimator
+
+
+# -- video (tests/test_video.py, tests/test_demo.py) ----------------------------------------------------
+SAMPLE_VIDEO_SECONDS, SAMPLE_VIDEO_FPS, SAMPLE_VIDEO_SIZE = 1.6, 10.0, (320, 240)
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory) -> Path:
+    """A 16-frame 320x240 mp4 of the sample faces (see emonet.samples.sample_video_schedule for who is where)."""
+    from emonet.samples import write_sample_video
+
+    return write_sample_video(tmp_path_factory.mktemp("video") / "sample.mp4", seconds=SAMPLE_VIDEO_SECONDS,
+                              fps=SAMPLE_VIDEO_FPS, size=SAMPLE_VIDEO_SIZE)
+
+
+@pytest.fixture(scope="session")
+def sample_video_schedule_list() -> list:
+    """Per frame of ``sample_video``: {face name: (cx, cy, side)} of the visible sample faces."""
+    from emonet.samples import sample_video_schedule
+
+    n = round(SAMPLE_VIDEO_SECONDS * SAMPLE_VIDEO_FPS)
+    return sample_video_schedule(n, SAMPLE_VIDEO_FPS, SAMPLE_VIDEO_SIZE)

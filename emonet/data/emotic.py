@@ -85,14 +85,16 @@ def validate_emotic_columns(columns: Sequence[str], source: str | os.PathLike = 
     head = columns[: len(EMOTIC_COLUMNS)]
     if not missing and head != EMOTIC_COLUMNS:
         wrong = [
-            f"position {i}: {got!r} (expected {want!r})" for i, (got, want) in enumerate(zip(head, EMOTIC_COLUMNS))
+            f"position {i}: {got!r} (expected {want!r})"
+            for i, (got, want) in enumerate(zip(head, EMOTIC_COLUMNS))
             if got != want
         ]
         categories = [c for c in columns if c in EMOTIC_CATEGORIES]
         hint = ""
         if categories != list(EMOTIC_CATEGORIES):
             hint = " (the 26 categories must follow the Kaggle column order, not the alphabetical .mat order)"
-        problems.append(f"columns out of order{hint}: " + "; ".join(wrong[:8]) + (" ..." if len(wrong) > 8 else ""))
+        shown = "; ".join(wrong[:8]) + (" ..." if len(wrong) > 8 else "")
+        problems.append(f"columns out of order{hint}: {shown}")
     if missing:
         unexpected = [c for c in head if c not in EMOTIC_COLUMNS]
         if unexpected:
@@ -144,7 +146,7 @@ def detect_va_scale(values: np.ndarray, source: str | os.PathLike = "<csv>") -> 
     """
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
-        raise EmoticFormatError(f"{source}: no valence/arousal values to detect the scale from; pass va_scale")
+        raise EmoticFormatError(f"{source}: no valence/arousal values to detect the scale; pass va_scale")
     if not np.isfinite(values).all():
         raise EmoticFormatError(
             f"{source}: {int((~np.isfinite(values)).sum())} missing or non-numeric valence/arousal values "
@@ -157,7 +159,9 @@ def detect_va_scale(values: np.ndarray, source: str | os.PathLike = "<csv>") -> 
     if in_raw and not in_norm:
         return "raw"
     if in_norm and in_raw:
-        raise EmoticFormatError(f"{source}: valence/arousal scale is ambiguous (every value is 1.0); pass va_scale")
+        raise EmoticFormatError(
+            f"{source}: valence/arousal scale is ambiguous (every value is 1.0); pass va_scale"
+        )
     raise EmoticFormatError(
         f"{source}: valence/arousal values fit neither [-1, 1] nor the 1-10 scale "
         f"(min {values.min():g}, max {values.max():g}: mixed or out-of-range values)"
@@ -193,18 +197,19 @@ class EmoticDataset(Dataset):
     """EMOTIC samples: an image, the 26-category multi-hot vector and valence/arousal in [-1, 1].
 
     Args:
-        csv_path: ``annot_arrs_{split}.csv`` (Kaggle) or ``normalized_dataset_{split}.csv`` (preprocessing.py).
+        csv_path: ``annot_arrs_{split}.csv`` (Kaggle) or ``normalized_dataset_{split}.csv``
+            (written by preprocessing.py).
         arrays_dir: the ``img_arrs/`` folder with the ``.npy`` arrays.
         transform: applied to the RGB uint8 (H, W, 3) image; ``None`` returns the array itself.
         image_source: ``"crop"`` (person crop, ``Crop_name``), ``"full"`` (whole image, ``Arr_name``) or
             ``"face"`` (face found in the person crop by :class:`emonet.faces.FaceDetector`, cut with
             EmoNet's crop protocol, 256x256).
-        face_detector: detector for ``"face"``; by default one ``FaceDetector(model="auto")`` is created lazily
-            in each process (MediaPipe objects cannot be pickled to DataLoader workers).
-        va_scale: ``"auto"`` (detect [-1, 1] vs 1-10; mixed or ambiguous values raise), ``"raw"`` (1-10, mapped
-            with ``(x - 1) / 9 * 2 - 1``) or ``"normalized"`` (already in [-1, 1]).
-        missing_face: for ``"face"`` when no face is found: ``"crop"`` returns the whole person crop (counted in
-            :attr:`faces_missing`, logged once) and ``"error"`` raises.
+        face_detector: detector for ``"face"``; by default one ``FaceDetector(model="auto")`` is created
+            lazily in each process (MediaPipe objects cannot be pickled to DataLoader workers).
+        va_scale: ``"auto"`` (detect [-1, 1] vs 1-10; mixed or ambiguous values raise), ``"raw"`` (1-10,
+            mapped with ``(x - 1) / 9 * 2 - 1``) or ``"normalized"`` (already in [-1, 1]).
+        missing_face: for ``"face"`` when no face is found: ``"crop"`` returns the whole person crop
+            (counted in :attr:`faces_missing`, logged once) and ``"error"`` raises ``LookupError``.
 
     Items: ``{"image", "categories" (float32 (26,)), "valence", "arousal" (float32 scalars), "index"}``.
     """
@@ -229,7 +234,7 @@ class EmoticDataset(Dataset):
         self.csv_path = Path(csv_path)
         self.arrays_dir = Path(arrays_dir)
         if not self.arrays_dir.is_dir():
-            raise FileNotFoundError(f"{self.arrays_dir}: image array folder not found (expected EMOTIC img_arrs/)")
+            raise FileNotFoundError(f"{self.arrays_dir}: image array folder not found (EMOTIC img_arrs/)")
         self.transform = transform
         self.image_source = image_source
         self.missing_face = missing_face
@@ -253,21 +258,23 @@ class EmoticDataset(Dataset):
 
         self._detector = face_detector
         self._owns_detector = face_detector is None
+        self._detector_pid = os.getpid()
         self._face_boxes: dict[int, tuple[float, float, float, float] | None] = {}
         self.faces_missing = 0
 
     def _check_arrays_exist(self) -> None:
         # Fail at construction, with file names, rather than hours into an epoch.
-        missing = [n for n in dict.fromkeys(self._array_names) if not n or not (self.arrays_dir / n).is_file()]
+        names = dict.fromkeys(self._array_names)
+        missing = [n for n in names if not n or not (self.arrays_dir / n).is_file()]
         if missing:
             shown = ", ".join(repr(n) if n else "<empty>" for n in missing[:10])
             raise FileNotFoundError(
-                f"{self.csv_path}: {len(missing)} arrays named in column {self._array_column} are missing from "
-                f"{self.arrays_dir}: {shown}{' ...' if len(missing) > 10 else ''}"
+                f"{self.csv_path}: {len(missing)} arrays named in column {self._array_column} are missing "
+                f"from {self.arrays_dir}: {shown}{' ...' if len(missing) > 10 else ''}"
             )
 
     def verify_arrays(self) -> list[tuple[str, str]]:
-        """Read every array once; return ``(file name, reason)`` for each unreadable one (empty when all load)."""
+        """Read every array once; ``(file name, reason)`` for each unreadable one (empty when all load)."""
         problems = []
         for name in dict.fromkeys(self._array_names):
             try:
@@ -289,10 +296,12 @@ class EmoticDataset(Dataset):
         from emonet.faces import crop_face
 
         if index not in self._face_boxes:
-            if self._detector is None:
+            # A graph inherited through fork (DataLoader workers) is unusable: each process builds its own.
+            if self._detector is None or (self._owns_detector and self._detector_pid != os.getpid()):
                 from emonet.faces import FaceDetector
 
                 self._detector = FaceDetector(model="auto")
+                self._detector_pid = os.getpid()
             faces = self._detector.detect(crop)
             self._face_boxes[index] = tuple(faces[0].box) if faces else None
         box = self._face_boxes[index]
@@ -300,7 +309,9 @@ class EmoticDataset(Dataset):
             return crop_face(crop, box)
         name = self._array_names[index]
         if self.missing_face == "error":
-            raise LookupError(f"{self.csv_path}: row {index} ({self.arrays_dir / name}): no face found in the crop")
+            raise LookupError(
+                f"{self.csv_path}: row {index} ({self.arrays_dir / name}): no face found in the crop"
+            )
         self.faces_missing += 1
         if self.faces_missing == 1:
             log.warning("%s: no face found in %s; returning the person crop (missing_face='crop')",
@@ -324,7 +335,9 @@ class EmoticDataset(Dataset):
         }
 
 
-def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, mode_from: str | os.PathLike | None = None) -> Path:
+def write_csv_atomic(
+    frame: pd.DataFrame, path: str | os.PathLike, mode_from: str | os.PathLike | None = None
+) -> Path:
     """Write ``frame`` (no index) to ``path`` via a temp file in the same folder and ``os.replace``.
 
     The file never exists half-written. Permissions are copied from ``mode_from`` (the file being replaced)
@@ -340,7 +353,8 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike, mode_from: st
             frame.to_csv(handle, index=False)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, (os.stat(mode_from).st_mode & 0o7777) if mode_from and os.path.exists(mode_from) else 0o644)
+        keep_mode = mode_from is not None and os.path.exists(mode_from)
+        os.chmod(tmp, (os.stat(mode_from).st_mode & 0o7777) if keep_mode else 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -63,7 +63,10 @@ def _augment_full_image(
 
 
 def _person_box(
-    size: tuple[int, int], face: tuple[float, float, float, float] | None, cut_face: bool, rng: np.random.Generator
+    size: tuple[int, int],
+    face: tuple[float, float, float, float] | None,
+    cut_face: bool,
+    rng: np.random.Generator,
 ) -> tuple[int, int, int, int]:
     """A person-like box: around and below the face (whole face inside unless ``cut_face``), else random."""
     h, w = size
@@ -78,7 +81,8 @@ def _person_box(
     y0 = fy1 - rng.uniform(0.1, 0.5) * fh
     y1 = fy2 + rng.uniform(1.0, 3.0) * fh
     # floor/ceil keep the whole face inside when the box is clipped to the image.
-    return max(0, int(np.floor(x0))), max(0, int(np.floor(y0))), min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+    x0, y0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    return x0, y0, min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
 
 
 def write_emotic_fixture(
@@ -87,8 +91,8 @@ def write_emotic_fixture(
     """Write a small EMOTIC dataset in the Kaggle layout under ``root`` and return ``root``.
 
     Writes ``annot_arrs_{split}.csv`` (the exact 40 columns) for each split in ``n_per_split`` (``train``,
-    ``val``, ``test``; add ``"extra_train": n`` for ``annot_arrs_extra_train.csv``), ``img_arrs/img_arr_N.npy``
-    (full images, RGB uint8; some are shared by two persons as in EMOTIC) and
+    ``val``, ``test``; add ``"extra_train": n`` for ``annot_arrs_extra_train.csv``),
+    ``img_arrs/img_arr_N.npy`` (full images, RGB uint8; some are shared by two persons as in EMOTIC) and
     ``img_arrs/crop_arr_{split}_{i}.npy`` (person crops), plus ``fixture_manifest.json`` telling for each row
     its source image and whether the crop holds a whole face (``face``), half a face (``cut_face``) or none
     (``no_face``). About half of the crops show a face, from the real face samples of :mod:`emonet.samples`
