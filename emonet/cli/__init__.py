@@ -1,4 +1,10 @@
-"""``python -m emonet <command>``: one module per command, each with ``add_parser`` and ``run``."""
+"""``python -m emonet <command>``: one module per command, each with ``add_parser`` and ``run``.
+
+Every name in :data:`COMMANDS` is an optional module ``emonet.cli.<name>`` exposing
+``add_parser(subparsers) -> ArgumentParser`` and ``run(args) -> int``. Modules are imported lazily: only the
+requested command's module is imported (so a slow or broken sibling never affects it); ``--help`` imports
+every module that exists and lists the ones that load.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +12,54 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from types import ModuleType
 
 COMMANDS = ["quickstart", "predict", "train", "evaluate", "video", "export"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def available_commands() -> list[str]:
+    """The commands whose module exists (without importing them)."""
+    return [name for name in COMMANDS if importlib.util.find_spec(f"emonet.cli.{name}") is not None]
+
+
+def _load(name: str) -> ModuleType:
+    module = importlib.import_module(f"emonet.cli.{name}")
+    for attr in ("add_parser", "run"):
+        if not callable(getattr(module, attr, None)):
+            raise AttributeError(f"emonet/cli/{name}.py: command module has no {attr}() function")
+    return module
+
+
+def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with a sub-parser per command in ``names`` (default: all available)."""
+    from emonet import __version__
+
     parser = argparse.ArgumentParser(
         prog="python -m emonet", description="Valence, arousal and expression from faces (EmoNet toolkit)."
     )
+    parser.add_argument("--version", action="version", version=f"emonet-toolkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        # Commands are optional modules: a missing one is simply not offered.
-        if importlib.util.find_spec(f"emonet.cli.{name}") is None:
+    requested = names is not None
+    for name in names if names is not None else available_commands():
+        try:
+            module = _load(name)
+        except Exception as exc:  # listing every command must survive one broken module
+            if requested:
+                raise
+            print(f"warning: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
-        module = importlib.import_module(f"emonet.cli.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(handler=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the command; returns its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    # Import only the requested command's module (fast start, isolation from the other commands).
+    names = [first] if first in available_commands() else None
+    parser = build_parser(names)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -47,6 +47,7 @@ BEST_FILE = "best.pth"
 LAST_FILE = "last.pth"
 LOG_FILE = "log.csv"
 CURVES_FILE = "curves.png"
+CURVES_ALL_FILE = "curves_all.png"
 CONFIG_FILE = "config.yaml"
 STATE_VERSION = 1
 TASKS = ("multilabel", "multiclass")
@@ -521,9 +522,16 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             params = [p for p in self.model.parameters() if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        if self.scaler.is_enabled():
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            # fp16: a step with inf/NaN gradients is skipped and the scale lowered; the LR schedule waits too.
+            if self.scaler.get_scale() >= scale:
+                self.scheduler.step()
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
         return {k: v.detach() for k, v in losses.items()}
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
@@ -691,14 +699,28 @@ class Trainer:
             return False
         return value > self.best_metric if self.mode == "max" else value < self.best_metric
 
-    def _plot(self) -> None:
-        log_path, out = self.output_dir / LOG_FILE, self.output_dir / CURVES_FILE
+    def summary_columns(self) -> list[str]:
+        """Log columns of the summary curves: losses, the monitored metric and the headline metrics."""
+        metric = ["val_map", "val_macro_f1"] if self.task == "multilabel" else ["val_acc", "val_macro_f1"]
+        return ["train_loss", "val_loss", self.monitor, *metric, "val_va_ccc", "val_va_mae", "lr"]
+
+    def plot_curves(self, everything: bool = False) -> None:
+        """``curves.png`` (summary panels) and, with ``everything``, ``curves_all.png`` (every logged column)."""
+        import pandas as pd
+
+        log_path = self.output_dir / LOG_FILE
+        arch = getattr(self.model, "arch", "model")
         try:
             from emonet.visualization import plot_training_curves
 
-            plot_training_curves(log_path, out, title=f"{getattr(self.model, 'arch', 'model')} training curves")
+            frame = pd.read_csv(log_path)
+            summary = ["epoch", *[c for c in dict.fromkeys(self.summary_columns()) if c in frame.columns]]
+            plot_training_curves(frame[summary], self.output_dir / CURVES_FILE, title=f"{arch} training curves")
+            if everything:
+                plot_training_curves(frame.drop(columns=["time_s"], errors="ignore"),
+                                     self.output_dir / CURVES_ALL_FILE, title=f"{arch}: every logged value")
         except Exception as exc:  # plotting must never stop a training run
-            logger.warning("could not plot training curves to %s: %s", out, exc)
+            logger.warning("could not plot training curves from %s: %s", log_path, exc)
 
     # -- the loop ------------------------------------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -737,7 +759,7 @@ class Trainer:
             self.save_state()
             if self.is_main:
                 if cfg.plot:
-                    self._plot()
+                    self.plot_curves(everything=epoch == cfg.epochs)
                 self.history.append(row)
                 shown = [k for k in ("train_loss", "val_loss", self.monitor, "val_va_ccc", "val_va_mae") if k in row]
                 logger.info("epoch %d/%d  %s  (%.1fs)%s", epoch, cfg.epochs,
