@@ -68,6 +68,16 @@ def published_reference(dataset: str, n_classes: int) -> list[dict[str, Any]]:
     return [dict(row) for row in PUBLISHED.get((dataset, int(n_classes)), [])]
 
 
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """:func:`emonet.load_model` with the download hint when the file is missing (never random weights)."""
+    from emonet.checkpoint import load_model
+    from emonet.predictor import WEIGHTS_HINT
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights not found: {path}. {WEIGHTS_HINT}")
+    return load_model(path, device=device)
+
+
 # -- preprocessing -----------------------------------------------------------------------------------------
 
 class ResizeCrop:

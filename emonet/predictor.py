@@ -99,8 +99,8 @@ class Predictor:
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
         detector: ``"auto"``/``"short"``/``"full"`` (MediaPipe model), a :class:`FaceDetector`, or ``None``
             to treat every image as an already cropped face.
-        flip_tta: average valence/arousal (and class probabilities) over the crop and its mirror, as the
-            official evaluation does.
+        flip_tta: average valence/arousal over the crop and its mirror, as the official ``evaluate_flip``
+            (expression probabilities come from the unflipped crop, as there).
         landmarks: also decode EmoNet's 68 landmarks (image coordinates).
         batch_size: faces per forward pass.
         backend / precision: inference backend (see :mod:`emonet.backends`).
@@ -161,10 +161,10 @@ class Predictor:
         n = batch.shape[0]
         if self.flip_tta:
             out = self.runner(torch.cat([batch, torch.flip(batch, dims=[3])]))
-            probs = _probabilities(out["expression"], self.multi_label)
+            # As the official evaluate_flip: valence/arousal averaged with the mirror, expression unflipped.
+            probs = _probabilities(out["expression"][:n], self.multi_label)
             valence = (out["valence"][:n] + out["valence"][n:]) / 2.0
             arousal = (out["arousal"][:n] + out["arousal"][n:]) / 2.0
-            probs = (probs[:n] + probs[n:]) / 2.0
         else:
             out = self.runner(batch)
             probs = _probabilities(out["expression"], self.multi_label)

@@ -1,44 +1,98 @@
-"""The main job on embedded data: every step of the pipeline at smoke scale, outputs under one folder."""
+"""The main job (`make run`): every step of the pipeline at smoke scale on embedded data, one output folder.
+
+Each step runs the same command a user runs on real data (printed before it runs), in a subprocess:
+EMOTIC-format fixture -> face_visibility.py -> preprocessing.py -> training (ResNet-18 dual-head, tiny) ->
+inference_visualization.py (metrics + figures) -> video engine on a generated sample clip. When
+``weights/emonet_8.pth`` is present, the face step and the video step use the official EmoNet; otherwise
+the video step uses the model trained in step 4 (never random weights).
+"""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import cv2
-
-from emonet.predictor import WEIGHTS_HINT
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def faces_step(out: Path, weights: str, device: str) -> None:
-    """Detect and crop the faces of the embedded samples; predict them when official weights exist."""
-    from emonet.faces import FaceDetector, crop_face
-    from emonet.samples import FACE_SAMPLES, NON_FACE_SAMPLES, sample_image, write_samples
+class StepFailed(RuntimeError):
+    pass
 
-    images_dir = out / "sample_images"
-    write_samples(images_dir)
-    crops_dir = out / "face_crops"
-    crops_dir.mkdir(parents=True, exist_ok=True)
-    with FaceDetector() as detector:
-        for name in FACE_SAMPLES + NON_FACE_SAMPLES:
-            image = sample_image(name)
-            faces = detector.detect(image)
-            print(f"  {name}: {len(faces)} face(s)")
-            for i, face in enumerate(faces):
-                crop = crop_face(image, face.box)
-                cv2.imwrite(str(crops_dir / f"{name}_face{i}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    if not Path(weights).exists():
-        print(f"  prediction skipped: {weights} not found. {WEIGHTS_HINT}")
-        return
-    from emonet.cli import main as cli
 
-    cli(["predict", "--weights", str(weights), "--device", device, "--output", str(out / "predictions.csv"),
-         str(images_dir)])
+def _run(title: str, args: list[str], log: Path) -> float:
+    """Run one pipeline command, echoing it; its output goes to ``log`` (the tail is shown)."""
+    command = [sys.executable, *args]
+    print(f"\n== {title}\n$ {' '.join(shlex.quote(str(a)) for a in ['python', *args])}", flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        result = subprocess.run([str(a) for a in command], cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
+    elapsed = time.perf_counter() - start
+    tail = log.read_text().strip().splitlines()[-6:]
+    if result.returncode != 0:
+        print("\n".join(tail))
+        raise StepFailed(f"step failed ({title}); full log: {log}")
+    print("\n".join(line[:160] for line in tail if "%|" not in line))
+    print(f"   ({elapsed:.1f} s, log: {log})")
+    return elapsed
 
 
 def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", device: str = "auto") -> int:
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    print("[1] faces: detection, EmoNet-protocol crops, prediction")
-    faces_step(out, weights, device)
-    print(f"done: outputs in {out.resolve()}")
+    from emonet.data.fixtures import write_emotic_fixture
+    from emonet.samples import write_sample_video, write_samples
+
+    out = Path(output_dir).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    have_emonet = Path(weights).is_file()
+    print("SMOKE-SCALE RUN on data generated from images shipped with installed packages: it checks that every "
+          "step works; its numbers mean nothing. See README (Pipeline) for the real datasets and weights.")
+    start = time.perf_counter()
+
+    emotic = out / "data" / "emotic"
+    vis = out / "data" / "emotic_visibility"
+    print(f"\n== [1/7] EMOTIC-format fixture -> {emotic}")
+    write_emotic_fixture(emotic, n_per_split={"train": 48, "val": 16, "test": 16}, seed=0)
+    vis.mkdir(parents=True, exist_ok=True)
+    try:
+        for split in ("train", "val", "test"):
+            extra = ["--histogram", vis / "visibility_train.png"] if split == "train" else []
+            _run(f"[2/7] face visibility ({split})",
+                 ["face_visibility.py", "--csv", emotic / f"annot_arrs_{split}.csv", "--arrays", emotic / "img_arrs",
+                  "--output", vis / f"annot_arrs_{split}.csv", "--no-progress", *extra], logs / f"2_face_visibility_{split}.log")
+        _run("[3/7] preprocessing", ["preprocessing.py", "--annotations", vis, "--output-dir", emotic], logs / "3_preprocessing.log")
+        train_dir = out / "train"
+        _run("[4/7] training (ResNet-18 dual-head, 64 px, 2 epochs)",
+             ["-m", "emonet", "train", "--config", "configs/smoke.yaml", "--data-root", emotic, "--limit", "48",
+              "--output-dir", train_dir, "--device", device, "--overwrite", "--no-progress"], logs / "4_train.log")
+        checkpoint = train_dir / "best.pth"
+        _run("[5/7] evaluation report (metrics + figures)",
+             ["inference_visualization.py", "--weights", checkpoint, "--csv", emotic / "normalized_dataset_test.csv",
+              "--arrays", emotic / "img_arrs", "--output-dir", out / "review", "--num-samples", "8",
+              "--detailed-samples", "2", "--device", device, "--no-progress"], logs / "5_review.log")
+        samples = out / "sample_images"
+        write_samples(samples)
+        if have_emonet:
+            _run("[6/7] EmoNet on the sample images",
+                 ["-m", "emonet", "predict", "--weights", weights, "--device", device, "--output",
+                  out / "predictions.csv", samples], logs / "6_predict.log")
+        else:
+            print(f"\n== [6/7] EmoNet on the sample images: skipped, {weights} not found "
+                  "(python weights/download.py gets the official checkpoints)")
+        video = write_sample_video(out / "video" / "sample.mp4", seconds=4.0, fps=10.0)
+        video_weights = weights if have_emonet else checkpoint
+        _run(f"[7/7] video engine on a generated clip ({'EmoNet' if have_emonet else 'the model trained in step 4'})",
+             ["-m", "emonet", "video", "--weights", video_weights, "--source", video, "--csv",
+              out / "video" / "frames.csv", "--output-video", out / "video" / "annotated.mp4", "--plot",
+              out / "video" / "valence_arousal.png", "--smoothing", "ema", "--device", device, "--no-progress"], logs / "7_video.log")
+    except StepFailed as exc:
+        print(f"\nerror: {exc}")
+        return 1
+    print(f"\ndone in {time.perf_counter() - start:.0f} s. Everything is under {out}:")
+    for path in ("data/emotic_visibility/visibility_train.png", "data/emotic/normalization.json", "train/log.csv",
+                 "train/curves.png", "train/best.pth", "review/metrics.json", "review/va_scatter.png",
+                 "video/frames.csv", "video/annotated.mp4", "video/valence_arousal.png"):
+        print(f"  {out / path}{'' if (out / path).exists() else '  (missing)'}")
     return 0

@@ -96,3 +96,27 @@ def test_bad_inputs_give_clear_errors(tmp_path, official_checkpoint_8, sample_im
     bad = run_cli("predict", "--weights", notckpt, "--output", tmp_path / "o.csv", sample_images_dir, check=False)
     assert bad.returncode == 2 and "notes.pth" in bad.stdout
     assert not (tmp_path / "o.csv").exists()
+
+
+class LeftBrightModel(torch.nn.Module):
+    """Valence and expression follow the brightness of the left half: a mirror changes both."""
+
+    class_names = ["dark", "bright"]
+    input_size = 256
+    normalization = None
+    multi_label = False
+    arch = "toy"
+
+    def forward(self, x):
+        left = x[:, :, :, :128].mean(dim=(1, 2, 3)) - x[:, :, :, 128:].mean(dim=(1, 2, 3))
+        return {"expression": torch.stack([-4 * left, 4 * left], 1), "valence": left, "arousal": left * 0 + 0.5}
+
+
+def test_flip_tta_follows_official_evaluate_flip():
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:, :128] = 255
+    plain = Predictor(LeftBrightModel(), device="cpu", detector=None).predict(image)[0]
+    tta = Predictor(LeftBrightModel(), device="cpu", detector=None, flip_tta=True).predict(image)[0]
+    assert plain.valence == pytest.approx(1.0) and tta.valence == pytest.approx(0.0, abs=1e-6)  # averaged
+    assert tta.probabilities == pytest.approx(plain.probabilities)  # expression from the unflipped image
+    assert tta.expression == plain.expression == "bright"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any
 
+# Same names as emonet.data.affect_base.DATASET_FORMATS; kept here so that building the parser stays light.
 DATASETS = ("affectnet", "emodataset", "csv")
 
 
@@ -51,45 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_dataset(
-    dataset: str, root: str, split: str | None, classes: int, cleaned: bool = False,
-    arousal_range: Any = "auto", crop: str = "auto", layout: str = "auto", transform: Any = None,
-    progress: bool = True,
-):
-    """One affect dataset by format name (used by evaluate and fine-tune)."""
-    if dataset == "affectnet":
-        from emonet.data.affectnet import AffectNet
-
-        return AffectNet(root, split=split, layout=layout, classes=classes, cleaned=cleaned, crop=crop,
-                         transform=transform, progress=progress)
-    crop = "none" if crop == "auto" else crop
-    if dataset == "emodataset":
-        from emonet.data.emodataset import Emodataset
-
-        return Emodataset(root, split=split or "test", arousal_range=arousal_range, classes=classes,
-                          cleaned=cleaned, crop=crop, transform=transform)
-    if dataset == "csv":
-        from emonet.data.csv_faces import CsvFaceDataset
-
-        return CsvFaceDataset(root, split=split, arousal_range=arousal_range, classes=classes, cleaned=cleaned,
-                              crop=crop, transform=transform)
-    raise ValueError(f"unknown dataset format {dataset!r}; choose from {DATASETS}")
-
-
-def load_weights(path: str, device: str = "cpu"):
-    """``emonet.load_model`` with a download hint when the file is missing (never random weights)."""
-    from emonet.checkpoint import load_model
-    from emonet.predictor import WEIGHTS_HINT
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"weights not found: {path}. {WEIGHTS_HINT}")
-    return load_model(path, device=device)
-
-
 def run(args: argparse.Namespace) -> int:
     from torch.utils.data import Subset
 
-    from emonet.evaluation import evaluate, format_table, published_reference, write_results
+    from emonet.data.affect_base import build_affect_dataset
+    from emonet.evaluation import evaluate, format_table, load_weights, published_reference, write_results
 
     try:
         model = load_weights(args.weights)
@@ -99,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
                              f"was given; use a {classes}-class checkpoint or --classes {n_model}")
         split = args.split if args.split is not None else ("val" if args.dataset == "affectnet" else None)
-        dataset = build_dataset(args.dataset, args.root, split, classes, args.cleaned, args.arousal_range,
+        dataset = build_affect_dataset(args.dataset, args.root, split, classes, args.cleaned, args.arousal_range,
                                 args.crop, args.layout, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

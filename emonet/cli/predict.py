@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--detector", choices=["auto", "short", "full"], default="auto",
                    help="MediaPipe model: short-range, full-range, or both merged (default)")
     p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
-    p.add_argument("--flip-tta", action="store_true", help="average predictions over the face and its mirror")
+    p.add_argument("--flip-tta", action="store_true", help="average valence/arousal over the face and its mirror (official evaluate_flip)")
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
     p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")

@@ -358,6 +358,13 @@ class AffectFaceDataset(Dataset):
             "path": self.paths[index],
         }
 
+    def targets(self, key: str) -> np.ndarray:
+        """All targets of one kind without reading images (``label``/``valence``/``arousal``)."""
+        arrays = {"label": self.labels, "valence": self.valence, "arousal": self.arousal}
+        if key not in arrays:
+            raise KeyError(f"{self.name}: no {key!r} targets (available: {', '.join(arrays)})")
+        return arrays[key]
+
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
         return {name: int(c) for name, c in zip(self.class_names, counts)}
@@ -373,3 +380,42 @@ class AffectFaceDataset(Dataset):
                 value = getattr(self, key)
                 info[key] = list(value) if isinstance(value, tuple) else value
         return info
+
+
+DATASET_FORMATS = ("affectnet", "emodataset", "csv")
+
+
+def build_affect_dataset(
+    dataset: str,
+    root: str | os.PathLike,
+    split: str | None,
+    classes: int = 8,
+    cleaned: bool = False,
+    arousal_range: str | Sequence[float] = "auto",
+    crop: str = "auto",
+    layout: str = "auto",
+    transform: Callable[[np.ndarray], Any] | None = None,
+    progress: bool = True,
+) -> AffectFaceDataset:
+    """One affect dataset by format name (``affectnet``, ``emodataset``, ``csv``), as the CLIs build them.
+
+    ``crop="auto"``: landmarks for the original AffectNet CSV (full images), none otherwise. Emodataset's
+    split defaults to ``test``; AffectNet/CSV take ``split=None`` as "``root`` is the split itself".
+    """
+    if dataset == "affectnet":
+        from emonet.data.affectnet import AffectNet
+
+        return AffectNet(root, split=split, layout=layout, classes=classes, cleaned=cleaned, crop=crop,
+                         transform=transform, progress=progress)
+    crop = "none" if crop == "auto" else crop
+    if dataset == "emodataset":
+        from emonet.data.emodataset import Emodataset
+
+        return Emodataset(root, split=split or "test", arousal_range=arousal_range, classes=classes,
+                          cleaned=cleaned, crop=crop, transform=transform)
+    if dataset == "csv":
+        from emonet.data.csv_faces import CsvFaceDataset
+
+        return CsvFaceDataset(root, split=split, arousal_range=arousal_range, classes=classes, cleaned=cleaned,
+                              crop=crop, transform=transform)
+    raise ValueError(f"unknown dataset format {dataset!r}; choose from {DATASET_FORMATS}")
