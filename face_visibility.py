@@ -10,7 +10,6 @@ See docs/emotic_pipeline.md for the definition and the output columns.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
@@ -54,12 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary.format())
     if args.summary_json:
-        import os
+        from emonet.fileio import write_json_atomic
 
-        tmp = f"{args.summary_json}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(summary.to_dict(), handle, indent=2)
-        os.replace(tmp, args.summary_json)
+        write_json_atomic(args.summary_json, summary.to_dict())
     return 0
 
 

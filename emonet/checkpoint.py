@@ -14,7 +14,6 @@ or mis-shaped key raises :class:`CheckpointError` listing them.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from emonet.fileio import atomic_path
 from emonet.models.registry import create_model
 
 CHECKPOINT_FORMAT = "emonet-toolkit"
@@ -187,15 +187,8 @@ def checkpoint_dict(model: nn.Module, extra: dict[str, Any] | None = None) -> di
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from emonet import metrics as M
+from emonet.fileio import write_text_atomic
 
 VA_METRICS = ("ccc", "pcc", "rmse", "sagr")
 
@@ -304,17 +304,6 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_results(
     result: EvaluationResult,
     output_dir: str | os.PathLike,
@@ -326,7 +315,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv", "table": out / "table.txt"}
     payload = {"metrics": result.metrics, "info": result.info, "published": list(published)}
-    _atomic_write_text(paths["metrics"], json.dumps(_json_ready(payload), indent=2, allow_nan=False) + "\n")
-    _atomic_write_text(paths["predictions"], result.predictions.to_csv(index=False, float_format="%.6f"))
-    _atomic_write_text(paths["table"], (table or format_table(result.metrics, published)) + "\n")
+    write_text_atomic(paths["metrics"], json.dumps(_json_ready(payload), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths["predictions"], result.predictions.to_csv(index=False, float_format="%.6f"))
+    write_text_atomic(paths["table"], (table or format_table(result.metrics, published)) + "\n")
     return paths

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from emonet.fileio import atomic_path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -61,10 +62,8 @@ def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeo
     dest = Path(dest_dir) / f"{name}.pth"
     if dest.exists() and not force and verify_weights(dest, name):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(info.url, timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0)
@@ -85,8 +84,4 @@ def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeo
                 f"{info.url}: checksum mismatch (git blob SHA-1 {actual}, expected {info.git_blob_sha1}); "
                 "the file was not saved"
             )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -56,6 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from emonet import metrics as M
 from emonet import visualization as V
+from emonet.fileio import write_text_atomic
 
 SORT_ORDERS = ("random", "best", "worst", "confidence")
 EMOTIC_DATASET_KWARGS = ("image_source", "face_detector", "va_scale", "missing_face")
@@ -75,21 +75,6 @@ def prepare_batch(images: Sequence[np.ndarray], model: nn.Module) -> torch.Tenso
     from emonet.predictor import prepare_batch as _prepare
 
     return _prepare(images, int(getattr(model, "input_size", 256)), getattr(model, "normalization", None))
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write to a temporary file in the same folder, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _jsonable(obj: Any) -> Any:
@@ -398,8 +383,8 @@ def review_predictions_with_visualization(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
-    files.append(_atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False)))
-    files.append(_atomic_write_text(out / "per_class_metrics.csv", per_class.to_csv(index=False)))
+    files.append(write_text_atomic(out / "predictions.csv", predictions.to_csv(index=False)))
+    files.append(write_text_atomic(out / "per_class_metrics.csv", per_class.to_csv(index=False)))
     files.append(V.save_figure(V.plot_va_scatter(
         true_va_a[:, 0], pred_va_a[:, 0], true_va_a[:, 1], pred_va_a[:, 1], metrics=va_report,
         title=f"Predicted vs true valence and arousal (n={n})"), out / "va_scatter.png"))
@@ -469,7 +454,7 @@ def review_predictions_with_visualization(
             detail_dir / f"{r + 1:03d}_row{int(row['index'])}.png"))
     timing["figures_s"] = time.perf_counter() - t0
     metrics["timing_s"] = timing
-    files.insert(1, _atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n"))
+    files.insert(1, write_text_atomic(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n"))
     return {"predictions": predictions, "metrics": metrics, "per_class": per_class, "files": files}
 
 

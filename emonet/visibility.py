@@ -19,7 +19,6 @@ How the mesh is found (measured on crops of the real sample faces, see docs/emot
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import logging
 import math
@@ -36,6 +35,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from emonet.fileio import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -222,14 +223,6 @@ def _measure_chunk(tasks: list[tuple[int, str]]) -> list[tuple[int, float, str |
     return [(row, *measure_array(_WORKER, path)) for row, path in tasks]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def partial_path_for(output_csv: str | os.PathLike) -> Path:
     """Sidecar file holding finished rows of an interrupted run for ``output_csv``."""
     return Path(str(output_csv) + PARTIAL_SUFFIX)
@@ -273,7 +266,6 @@ def _backup_path(path: Path) -> Path:
 
 def write_histogram(values: Iterable[float], path: str | os.PathLike, title: str) -> Path:
     """Histogram PNG of visibility values (NaN ignored), 5%-wide bins, written atomically."""
-    import tempfile
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -290,16 +282,8 @@ def write_histogram(values: Iterable[float], path: str | os.PathLike, title: str
     ax.set_xlim(0, 100)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -355,7 +339,8 @@ def compute_face_visibility(
     import pandas as pd
     from tqdm import tqdm
 
-    from emonet.data.emotic import validate_emotic_columns, write_csv_atomic
+    from emonet.data.emotic import validate_emotic_columns
+    from emonet.fileio import write_csv_atomic
 
     started = time.perf_counter()
     csv_path, arrays_dir = Path(csv_path), Path(arrays_dir)
@@ -383,7 +368,7 @@ def compute_face_visibility(
         log.info("%s already has %s; recomputing it", csv_path, VISIBILITY_COLUMN)
 
     options = dict(estimator_options or {})
-    header = {"format": PARTIAL_FORMAT, "version": 1, "input_sha256": _file_sha256(csv_path),
+    header = {"format": PARTIAL_FORMAT, "version": 1, "input_sha256": file_sha256(csv_path),
               "arrays_dir": str(arrays_dir.resolve()), "column": column, "options": options}
     partial = partial_path_for(output)
     n = len(frame)

@@ -10,7 +10,6 @@ existing axes and are the building blocks. Colours are the same everywhere: grou
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
+
+from emonet.fileio import atomic_path
 
 TRUTH_COLOR = "#0072B2"
 PRED_COLOR = "#E69F00"
@@ -54,16 +55,8 @@ def new_figure(figsize: tuple[float, float], **kwargs: Any) -> Figure:
 def save_figure(fig: Figure, out_path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write ``fig`` to ``out_path`` atomically; the format follows the suffix (.png, .pdf, .svg)."""
     path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

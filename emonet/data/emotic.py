@@ -333,30 +333,3 @@ class EmoticDataset(Dataset):
             "arousal": torch.tensor(self._va[index, 1], dtype=torch.float32),
             "index": index,
         }
-
-
-def write_csv_atomic(
-    frame: pd.DataFrame, path: str | os.PathLike, mode_from: str | os.PathLike | None = None
-) -> Path:
-    """Write ``frame`` (no index) to ``path`` via a temp file in the same folder and ``os.replace``.
-
-    The file never exists half-written. Permissions are copied from ``mode_from`` (the file being replaced)
-    or set to 0644 (``mkstemp`` creates 0600).
-    """
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            frame.to_csv(handle, index=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        keep_mode = mode_from is not None and os.path.exists(mode_from)
-        os.chmod(tmp, (os.stat(mode_from).st_mode & 0o7777) if keep_mode else 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

@@ -13,11 +13,9 @@ invalid is passed on silently.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,8 @@ from emonet.data.emotic import (
     annotation_csv_name,
     normalized_csv_name,
     read_emotic_csv,
-    write_csv_atomic,
 )
+from emonet.fileio import file_sha256, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +89,6 @@ def denormalize_frame(frame: pd.DataFrame, normalization: dict[str, Any] | str |
     return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def clean_split(
     frame: pd.DataFrame, source: str | os.PathLike, min_visibility: float | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
@@ -142,19 +132,6 @@ def clean_split(
         counts["below_min_visibility"] = int((keep & below).sum())
         keep &= ~(unknown | below)
     return frame.loc[keep].reset_index(drop=True), values[keep], counts
-
-
-def _write_json_atomic(record: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def preprocess_emotic(
@@ -226,10 +203,10 @@ def preprocess_emotic(
         if len(kept) == 0:
             log.warning("%s: no rows left after filtering", out_path)
         record["splits"][split] = {
-            "input": str(paths[split]), "input_sha256": _sha256(paths[split]), "output": str(out_path),
+            "input": str(paths[split]), "input_sha256": file_sha256(paths[split]), "output": str(out_path),
             "rows_in": rows_in[split], "rows_out": len(kept), "dropped": counts, "clipped": clipped,
         }
-    _write_json_atomic(record, output_dir / NORMALIZATION_FILE)
+    write_json_atomic(output_dir / NORMALIZATION_FILE, record)
     return record
 
 

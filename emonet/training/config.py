@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emonet.fileio import write_text_atomic
+
 VA_LOSSES = ("mse", "l1", "huber", "ccc")
 SCHEDULERS = ("cosine", "step", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -180,12 +182,7 @@ class TrainConfig:
         """Write the resolved config as YAML (atomically)."""
         import yaml
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def resolved_monitor(self, task: str) -> tuple[str, str]:
         """The monitored metric and its mode for ``task``."""

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from emonet.fileio import atomic_path
+
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA); ``deterministic`` also asks for deterministic kernels."""
@@ -97,12 +99,10 @@ class CsvLog:
             return
         header = self.fieldnames() or []
         rows = [r for r in self.read() if r.get("epoch") and int(float(r["epoch"])) <= last_epoch]
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
+        with atomic_path(self.path, mode_from=self.path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, self.path)
 
     def append(self, row: dict[str, Any]) -> None:
         header = self.fieldnames()
