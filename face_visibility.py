@@ -4,7 +4,7 @@
     python face_visibility.py --csv annot_arrs_train.csv --arrays img_arrs --output annot_vis_train.csv \\
         --histogram visibility_train.png --workers 2
 
-See docs/emotic_pipeline.md for the definition and the output columns.
+See README ("Face visibility") for the definition and the output columns.
 """
 
 from __future__ import annotations

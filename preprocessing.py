@@ -5,7 +5,7 @@
         [--min-visibility 50] [--fit-train]
 
 Reads annot_arrs_{train,val,test}.csv from --annotations and writes normalized_dataset_{split}.csv and
-normalization.json into --output-dir. See docs/emotic_pipeline.md.
+normalization.json into --output-dir. See README ("Preprocessing").
 """
 
 from __future__ import annotations

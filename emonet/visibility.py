@@ -6,7 +6,7 @@ face geometry even where the crop cuts the face, so a half-cut face scores about
 number of landmarks actually returned (478 with refined irises), never a constant, so the score never
 exceeds 100. No face found -> 0. Array that cannot be read -> NaN, with the reason reported.
 
-How the mesh is found (measured on crops of the real sample faces, see docs/emotic_pipeline.md):
+How the mesh is found (measured on crops of the real sample faces, see README, "Face visibility"):
 1. FaceMesh on the crop zero-padded by 25% of its long side on each side. The padding lets FaceMesh's own
    detector find faces that touch or cross the crop border; landmarks falling in the padding count as
    outside.
