@@ -1,0 +1,136 @@
+"""``python -m emonet video``: per-frame, per-face valence/arousal/expression of a video (headless).
+
+Sources: a webcam index, a video file, an image folder, a stream URL or ``sample`` (a generated clip).
+Writes a CSV flushed frame by frame, optionally an annotated video and a valence/arousal plot.
+See docs/video.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+
+SMOOTHING_CHOICES = ["none", "ema", "one-euro", "emonet"]
+
+
+def add_common_video_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the video command and the demo (one definition, same meaning)."""
+    p.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="none",
+                   help="per-face temporal smoothing: none, ema (exponential), one-euro, emonet (5-frame weights)")
+    p.add_argument("--ema-alpha", type=float, default=0.4, help="weight of the newest frame for --smoothing ema (default 0.4)")
+    p.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest, Hz (default 1.0)")
+    p.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient (default 0.5)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+                   help="run the face detector every N frames and track boxes in between (default 1: every frame)")
+    p.add_argument("--max-missed", type=int, default=10, metavar="K",
+                   help="drop a face track (and its smoothing) after K frames without detection (default 10)")
+    p.add_argument("--iou-threshold", type=float, default=0.3, help="minimum box IoU to continue a track (default 0.3)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate for time_s and the output video (default: the source's; image folders 30)")
+    p.add_argument("--detector", choices=["auto", "short", "full"], default="auto",
+                   help="MediaPipe model: short-range, full-range, or both merged (default)")
+    p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
+    p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (2x cost)")
+    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--backend", default="torch",
+                   help="inference backend: torch (default), torch-opt, torch-compile, onnxruntime or auto "
+                   "(see the README's Performance section)")
+    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (backend dependent)")
+    p.add_argument("--camera-retries", type=int, default=5,
+                   help="failed reads of a camera/stream retried before the run ends (default 5)")
+
+
+def smoothing_kwargs(args: argparse.Namespace, fps: float) -> dict:
+    """Keyword arguments of emonet.smoothing.make_smoother for the chosen --smoothing."""
+    if args.smoothing == "ema":
+        return {"alpha": args.ema_alpha}
+    if args.smoothing == "one-euro":
+        return {"min_cutoff": args.one_euro_min_cutoff, "beta": args.one_euro_beta, "rate": fps}
+    return {}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "video",
+        help="valence/arousal/expression of every face of a video, webcam, image folder or stream",
+        description="Process a video as a stream: detect faces, track them with stable IDs, predict every face "
+        "of a frame in one batch, smooth each track over time, and write a per-frame CSV (flushed as it goes), "
+        "optionally an annotated video (.mp4 mp4v or .avi MJPG) and a valence/arousal plot. Always headless "
+        "(the interactive window is demo/app.py).",
+    )
+    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
+    p.add_argument("--source", default="sample",
+                   help="camera index (0), video file, image folder, stream URL, or 'sample' (generated clip; default)")
+    p.add_argument("--csv", required=True, help="output CSV (one row per face per frame)")
+    p.add_argument("--output-video", default=None, help="annotated output video: .mp4 (mp4v) or .avi (MJPG)")
+    p.add_argument("--plot", default=None, help="valence/arousal-over-time PNG, one line per face")
+    p.add_argument("--landmarks", action="store_true",
+                   help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns, drawn on the output video")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--summary-json", default=None, help="also write the run summary as JSON")
+    add_common_video_options(p)
+    return p
+
+
+def _terminate(signum, frame) -> None:
+    # SIGTERM (e.g. `kill`, a container stop) ends the run like Ctrl-C: outputs are closed cleanly.
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from emonet.predictor import Predictor
+    from emonet.video import VIDEO_CODECS, SourceError, VideoEngine, open_source, process_video
+
+    for option, path in (("--output-video", args.output_video),):
+        if path and Path(path).suffix.lower() not in VIDEO_CODECS:
+            print(f"error: {option} {path}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
+            return 2
+    if args.detect_every < 1:
+        print(f"error: --detect-every must be >= 1, got {args.detect_every}")
+        return 2
+    if not Path(args.weights).exists():  # before opening a camera or generating the sample
+        from emonet.predictor import WEIGHTS_HINT
+
+        print(f"error: weights not found: {args.weights}. {WEIGHTS_HINT}")
+        return 2
+    try:
+        source = open_source(args.source, fps=args.fps, retries=args.camera_retries)
+    except (FileNotFoundError, SourceError) as exc:
+        print(f"error: {exc}")
+        return 2
+    try:
+        predictor = Predictor(
+            args.weights, device=args.device, detector=args.detector, flip_tta=args.flip_tta,
+            landmarks=args.landmarks, batch_size=args.batch_size, backend=args.backend, precision=args.precision,
+            min_face_score=args.min_face_score,
+        )
+        engine = VideoEngine(
+            predictor, names=[Path(args.weights).stem], smoothing=args.smoothing, detect_every=args.detect_every,
+            max_missed=args.max_missed, iou_threshold=args.iou_threshold,
+            smoothing_kwargs=smoothing_kwargs(args, source.fps),
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        source.close()
+        print(f"error: {exc}")
+        return 2
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        summary = process_video(
+            engine, source, csv_path=args.csv, output_video=args.output_video, plot=args.plot,
+            max_frames=args.max_frames, landmarks=args.landmarks, progress=not args.no_progress,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        source.close()
+        engine.close()
+    print(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    return 130 if summary.interrupted else 0

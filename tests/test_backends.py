@@ -1,0 +1,163 @@
+"""Inference backends: agreement with the fp32 reference, ONNX Runtime cache, int8, availability/fallback."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import emonet.backends as backends
+from emonet.backends import TOLERANCES, BackendUnavailable, bf16_support, make_runner
+from emonet.checkpoint import load_model
+from emonet.export import agreement, cached_onnx_path, check_inputs, quantize_int8, within_tolerance, write_report
+
+
+@pytest.fixture(scope="module")
+def model(official_checkpoint_8):
+    return load_model(official_checkpoint_8, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def faces(model) -> torch.Tensor:
+    """Three natural images (the sample photos resized to 256), preprocessed."""
+    return check_inputs(model, 3)
+
+
+@pytest.fixture(scope="module")
+def reference(model, faces) -> dict[str, np.ndarray]:
+    return make_runner(model, "torch", "fp32", "cpu", with_heatmap=True)(faces)
+
+
+@pytest.fixture()
+def cache(tmp_path_factory, monkeypatch):
+    folder = tmp_path_factory.getbasetemp() / "emonet-cache"  # shared by the tests of a session
+    monkeypatch.setenv("EMONET_CACHE", str(folder))
+    return folder
+
+
+def assert_exact(out: dict, ref: dict, keys=("expression", "valence", "arousal", "heatmap")) -> None:
+    acc = agreement(ref, out)
+    assert set(keys) <= set(out)
+    assert within_tolerance(acc["max_abs"], acc["scale"], TOLERANCES["fp32"]["max_abs"]), acc["max_abs"]
+
+
+def test_torch_opt_fp32_matches_reference_and_leaves_model_alone(model, faces, reference):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = make_runner(model, "torch-opt", "fp32", "cpu", with_heatmap=True)
+    # stem conv1/bn1, conv_last0/bn_end0, conv_last1/bn_end1 and the head's Linear/BatchNorm1d fold exactly
+    assert runner.info["folded_batchnorms"] == 4 and runner.info["fast_blocks"] > 0
+    assert runner.backend == "torch-opt" and runner.precision == "fp32"
+    assert_exact(runner(faces), reference)
+    # the caller's model is untouched (folding works on a copy)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert isinstance(model.bn1, torch.nn.BatchNorm2d)
+    # single-face batches work too, without heatmap unless asked
+    single = make_runner(model, "torch-opt", "fp32", "cpu")(faces[:1])
+    assert set(single) == {"expression", "valence", "arousal"} and single["valence"].shape == (1,)
+
+
+def test_fold_batchnorm_on_dual_head_resnet():
+    from emonet.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18_dual_head", input_size=64).eval()
+    for m in model.modules():  # non-trivial statistics so that folding matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 64, 64)
+    ref = make_runner(model, "torch", "fp32", "cpu")(x)
+    runner = make_runner(model, "torch-opt", "fp32", "cpu")
+    assert runner.info["folded_batchnorms"] == 20  # every BatchNorm of a ResNet-18 follows a conv
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.model.modules())
+    assert_exact(runner(x), ref, keys=("expression", "valence", "arousal"))
+
+
+@pytest.mark.skipif(not bf16_support(torch.device("cpu"))[0], reason="no native bf16 on this CPU")
+@pytest.mark.parametrize("backend", ["torch", "torch-opt"])
+def test_bf16_within_documented_tolerance(model, faces, reference, backend):
+    out = make_runner(model, backend, "bf16", "cpu", with_heatmap=True)(faces)
+    acc = agreement(reference, out)
+    assert out["heatmap"].dtype == np.float32 and out["heatmap"].shape == (3, 68, 64, 64)
+    assert acc["va_mean_abs"] <= TOLERANCES["bf16"]["va_mean_abs"], acc
+
+
+def test_onnxruntime_fp32_matches_and_is_cached(model, faces, reference, cache):
+    runner = make_runner(model, "onnxruntime", "fp32", "cpu", with_heatmap=True)
+    assert runner.path.parent == cache / "onnx" and runner.path.exists()
+    assert max(runner.info["report"]["max_abs_diff"].values()) <= 1e-4
+    assert_exact(runner(faces), reference)
+    assert_exact(runner(faces[:1]), {k: v[:1] for k, v in reference.items()})  # dynamic batch
+    mtime = os.path.getmtime(runner.path)
+    again = make_runner(model, "onnxruntime", "fp32", "cpu")  # no heatmap; reuses the cached file
+    assert again.path == runner.path and os.path.getmtime(again.path) == mtime
+    assert set(again(faces[:2])) == {"expression", "valence", "arousal"}
+
+
+def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, reference, cache):
+    # Pre-build the cached int8 file with a tiny calibration set (the backend's own build uses 48 faces).
+    path = cached_onnx_path(model, "int8")
+    calib = [np.ascontiguousarray((check_inputs(model, 2)[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+             for i in range(2)]
+    report = quantize_int8(model, path, calibration_crops=calib, n_eval=0)
+    report.accuracy = {"va_mean_abs": 0.5, "expression_agreement": 0.5}  # pretend a bad checkpoint
+    write_report(path, report)
+    with pytest.warns(RuntimeWarning, match="outside the documented tolerance"):
+        runner = make_runner(model, "onnxruntime", "int8", "cpu", with_heatmap=True)
+    out = runner(faces)
+    assert out["heatmap"].shape == (3, 68, 64, 64) and all(np.isfinite(v).all() for v in out.values())
+    assert agreement(reference, out)["va_mean_abs"] < 0.15  # int8 is close, not exact (see TOLERANCES)
+
+
+def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch):
+    monkeypatch.setattr(backends, "onnxruntime_status", lambda: (False, "onnxruntime is not installed (pip install onnx onnxruntime)"))
+    with pytest.raises(BackendUnavailable, match="onnxruntime is not installed.*--backend auto"):
+        make_runner(model, "onnxruntime", "fp32", "cpu")
+    with pytest.warns(RuntimeWarning, match="onnxruntime/fp32 not available.*using torch-opt/fp32"):
+        runner = make_runner(model, "onnxruntime", "fp32", "cpu", allow_fallback=True)
+    assert (runner.backend, runner.precision) == ("torch-opt", "fp32")
+    with pytest.warns(RuntimeWarning, match="using torch-opt/fp32"):
+        runner = make_runner(model, "auto", "fp32", "cpu", with_heatmap=True)
+    assert_exact(runner(faces), reference)
+
+
+def test_bf16_unsupported_cpu_is_refused_then_falls_back(model, monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(backends, "onnxruntime_status", lambda: (False, "onnxruntime is not installed"))
+    with pytest.raises(BackendUnavailable, match="no native bf16"):
+        make_runner(model, "torch-opt", "bf16", "cpu")
+    with pytest.raises(BackendUnavailable, match="fp16 needs a GPU"):
+        make_runner(model, "torch", "fp16", "cpu")
+    with pytest.warns(RuntimeWarning, match="using torch-opt/fp32"):
+        runner = make_runner(model, "auto", "bf16", "cpu")
+    assert runner.precision == "fp32" and runner.requested == ("auto", "bf16")
+
+
+def test_no_fallback_without_permission_and_bad_names(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the explicit reference never warns
+        assert make_runner(model, "torch", "fp32", "cpu").backend == "torch"
+    with pytest.raises(ValueError, match="choose one of"):
+        make_runner(model, "tensorrt", "fp32", "cpu")
+    with pytest.raises(ValueError, match="supports precision fp32, int8, not 'bf16'"):
+        make_runner(model, "onnxruntime", "bf16", "cpu")
+    with pytest.raises(ValueError, match="use --backend onnxruntime or auto"):
+        make_runner(model, "torch", "int8", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            make_runner(model, "torch-opt", "fp16", "cuda")
+
+
+def test_predictor_uses_backend(model, sample_images_dir):
+    from emonet.predictor import Predictor
+
+    ref = Predictor(model, device="cpu", detector=None, landmarks=True)
+    fast = Predictor(model, device="cpu", detector=None, landmarks=True, backend="torch-opt")
+    image = sample_images_dir / "grace_hopper.jpg"
+    a, b = ref.predict(image)[0], fast.predict(image)[0]
+    assert abs(a.valence - b.valence) <= 1e-4 and abs(a.arousal - b.arousal) <= 1e-4
+    assert a.expression == b.expression and np.abs(a.landmarks - b.landmarks).max() < 0.5

@@ -1,0 +1,124 @@
+"""ONNX export: round trip against PyTorch, dynamic batch, named outputs, metadata, cache, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+from emonet.checkpoint import load_model, save_checkpoint
+from emonet.export import ExportError, cached_onnx, check_inputs, export_onnx, model_fingerprint
+
+
+@pytest.fixture(scope="module")
+def model(official_checkpoint_8):
+    return load_model(official_checkpoint_8, device="cpu")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def exported(official_checkpoint_8, tmp_path_factory):
+    """EmoNet exported by the CLI (the export API runs inside it)."""
+    path = tmp_path_factory.mktemp("onnx") / "emonet_8.onnx"
+    result = run_cli("export", "--weights", official_checkpoint_8, "--format", "onnx", "--out", path,
+                     "--opset", "17", "--check")
+    return path, result
+
+
+@pytest.fixture(scope="module")
+def small_dual_head():
+    from emonet.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("resnet18_dual_head", input_size=64).eval()
+
+
+def run_onnx(path, x: torch.Tensor) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"input": x.numpy()})))
+
+
+def test_export_cli(exported):
+    path, result = exported
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "outputs: expression, valence, arousal, heatmap" in result.stdout and path.exists()
+    line = next(s for s in result.stdout.splitlines() if "max abs diff" in s)
+    assert "batches [1, 3]" in line and float(line.rsplit("(max ", 1)[1].rstrip(")")) <= 1e-4
+    assert onnx.load(str(path)).opset_import[0].version == 17
+
+
+def test_emonet_round_trip_dynamic_batch(model, exported):
+    path, _ = exported
+    names = ["expression", "valence", "arousal", "heatmap"]
+    proto = onnx.load(str(path))
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["expression", "valence", "arousal", "heatmap"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["class_names"])[1] == "Happy" and meta["input_size"] == "256"
+    for batch in (1, 3):  # independently of the export's own check
+        x = check_inputs(model, batch)
+        got = run_onnx(path, x)
+        with torch.inference_mode():
+            ref = model(x)
+        assert got["heatmap"].shape == (batch, 68, 64, 64) and got["valence"].shape == (batch,)
+        for name in names:
+            assert np.abs(got[name] - ref[name].numpy()).max() <= 1e-4, name
+
+
+def test_dual_head_round_trip(small_dual_head, tmp_path):
+    model = small_dual_head
+    report = export_onnx(model, tmp_path / "dual.onnx")
+    assert report.outputs == ["expression", "valence", "arousal"]  # no heatmap for the ResNet model
+    x = check_inputs(model, 3)  # ImageNet-normalised sample photos
+    got = run_onnx(tmp_path / "dual.onnx", x)
+    with torch.inference_mode():
+        ref = model(x)
+    assert got["expression"].shape == (3, 26)
+    for name in report.outputs:
+        assert np.abs(got[name] - ref[name].numpy()).max() <= 1e-4
+
+
+def test_failed_check_leaves_no_file(small_dual_head, tmp_path):
+    target = tmp_path / "strict.onnx"
+    with pytest.raises(ExportError, match="differs from PyTorch by more than 1e-15"):
+        export_onnx(small_dual_head, target, tolerance=1e-15)
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_cache_is_keyed_by_weights(model, small_dual_head, tmp_path, official_checkpoint_5):
+    first, info = cached_onnx(small_dual_head, "fp32", tmp_path)
+    assert info["max_abs_diff"] and first.with_suffix(".json").exists()
+    assert first.name.startswith("resnet18_dual_head-") and first.parent == tmp_path / "onnx"
+    mtime = first.stat().st_mtime
+    again, _ = cached_onnx(small_dual_head, "fp32", tmp_path)
+    assert again == first and again.stat().st_mtime == mtime
+    other = load_model(official_checkpoint_5, device="cpu")
+    assert model_fingerprint(other) != model_fingerprint(model)
+
+
+def test_export_cli_errors_and_dual_head(tmp_path, capsys):
+    from emonet.cli import main
+    from emonet.models import create_model
+
+    assert main(["export", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "not found" in capsys.readouterr().out
+    # a project checkpoint of the dual-head model exports through the same command (in-process: faster)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "dual.pth", create_model("resnet18_dual_head", input_size=64))
+    assert main(["export", "--weights", str(ckpt), "--out", str(tmp_path / "dual.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18_dual_head" in out and "outputs: expression, valence, arousal;" in out
+    assert (tmp_path / "dual.onnx").exists()

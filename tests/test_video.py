@@ -1,0 +1,366 @@
+"""Video engine, tracker, smoothing and ``python -m emonet video`` on generated videos of real faces."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO_ROOT, SAMPLE_VIDEO_SIZE
+from torch import nn
+
+from emonet.classes import EMONET_8_CLASSES
+from emonet.faces import FaceDetector
+from emonet.predictor import Predictor
+from emonet.samples import write_sample_video
+from emonet.tracking import IoUTracker, TrackSmoothers, box_iou
+from emonet.video import (
+    CaptureSource,
+    Frame,
+    FrameSource,
+    SourceError,
+    VideoEngine,
+    open_camera,
+    open_source,
+    process_video,
+)
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class ColourModel(nn.Module):
+    """A tiny model following the project's conventions whose outputs depend on the crop's colours.
+
+    Engine tests that do not check EmoNet itself use it: two different faces give different outputs, and
+    a forward costs microseconds instead of EmoNet's ~0.3 s per face on this CPU.
+    """
+
+    arch, multi_label, input_size, normalization = "colour-test", False, 32, None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_names = list(EMONET_8_CLASSES)
+        self.mix = nn.Parameter(torch.linspace(-2, 2, 3 * 8).view(3, 8), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        m = x.mean(dim=(2, 3))
+        return {"expression": m @ self.mix, "valence": m[:, 0] - m[:, 2], "arousal": m[:, 1] - 0.5}
+
+
+@pytest.fixture(scope="module")
+def colour_predictor():
+    predictor = Predictor(ColourModel(), device="cpu", detector=FaceDetector("auto"))
+    yield predictor
+    predictor.close()
+
+
+def face_name(row, width=SAMPLE_VIDEO_SIZE[0]) -> str:
+    """The sample video keeps the astronaut on the left half and Grace Hopper on the right half."""
+    return "astronaut" if (row.x1 + row.x2) / 2 < width / 2 else "grace_hopper"
+
+
+# -- the command, end to end ---------------------------------------------------------------------------
+def test_video_cli_end_to_end(official_checkpoint_8, sample_video, sample_video_schedule_list, tmp_path):
+    out_csv, out_video, out_plot = tmp_path / "faces.csv", tmp_path / "annotated.mp4", tmp_path / "va.png"
+    summary_json = tmp_path / "summary.json"
+    result = run_cli("video", "--weights", official_checkpoint_8, "--source", sample_video, "--csv", out_csv,
+                     "--output-video", out_video, "--plot", out_plot, "--smoothing", "ema", "--no-progress",
+                     "--summary-json", summary_json, "--max-frames", 12)
+    assert result.returncode == 0, result.stdout + result.stderr
+    n_frames = 12  # of 16: both faces are on screen from frame 6; fewer EmoNet forwards on a small CPU
+    schedule = sample_video_schedule_list[:n_frames]
+    assert f"{n_frames} frame(s)" in result.stdout and "2 face ID(s)" in result.stdout
+
+    df = pd.read_csv(out_csv)
+    base = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
+    assert list(df.columns[:11]) == base
+    assert list(df.columns[11:19]) == [f"p_{c}" for c in EMONET_8_CLASSES]
+    assert list(df.columns[19:]) == ["valence_raw", "arousal_raw"]
+    # one row per visible face per frame; no row at all for the face-free frames
+    expected = {i: len(faces) for i, faces in enumerate(schedule) if faces}
+    assert df.groupby("frame").size().to_dict() == expected
+    assert sum(len(f) == 2 for f in schedule) >= 4
+    assert not schedule[0] and 0 not in set(df["frame"])
+    assert np.allclose(df["time_s"], df["frame"] / 10.0)
+    # one stable ID per person through the clip
+    df["person"] = [face_name(r) for r in df.itertuples()]
+    ids = df.groupby("person")["face_id"].unique()
+    assert len(ids["astronaut"]) == 1 and len(ids["grace_hopper"]) == 1
+    assert ids["astronaut"][0] != ids["grace_hopper"][0]
+    assert df[["valence", "arousal", "valence_raw", "arousal_raw"]].abs().le(1).all().all()
+    assert np.allclose(df[[f"p_{c}" for c in EMONET_8_CLASSES]].sum(axis=1), 1.0, atol=1e-4)
+    # EMA smoothing: a track's first value is the raw one; later ones are pulled towards the history
+    for _, track in df.groupby("face_id"):
+        assert np.isclose(track["valence"].iloc[0], track["valence_raw"].iloc[0], atol=1e-6)
+    assert (df["valence"] - df["valence_raw"]).abs().max() > 0
+
+    # the annotated video: right size and frame count, by metadata and by reading it
+    cap = cv2.VideoCapture(str(out_video))
+    assert cap.isOpened()
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == n_frames
+    read = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (SAMPLE_VIDEO_SIZE[1], SAMPLE_VIDEO_SIZE[0], 3)
+        read += 1
+    cap.release()
+    assert read == n_frames
+    plot = cv2.imread(str(out_plot))
+    assert plot is not None and plot.shape[0] > 200
+    assert '"tracks": 2' in summary_json.read_text()
+
+
+# -- tracker and smoothing -----------------------------------------------------------------------------
+def test_tracker_ids_new_faces_and_drop_after_k_missed():
+    tracker = IoUTracker(iou_threshold=0.3, max_missed=2)
+    a, b = np.array([10, 10, 60, 60.0]), np.array([200, 20, 250, 70.0])
+    assert tracker.update([a]) == [1]
+    assert tracker.update([a + 3, b]) == [1, 2]  # a moved a little, b is new
+    assert tracker.update([b + 2, a + 6]) == [2, 1]  # order of detections does not matter
+    # a jump with no overlap but a near centre (fast motion) keeps the ID (centroid fallback)
+    jump = a + np.array([42, 0, 42, 0])
+    predicted = tracker.tracks[0].box + tracker.tracks[0].velocity
+    assert box_iou(jump[None], predicted[None])[0, 0] < 0.3
+    assert tracker.update([jump, b + 2]) == [1, 2]
+    # b disappears: kept for max_missed frames, then dropped
+    for _ in range(2):
+        assert tracker.update([jump]) == [1] and not tracker.removed
+    assert tracker.update([jump]) == [1] and tracker.removed == [2]
+    # the same place later is a new person: new ID, never a reused one
+    assert tracker.update([jump, b]) == [1, 3]
+
+
+def test_tracker_predicts_motion_between_detections():
+    tracker = IoUTracker(velocity_smoothing=1.0)
+    box = np.array([100, 100, 150, 150.0])
+    tracker.update([box])
+    tracker.update([box + [4, 2, 4, 2]])
+    (track,) = tracker.predict()
+    assert np.allclose(track.box, box + [8, 4, 8, 4])
+    assert tracker.update([box + [12, 6, 12, 6]]) == [1]
+
+
+@pytest.mark.parametrize("kind", ["ema", "one-euro", "emonet"])
+def test_smoothing_reduces_jitter_per_track(kind):
+    """Synthetic noisy predictions on two tracked faces: smoothing cuts frame-to-frame jitter, never mixes
+    the two faces, and restarts from scratch when a track is lost."""
+    rng = np.random.default_rng(0)
+    tracker, smoothers = IoUTracker(max_missed=1), TrackSmoothers(kind)
+    n = 120
+    t = np.arange(n) / 30.0
+    truth = 0.5 * np.sin(2 * np.pi * 0.3 * t)
+    noisy = truth + rng.normal(0, 0.1, n)
+    raw_a, smooth_a, smooth_b = [], [], []
+    for i in range(n):
+        box_a = np.array([50 + i, 50, 110 + i, 110.0]) + rng.normal(0, 1.0, 4)
+        box_b = np.array([300, 60, 360, 120.0]) + rng.normal(0, 1.0, 4)
+        ids = tracker.update([box_a, box_b])
+        assert ids == [1, 2]
+        raw_a.append(noisy[i])
+        smooth_a.append(smoothers(ids[0], np.array([noisy[i], 0.2]), t[i])[0])
+        smooth_b.append(smoothers(ids[1], np.array([-0.3, 0.7]), t[i]))
+    jitter_raw = np.abs(np.diff(raw_a)).mean()
+    jitter_smooth = np.abs(np.diff(smooth_a)).mean()
+    assert jitter_smooth < 0.6 * jitter_raw, (kind, jitter_smooth, jitter_raw)
+    assert np.abs(np.array(smooth_a) - truth).mean() < np.abs(noisy - truth).mean()
+    assert np.allclose(smooth_b, [-0.3, 0.7])  # face B's constant values are untouched by face A's
+    # lose face A (max_missed=1 -> dropped after 2 frames): its smoother is dropped with it
+    for _ in range(2):
+        tracker.update([box_b])
+        smoothers.drop(tracker.removed)
+    assert len(smoothers) == 1
+    (new_id,) = tracker.update([np.array([50, 50, 110, 110.0])])
+    assert new_id == 3
+    assert np.allclose(smoothers(new_id, np.array([0.9, -0.9]), t[-1] + 0.1), [0.9, -0.9])  # no old history
+
+
+def test_no_smoothing_is_identity():
+    smoothers = TrackSmoothers("none")
+    assert not smoothers.enabled
+    assert np.allclose(smoothers(1, np.array([0.25, -0.5]), 0.0), [0.25, -0.5])
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        TrackSmoothers("kalman")
+
+
+# -- engine: detection every N frames, image folders, interruption, disconnection ----------------------
+def test_detect_every_n_tracks_in_between(colour_predictor, sample_video, sample_video_schedule_list, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(sample_video))
+    i = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        cv2.imwrite(str(folder / f"frame_{i:03d}.png"), frame)
+        i += 1
+    cap.release()
+    source = open_source(folder, fps=10)
+    assert source.frame_count == len(sample_video_schedule_list)
+    engine = VideoEngine(colour_predictor, detect_every=4, smoothing="one-euro")
+    summary = process_video(engine, source, csv_path=tmp_path / "out.csv", progress=False)
+    df = pd.read_csv(tmp_path / "out.csv")
+    assert summary.frames == len(sample_video_schedule_list)
+    assert summary.detections_run < summary.frames  # the detector skipped frames
+    assert {0, 1} & set(df["frame"]) == set()
+    assert set(df["detected"]) == {0, 1}
+    # boxes are carried between detections: the astronaut has a row on every frame once found
+    df["person"] = [face_name(r) for r in df.itertuples()]
+    astro = df[df.person == "astronaut"]
+    first = astro["frame"].min()
+    expected_frames = [i for i, s in enumerate(sample_video_schedule_list) if "astronaut" in s and i >= first]
+    assert astro["frame"].tolist() == expected_frames
+    assert astro["face_id"].nunique() == 1 and df["face_id"].nunique() == 2
+    # on detection frames every visible face is there
+    for frame, group in df[df.detected == 1].groupby("frame"):
+        assert len(group) == len(sample_video_schedule_list[frame])
+
+
+class ListSource(FrameSource):
+    """Frames from a list; raises KeyboardInterrupt after ``interrupt_after`` frames (simulated Ctrl-C)."""
+
+    def __init__(self, frames, interrupt_after=None):
+        self.frames, self.interrupt_after = frames, interrupt_after
+        self.description, self.fps, self.frame_count = "list", 10.0, len(frames)
+
+    def __iter__(self):
+        for i, image in enumerate(self.frames):
+            if self.interrupt_after is not None and i == self.interrupt_after:
+                raise KeyboardInterrupt
+            yield Frame(i, i / self.fps, image)
+
+
+def read_frames(path, n):
+    cap = cv2.VideoCapture(str(path))
+    frames = [cap.read()[1] for _ in range(n)]
+    cap.release()
+    return frames
+
+
+def test_ctrl_c_keeps_outputs(colour_predictor, sample_video, tmp_path):
+    frames = read_frames(sample_video, 8)
+    engine = VideoEngine(colour_predictor)
+    summary = process_video(engine, ListSource(frames, interrupt_after=5), csv_path=tmp_path / "out.csv",
+                            output_video=tmp_path / "out.avi", progress=False)
+    assert summary.interrupted and summary.frames == 5
+    df = pd.read_csv(tmp_path / "out.csv")
+    assert df["frame"].max() == 4
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+class FlakyCapture:
+    """A cv2.VideoCapture stand-in for a camera that delivers ``good`` frames, then only failed reads."""
+
+    def __init__(self, frames):
+        self.frames, self.reads, self.released = list(frames), 0, False
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return True
+
+    def read(self):
+        self.reads += 1
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_disconnect_ends_cleanly(colour_predictor, sample_video, tmp_path):
+    frames = read_frames(sample_video, 6)
+    capture = FlakyCapture(frames[1:])
+    source = CaptureSource(capture, frames[0], "camera 0", live=True, retries=3, retry_delay=0.0)
+    with pytest.warns(UserWarning, match="camera 0: read failed"):
+        summary = process_video(VideoEngine(colour_predictor), source, csv_path=tmp_path / "out.csv", progress=False)
+    source.close()
+    assert summary.disconnected and summary.frames == 6 and "disconnected" in str(summary)
+    assert capture.reads == 5 + 1 + 3 and capture.released
+    assert pd.read_csv(tmp_path / "out.csv")["frame"].max() == 5
+
+
+def test_interrupted_cli_run_keeps_its_csv(official_checkpoint_8, tmp_path):
+    video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
+    out_csv = tmp_path / "partial.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "emonet", "video", "--weights", str(official_checkpoint_8),
+                             "--source", str(video), "--csv", str(out_csv), "--no-progress"],
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up: only per-frame flushing saves the rows
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    df = pd.read_csv(out_csv)
+    assert len(df) >= 3
+    assert df["frame"].is_monotonic_increasing and df["valence"].between(-1, 1).all()
+    assert df[[c for c in df.columns if c.startswith("p_")]].notna().all().all()
+
+
+# -- bad sources and outputs ---------------------------------------------------------------------------
+def test_bad_sources_error_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="video source not found: .*missing.mp4"):
+        open_source(tmp_path / "missing.mp4")
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video at all")
+    with pytest.raises(SourceError, match="fake.mp4: cannot decode video"):
+        open_source(fake)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="holds no images"):
+        open_source(tmp_path / "empty")
+    if glob.glob("/dev/video*"):
+        pytest.skip("this machine has cameras: the unopenable-camera check needs indices that do not exist")
+    with pytest.raises(SourceError, match=r"tried index 7\)"):
+        open_source("7")
+    with pytest.raises(SourceError, match=r"tried index 5, 6\)"):
+        open_camera([5, 6], retries=0)
+
+
+def test_cli_bad_source_output_and_weights(official_checkpoint_8, sample_video, tmp_path, capsys):
+    from emonet.cli import main
+
+    # in-process: these fail before any model is loaded, a subprocess would only add start-up time
+    assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(tmp_path / "nope.mp4"),
+                 "--csv", str(tmp_path / "x.csv")]) == 2
+    out = capsys.readouterr().out
+    assert "video source not found" in out and "nope.mp4" in out
+    assert not (tmp_path / "x.csv").exists()
+    assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(sample_video),
+                 "--csv", str(tmp_path / "x.csv"), "--output-video", str(tmp_path / "x.mkv")]) == 2
+    assert "x.mkv: unsupported extension" in capsys.readouterr().out
+    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv")]) == 2
+    out = capsys.readouterr().out
+    assert "weights not found" in out and "missing.pth" in out and "download" in out
+
+
+def test_sample_video_codecs(tmp_path):
+    for name in ("s.mp4", "s.avi"):
+        path = write_sample_video(tmp_path / name, seconds=0.5, fps=10, size=(160, 120))
+        cap = cv2.VideoCapture(str(path))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+        ok, frame = cap.read()
+        assert ok and frame.shape == (120, 160, 3)
+    with pytest.raises(ValueError, match="unsupported video extension"):
+        write_sample_video(tmp_path / "s.mkv")
+    assert os.path.getsize(tmp_path / "s.avi") > 0
