@@ -2,7 +2,7 @@
 
 Sources: a webcam index, a video file, an image folder, a stream URL or ``sample`` (a generated clip).
 Writes a CSV flushed frame by frame, optionally an annotated video and a valence/arousal plot.
-See docs/video.md.
+See README, "Video".
 """
 
 from __future__ import annotations
