@@ -275,10 +275,9 @@ class OptimizedTorchRunner:
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         self._forward: Callable = self.model
         if compile:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True  # weights are constants: lets inductor fold and prepack them
-            self._forward = torch.compile(self.model, dynamic=True)
+            # freezing: weights become constants that inductor folds and prepacks (oneDNN on CPU); set per
+            # compile, not in the global inductor config. Compiling happens at the first call of each shape.
+            self._forward = torch.compile(self.model, dynamic=True, options={"freezing": True})
             self.info["compiled"] = True
 
     @torch.inference_mode()

@@ -96,6 +96,9 @@ def test_onnxruntime_fp32_matches_and_is_cached(model, faces, reference, cache):
     again = make_runner(model, "onnxruntime", "fp32", "cpu")  # no heatmap; reuses the cached file
     assert again.path == runner.path and os.path.getmtime(again.path) == mtime
     assert set(again(faces[:2])) == {"expression", "valence", "arousal"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto on CPU at fp32: the verified ONNX export, no fallback
+        assert make_runner(model, "auto", "fp32", "cpu").backend == "onnxruntime"
 
 
 def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, reference, cache):
@@ -111,6 +114,33 @@ def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, referen
     out = runner(faces)
     assert out["heatmap"].shape == (3, 68, 64, 64) and all(np.isfinite(v).all() for v in out.values())
     assert agreement(reference, out)["va_mean_abs"] < 0.15  # int8 is close, not exact (see TOLERANCES)
+
+
+class _Tiny(torch.nn.Module):
+    """A small model with the project's output convention (compiles in seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        out = self.fc(self.features(x).mean((2, 3)))
+        return {"expression": out[:, :2], "valence": out[:, 2], "arousal": out[:, 3]}
+
+
+def test_torch_compile_backend_on_a_small_model():
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    model.features[1].running_mean.uniform_(-0.5, 0.5)
+    x = torch.rand(3, 3, 32, 32)
+    ref = make_runner(model, "torch", "fp32", "cpu")(x)
+    runner = make_runner(model, "torch-compile", "fp32", "cpu")
+    assert runner.backend == "torch-compile" and runner.info["folded_batchnorms"] == 1
+    assert_exact(runner(x), ref, keys=("expression", "valence", "arousal"))
+    import torch._inductor.config as inductor_config
+
+    assert inductor_config.freezing is False  # set per compile, not globally
 
 
 def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch):
