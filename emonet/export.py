@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from emonet.fileio import atomic_path, write_json_atomic
+
 OUTPUT_NAMES = ("expression", "valence", "arousal", "heatmap")
 INPUT_NAME = "input"
 DEFAULT_OPSET = 17
@@ -115,13 +117,6 @@ def example_input(model: nn.Module, batch_size: int = 1, seed: int = 0) -> torch
     if norm:
         x = (x - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(1, 3, 1, 1)
     return x
-
-
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _write_metadata(path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
@@ -256,8 +251,7 @@ def export_onnx(
     model = model.cpu().eval()
     names = output_names(model, with_heatmap)
     wrapper = _TupleOutputs(model, names).eval()  # eval: the exporter restores the wrapper's mode recursively
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         try:
             _torch_export(wrapper, example_input(model, 2), tmp, names, opset)
         except Exception as exc:
@@ -271,10 +265,6 @@ def export_onnx(
             if not within_tolerance(report.max_abs_diff, scales, tolerance):  # NaN fails too
                 details = ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
                 raise ExportError(f"{path}: exported model differs from PyTorch by more than {tolerance:g} ({details})")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -438,8 +428,7 @@ def quantize_int8(
         fp32_path, pre_path = Path(tmpdir) / "fp32.onnx", Path(tmpdir) / "pre.onnx"
         _torch_export(_TupleOutputs(prepared, names).eval(), example_input(model, 2), fp32_path, names, opset)
         quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-        tmp = _atomic_path(path)
-        try:
+        with atomic_path(path) as tmp:
             quantize_static(
                 str(pre_path), str(tmp), _CropReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -451,10 +440,6 @@ def quantize_int8(
             report = ExportReport(str(path), opset, "int8", names)
             if n_eval:
                 report.accuracy = evaluate_onnx(tmp, model, face_crops(n_eval, seed=1, rotate=8.0))
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -494,9 +479,7 @@ def write_report(path: Path, report: ExportReport) -> dict[str, Any]:
     """Store an export report as JSON beside ``path`` (what the onnxruntime backend reads back)."""
     info = report.to_dict()
     report_path = path.with_suffix(".json")
-    tmp = _atomic_path(report_path)
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, report_path)
+    write_json_atomic(report_path, info)
     return info
 
 

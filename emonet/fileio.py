@@ -22,7 +22,8 @@ def atomic_path(path: str | os.PathLike, mode_from: str | os.PathLike | None = N
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Same suffix as the target: some writers (ONNX tools, savefig) look at it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
