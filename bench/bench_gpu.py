@@ -8,7 +8,9 @@ synthetic smooth images in train mode, so activations have realistic scales (ran
 overflow fp16 and make the comparison meaningless), and whose last layer reads out the principal
 components of the penultimate features (like bench/bench_inference.py's generated checkpoint). Timing: CUDA events around each forward after
 warm-up, median over ``--iters``. Accuracy: each mode against strict fp32 (TF32 off) on the same batch.
-Designed to finish in well under 4 minutes on an H100 (``--time-budget`` guards the optional compile).
+The default run (fp32/TF32/bf16/fp16 at 64/256/512) takes a few minutes on an H100; ``--time-budget``
+guards the optional compiles, ``--modes`` / ``--batch-sizes`` shorten it (the compiled bf16 figure alone:
+``--modes bf16 --batch-sizes 1024 --compile on --library off``, about 100 s on an H100).
 
 Dry run on a CPU:  python bench/bench_gpu.py --device cpu --batch-sizes 2 --iters 1
 """
@@ -30,6 +32,8 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from generated_weights import calibrate_batchnorm, set_pca_readout  # noqa: E402
 
 
 def load_emonet_class():
@@ -68,35 +72,9 @@ def build_model(device: torch.device, seed: int = 0) -> torch.nn.Module:
     EmoNet = load_emonet_class()
     torch.manual_seed(seed)
     model = EmoNet(n_expression=8).to(device)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-    model.train()
     n = 16 if device.type == "cpu" else 64
-    with torch.no_grad():
-        for i in range(2):
-            model(smooth_images(n, device, seed=100 + i))
-    model.eval()
-    # Read out along the principal directions of the penultimate features (as a trained head would read the
-    # directions where inputs differ): a random readout of a random network mostly amplifies rounding noise.
-    feats: list[torch.Tensor] = []
-    hook = model.emo_fc_2[2].register_forward_hook(lambda m, i, o: feats.append(o.detach().double().cpu()))
-    with torch.inference_mode():
-        for i in range(2):
-            model(smooth_images(n, device, seed=200 + i))
-    hook.remove()
-    f = torch.cat(feats)
-    mean = f.mean(0)
-    _, s, vt = torch.linalg.svd(f - mean, full_matrices=False)
-    whitened = vt[:8] / (s[:8, None] / (len(f) - 1) ** 0.5).clamp_min(1e-12)
-    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    weight = torch.zeros(10, f.shape[1], dtype=torch.float64)
-    weight[:8] = 1.5 * rotation @ whitened
-    weight[8], weight[9] = 0.4 * whitened[0], 0.33 * whitened[1]
-    with torch.no_grad():
-        model.emo_fc_2[3].weight.copy_(weight.float())
-        model.emo_fc_2[3].bias.copy_((-(weight @ mean)).float())
+    calibrate_batchnorm(model, [smooth_images(n, device, seed=100 + i) for i in range(2)])
+    set_pca_readout(model, [smooth_images(n, device, seed=200 + i) for i in range(2)], seed)
     return model
 
 
@@ -151,22 +129,59 @@ def compare(ref: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[
     return {
         "va_max_abs": float(d.max()), "va_mean_abs": float(d.mean()),
         "logits_max_abs": float((out["expression"].float() - ref["expression"].float()).abs().max()),
-        "heatmap_max_abs": float((out["heatmap"].float() - ref["heatmap"].float()).abs().max()),
+        "heatmap_max_abs": float((out["heatmap"].float() - ref["heatmap"].float()).abs().max()) if "heatmap" in out else None,
         "expression_agreement": float((out["expression"].argmax(1) == ref["expression"].argmax(1)).float().mean()),
         "nonfinite": int((~torch.isfinite(out["expression"].float())).sum()),
     }
+
+
+def time_library_runners(model, device, batch, gflops, args, timer, x_acc, ref, allow_compile) -> tuple[list[dict], list[str]]:
+    """faces/s of ``emonet.backends.make_runner`` bf16 runners (numpy outputs included) at ``batch``."""
+    try:
+        from emonet.backends import make_runner
+    except ImportError as exc:
+        return [], [f"library runners: cannot import emonet.backends ({exc})"]
+    rows, errors = [], []
+    x = smooth_images(batch, device, seed=batch)
+    for backend in ("torch-opt", "torch-compile") if allow_compile else ("torch-opt",):
+        try:
+            start = time.perf_counter()
+            # without heatmaps: copying (B, 68, 64, 64) to the host would dominate the timing
+            runner = make_runner(model, backend, "bf16", device, with_heatmap=False)
+            runner(x_acc)
+            setup_s = time.perf_counter() - start
+            out = {k: torch.from_numpy(v).to(device) for k, v in runner(x_acc).items()}
+            acc = compare(ref, out)
+            t = statistics.median(timer(lambda runner=runner: runner(x), args.iters, args.warmup))
+        except Exception as exc:  # a failing runner must not lose the other results
+            errors.append(f"runner {backend}: {type(exc).__name__}: {str(exc)[:300]}")
+            print(f"runner {backend} failed: {exc}")
+            continue
+        rows.append({"mode": "bf16", "compiled": backend == "torch-compile", "runner": backend, "batch": batch,
+                     "faces_per_s": batch / t, "ms_per_batch": 1000 * t, "tflops": batch * gflops / t / 1000,
+                     "setup_s": setup_s, **acc})
+        print(f"runner {backend:13s} bf16 b{batch:<4d} {batch / t:9.1f} faces/s (numpy outputs, no heatmaps; "
+              f"setup {setup_s:.0f} s)  |dVA| mean {acc['va_mean_abs']:.1e}  agree {acc['expression_agreement']:.1%}",
+              flush=True)
+        del runner
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows, errors
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="EmoNet GPU throughput and reduced-precision accuracy")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (dry run)")
     p.add_argument("--batch-sizes", default="64,256,512", help="comma-separated (default 64,256,512)")
+    p.add_argument("--modes", default="fp32,tf32,bf16,fp16", help="comma-separated subset of fp32,tf32,bf16,fp16")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per point (median)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the fastest mode at the largest batch (auto: when the time budget allows)")
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="seconds (default 150); compile is skipped when less than 90 s of it is left")
+    p.add_argument("--library", choices=["auto", "on", "off"], default="auto",
+                   help="also time emonet.backends' torch-opt and torch-compile bf16 runners (auto: compile if time allows)")
     p.add_argument("--json", help="write results here")
     args = p.parse_args(argv)
 
@@ -193,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = [("fp32", torch.float32, False), ("tf32", torch.float32, True),
              ("bf16", torch.bfloat16, True), ("fp16", torch.float16, True)]
+    modes = [m for m in modes if m[0] in args.modes.split(",")]
     if device.type == "cpu":
         modes = [m for m in modes if m[0] != "tf32"]
     timer = Timer(device)
@@ -271,10 +287,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.compile != "off":
         print(f"torch.compile skipped ({elapsed:.0f} s used of a {args.time_budget:.0f} s budget)")
 
-    print(f"\n{'mode':6s} {'compiled':8s} {'batch':>5s} {'faces/s':>9s} {'ms/batch':>9s} {'TFLOP/s':>7s} "
+    # the library's own runners (what `--backend torch-opt|torch-compile --precision bf16` run), largest batch
+    if args.library != "off":
+        allow_compile = args.library == "on" or args.time_budget - (time.perf_counter() - t0) > 75
+        lib_rows, lib_errors = time_library_runners(model, device, max(batch_sizes), gflops, args, timer,
+                                                    x_acc, ref, allow_compile)
+        rows += lib_rows
+        errors += lib_errors
+
+    print(f"\n{'mode':6s} {'compiled':13s} {'batch':>5s} {'faces/s':>9s} {'ms/batch':>9s} {'TFLOP/s':>7s} "
           f"{'|dVA| mean':>10s} {'max':>8s} {'logit max':>9s} {'agree':>6s}")
     for r in rows:
-        print(f"{r['mode']:6s} {str(r['compiled']):8s} {r['batch']:5d} {r['faces_per_s']:9.1f} {r['ms_per_batch']:9.2f} "
+        print(f"{r['mode']:6s} {r.get('runner', str(r['compiled'])):13s} {r['batch']:5d} {r['faces_per_s']:9.1f} {r['ms_per_batch']:9.2f} "
               f"{r['tflops']:7.1f} {r['va_mean_abs']:10.1e} {r['va_max_abs']:8.1e} {r['logits_max_abs']:9.1e} "
               f"{r['expression_agreement']:6.1%}")
     print("accuracy: against strict fp32 (TF32 off) on 64 synthetic images; random weights, calibrated BN, PCA readout")

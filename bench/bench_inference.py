@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from generated_weights import calibrate_batchnorm, set_pca_readout  # noqa: E402
+
 from emonet.backends import TOLERANCES, BackendUnavailable, cpu_flags, make_runner  # noqa: E402
 from emonet.export import agreement, cache_dir, crops_to_batch, face_crops, within_tolerance  # noqa: E402
 
@@ -59,33 +61,9 @@ def make_bench_checkpoint(path: Path, seed: int = 0, n_crops: int = 16) -> Path:
 
     torch.manual_seed(seed)
     model = create_model("emonet", n_expression=8)
-    x = crops_to_batch(model, face_crops(n_crops, seed=2, rotate=8.0))
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for batch in x.split(8):
-            model(batch)
-    model.eval()
-    feats: list[torch.Tensor] = []
-    hook = model.emo_fc_2[2].register_forward_hook(lambda m, i, o: feats.append(o.detach().clone()))
-    with torch.inference_mode():
-        for batch in x.split(8):
-            model(batch)
-    hook.remove()
-    f = torch.cat(feats).double()
-    mean = f.mean(0)
-    _, s, vt = torch.linalg.svd(f - mean, full_matrices=False)
-    whitened = vt[:8] / (s[:8, None] / (len(f) - 1) ** 0.5).clamp_min(1e-12)
-    rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    weight = torch.zeros(10, f.shape[1], dtype=torch.float64)
-    weight[:8] = 1.5 * rotation @ whitened
-    weight[8], weight[9] = 0.4 * whitened[0], 0.33 * whitened[1]
-    with torch.no_grad():
-        model.emo_fc_2[3].weight.copy_(weight.float())
-        model.emo_fc_2[3].bias.copy_((-(weight @ mean)).float())
+    batches = crops_to_batch(model, face_crops(n_crops, seed=2, rotate=8.0)).split(8)
+    calibrate_batchnorm(model, batches)
+    set_pca_readout(model, batches, seed)
     save_checkpoint(path, model, extra={"generated_by": "bench/bench_inference.py", "seed": seed,
                                         "note": "random weights, BN calibrated on face crops, PCA readout"})
     return path

@@ -115,6 +115,34 @@ def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, referen
     assert out["heatmap"].shape == (3, 68, 64, 64) and all(np.isfinite(v).all() for v in out.values())
     assert agreement(reference, out)["va_mean_abs"] < 0.15  # int8 is close, not exact (see TOLERANCES)
 
+    # auto: int8 only where this checkpoint's int8 file was verified; here it was not, so the next candidate
+    with pytest.warns(RuntimeWarning, match="int8 is not verified for this checkpoint.*agreement 50%"):
+        fallback = make_runner(model, "auto", "int8", "cpu")
+    assert (fallback.backend, fallback.precision) != ("onnxruntime", "int8")
+    report.accuracy = {}  # no accuracy report: not verified either
+    write_report(path, report)
+    with pytest.warns(RuntimeWarning, match="has no accuracy report"):
+        assert make_runner(model, "auto", "int8", "cpu").backend != "onnxruntime"
+    report.accuracy = {"va_mean_abs": 0.004, "expression_agreement": 0.99, "n_faces": 24}  # a well-quantising one
+    write_report(path, report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        chosen = make_runner(model, "auto", "int8", "cpu")
+    assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8")
+
+
+def test_split_input_conv_is_exact(model, faces, reference):
+    from emonet.export import _SplitInputConv, int8_ready_copy
+
+    prepared = int8_ready_copy(model)
+    assert isinstance(prepared.conv1x1_input_emo_2, _SplitInputConv)
+    assert prepared.conv1x1_input_emo_2.sizes == [256, 256, 256]  # stem + 2 attention-weighted stacks
+    with torch.inference_mode():
+        out = {k: v.numpy() for k, v in prepared(faces).items()}
+    assert_exact(out, reference)
+    with pytest.raises(ValueError, match="cannot split a conv of 768 input channels"):
+        _SplitInputConv(model.conv1x1_input_emo_2, [256, 256])
+
 
 class _Tiny(torch.nn.Module):
     """A small model with the project's output convention (compiles in seconds)."""
