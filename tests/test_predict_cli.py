@@ -84,6 +84,14 @@ def test_predictor_api_batches_match_single_calls(official_checkpoint_8):
     assert abs(single.valence - many[2][0].valence) < 1e-5 and single.expression == many[2][0].expression
 
 
+def test_default_batch_size_depends_on_the_device(official_checkpoint_8):
+    from emonet.predictor import default_batch_size
+
+    assert Predictor(official_checkpoint_8, device="cpu", detector=None).batch_size == 4  # CPU: small batches
+    assert Predictor(official_checkpoint_8, device="cpu", detector=None, batch_size=16).batch_size == 16
+    assert default_batch_size("cuda") == 32 and default_batch_size("mps") == 32
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, official_checkpoint_8, sample_images_dir):
     missing = run_cli("predict", "--weights", tmp_path / "emonet_8.pth", "--output", tmp_path / "o.csv",
                       sample_images_dir, check=False)

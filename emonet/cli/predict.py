@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
     p.add_argument("--flip-tta", action="store_true", help="average valence/arousal over the face and its mirror (official evaluate_flip)")
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="faces per forward pass (default: 4 on a CPU, where larger batches are slower per face; 32 on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--backend", default="torch", help="inference backend (see README, Performance)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (backend dependent)")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     with open(partial, "w", newline="") as f, ThreadPoolExecutor(max(1, args.workers)) as pool:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        chunk = max(1, args.batch_size)
+        chunk = predictor.batch_size
         with tqdm(total=len(paths), unit="img", desc="predict") as bar:
             for start in range(0, len(paths), chunk):
                 loaded = list(pool.map(load, paths[start: start + chunk]))

@@ -34,7 +34,8 @@ def add_common_video_options(p: argparse.ArgumentParser) -> None:
                    help="MediaPipe model: short-range, full-range, or both merged (default)")
     p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (2x cost)")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="faces per forward pass (default: 4 on a CPU, where larger batches are slower per face; 32 on a GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.add_argument("--backend", default="torch",
                    help="inference backend: torch (default), torch-opt, torch-compile, onnxruntime or auto "
