@@ -290,6 +290,19 @@ class OptimizedTorchRunner:
         return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
 
 
+def int8_verdict(accuracy: dict[str, float]) -> tuple[bool, str]:
+    """Whether an int8 accuracy report (see :func:`emonet.export.agreement`) is within :data:`TOLERANCES`, and
+    the measured figures in words."""
+    limits = TOLERANCES["int8"]
+    ok = (accuracy["va_mean_abs"] <= limits["va_mean_abs"]
+          and accuracy["expression_agreement"] >= limits["expression_agreement"])
+    words = (f"on {accuracy.get('n_faces', 'the')} held-out face crops mean |dV/A| = {accuracy['va_mean_abs']:.3f} "
+             f"and expression agreement {accuracy['expression_agreement']:.0%} against fp32, "
+             f"{'within' if ok else 'outside'} the documented tolerance (mean |dV/A| <= {limits['va_mean_abs']}, "
+             f"agreement >= {limits['expression_agreement']:.0%})")
+    return ok, words
+
+
 # -- ONNX Runtime ----------------------------------------------------------------------------------------------
 class OnnxRuntimeRunner:
     """ONNX Runtime on the model exported to ONNX (fp32) or statically quantised to int8.
@@ -347,17 +360,12 @@ class OnnxRuntimeRunner:
         ``verified_only`` (``--backend auto``): outside the tolerance, or without a report, this backend is
         unavailable, so ``auto`` moves on to the next candidate. Asked for explicitly: it runs, with a warning.
         """
-        limits = TOLERANCES["int8"]
         if not accuracy:
             if verified_only:
                 raise BackendUnavailable(f"int8 model {self.path.name} has no accuracy report, so it is not verified")
             return
-        if (accuracy.get("va_mean_abs", 0.0) > limits["va_mean_abs"]
-                or accuracy.get("expression_agreement", 1.0) < limits["expression_agreement"]):
-            measured = (f"on {accuracy.get('n_faces', 'the')} held-out face crops mean |dV/A| = "
-                        f"{accuracy['va_mean_abs']:.3f} and expression agreement {accuracy['expression_agreement']:.0%} "
-                        f"against fp32, outside the documented tolerance (mean |dV/A| <= {limits['va_mean_abs']}, "
-                        f"agreement >= {limits['expression_agreement']:.0%})")
+        ok, measured = int8_verdict(accuracy)
+        if not ok:
             if verified_only:
                 raise BackendUnavailable(f"int8 is not verified for this checkpoint: {measured}")
             warnings.warn(f"int8 model {self.path.name}: {measured}; prefer fp32 or bf16 for this checkpoint",

@@ -59,6 +59,22 @@ def test_export_cli(exported):
     assert onnx.load(str(path)).opset_import[0].version == 17
 
 
+def test_export_cli_int8_reports_its_verdict(official_checkpoint_8, model, tmp_path):
+    path = tmp_path / "emonet_8_int8.onnx"
+    result = run_cli("export", "--weights", official_checkpoint_8, "--out", path, "--precision", "int8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    verdict = next(s for s in result.stdout.splitlines() if s.startswith("int8 on 24 held-out face crops"))
+    assert ("within the documented tolerance" in verdict) != ("auto will not use int8" in verdict)
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["precision"] == "int8" and meta["calibration_faces"] == "48"
+    x = check_inputs(model, 2)
+    with torch.inference_mode():
+        ref = model(x)
+    out = run_onnx(path, x)
+    assert out["heatmap"].shape == (2, 68, 64, 64)
+    assert np.abs(out["valence"] - ref["valence"].numpy()).max() < 0.5  # close to fp32, not exact
+
+
 def test_emonet_round_trip_dynamic_batch(model, exported):
     path, _ = exported
     names = ["expression", "valence", "arousal", "heatmap"]
