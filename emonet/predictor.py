@@ -94,8 +94,9 @@ class CropBatchResult:
 def default_batch_size(device: str | torch.device) -> int:
     """Faces per forward pass when none is given: 32 on a GPU, 4 on a CPU.
 
-    On a CPU, batches beyond about 8 faces are slower per face, not faster (EmoNet's 64x64x256 activations
-    fall out of the cache): 32 faces cost 1.1-1.8x more time per face than 1-8 in ``bench/bench_inference.py``.
+    On a CPU, large batches are slower per face, not faster (EmoNet's 64x64x256 activations fall out of the
+    cache): in ``bench/bench_inference.py`` 32 faces cost 1.2-1.9x more time per face than 1 on the eager
+    PyTorch paths, while batches of 1-8 differ by less than the run-to-run noise.
     """
     return 4 if torch.device(device).type == "cpu" else 32
 
