@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generated_weights import calibrate_batchnorm, set_pca_readout  # noqa: E402
 
-from emonet.backends import TOLERANCES, BackendUnavailable, cpu_flags, make_runner  # noqa: E402
+from emonet.backends import TOLERANCES, BackendUnavailable, cpu_flags, make_runner, tolerance_verdict  # noqa: E402
 from emonet.export import agreement, cache_dir, crops_to_batch, face_crops, within_tolerance  # noqa: E402
 
 BENCH_CHECKPOINT_VERSION = 1
@@ -107,7 +107,7 @@ def verified(precision: str, acc: dict) -> bool:
     tol = TOLERANCES[precision]
     if "max_abs" in tol:  # every output, relative to its magnitude above 1 (as the export check)
         return within_tolerance(acc["max_abs"], acc["scale"], tol["max_abs"])
-    return acc["va_mean_abs"] <= tol["va_mean_abs"] and acc["expression_agreement"] >= tol["expression_agreement"]
+    return tolerance_verdict(precision, acc)[0]
 
 
 def time_interleaved(runners: dict, x: torch.Tensor, rounds: int, min_round_s: float) -> dict:

@@ -290,10 +290,10 @@ class OptimizedTorchRunner:
         return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
 
 
-def int8_verdict(accuracy: dict[str, float]) -> tuple[bool, str]:
-    """Whether an int8 accuracy report (see :func:`emonet.export.agreement`) is within :data:`TOLERANCES`, and
-    the measured figures in words."""
-    limits = TOLERANCES["int8"]
+def tolerance_verdict(precision: str, accuracy: dict[str, float]) -> tuple[bool, str]:
+    """Whether a reduced-precision (bf16/fp16/int8) accuracy report (see :func:`emonet.export.agreement`) is
+    within :data:`TOLERANCES` for ``precision``, and the measured figures in words."""
+    limits = TOLERANCES[precision]
     ok = (accuracy["va_mean_abs"] <= limits["va_mean_abs"]
           and accuracy["expression_agreement"] >= limits["expression_agreement"])
     words = (f"on {accuracy.get('n_faces', 'the')} held-out face crops mean |dV/A| = {accuracy['va_mean_abs']:.3f} "
@@ -364,7 +364,7 @@ class OnnxRuntimeRunner:
             if verified_only:
                 raise BackendUnavailable(f"int8 model {self.path.name} has no accuracy report, so it is not verified")
             return
-        ok, measured = int8_verdict(accuracy)
+        ok, measured = tolerance_verdict("int8", accuracy)
         if not ok:
             if verified_only:
                 raise BackendUnavailable(f"int8 is not verified for this checkpoint: {measured}")

@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"check against PyTorch (ONNX Runtime, batches {report.checked_batch_sizes}): max abs diff {diffs} "
               f"(max {max(report.max_abs_diff.values()):.2e})")
     if report.accuracy:
-        from emonet.backends import int8_verdict
+        from emonet.backends import tolerance_verdict
 
         print("int8 against fp32 PyTorch on held-out face crops: " + json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in report.accuracy.items()}))
-        ok, words = int8_verdict(report.accuracy)
+        ok, words = tolerance_verdict("int8", report.accuracy)
         print(f"int8 {words}" + ("" if ok else "; --backend auto will not use int8 for this checkpoint"))
     return 0
