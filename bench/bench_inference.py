@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generated_weights import calibrate_batchnorm, set_pca_readout  # noqa: E402
 
-from emonet.backends import TOLERANCES, BackendUnavailable, cpu_flags, make_runner, tolerance_verdict  # noqa: E402
+from emonet.backends import TOLERANCES, BackendUnavailable, make_runner, tolerance_verdict  # noqa: E402
+from emonet.devices import cpu_flags  # noqa: E402
 from emonet.export import agreement, cache_dir, crops_to_batch, face_crops, within_tolerance  # noqa: E402
 
 BENCH_CHECKPOINT_VERSION = 1

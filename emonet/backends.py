@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from emonet.checkpoint import resolve_device
+from emonet.devices import bf16_support, cpu_flags, resolve_device  # noqa: F401  (re-exported)
+from emonet.errors import UserError
 
 BACKENDS = ("torch", "torch-opt", "torch-compile", "onnxruntime", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -62,44 +63,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError, RuntimeError):
     """The requested backend/precision cannot run here (missing package, no GPU, no bf16 support...)."""
 
 
 # -- capability checks ---------------------------------------------------------------------------------------
-def cpu_flags() -> set[str]:
-    """CPU feature flags from ``/proc/cpuinfo`` (empty where it does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def bf16_support(device: torch.device) -> tuple[bool, str]:
-    """Whether bf16 runs natively on ``device`` (CPU: AVX512-BF16 or AMX through oneDNN), and why not."""
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return True, ""
-        return False, f"the GPU {torch.cuda.get_device_name(device)} has no bf16 support (use fp16)"
-    if device.type != "cpu":
-        return False, f"bf16 is not supported on {device.type} by this project"
-    # Without native instructions oneDNN emulates bf16, which is slower than fp32: refuse instead.
-    flags = cpu_flags()
-    native = {"avx512_bf16", "amx_bf16"} & flags
-    if not torch.backends.mkldnn.is_available():
-        return False, "this PyTorch build has no oneDNN (mkldnn), which bf16 on CPU needs"
-    mkldnn_ok = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    if mkldnn_ok is not None and not mkldnn_ok():
-        return False, "oneDNN reports no bf16 support on this CPU (needs AVX512-BF16 or AMX)"
-    if flags and not native:
-        return False, "this CPU has no native bf16 instructions (avx512_bf16 / amx_bf16); bf16 would be slower than fp32"
-    return True, ""
-
-
 def onnxruntime_status() -> tuple[bool, str]:
     """Whether ONNX Runtime (and onnx, for the export) can be imported, and why not."""
     try:

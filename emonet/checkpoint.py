@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from emonet.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
+from emonet.errors import UserError
 from emonet.fileio import atomic_path
 from emonet.models.registry import create_model
 
@@ -29,24 +31,8 @@ CHECKPOINT_FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A file is not a usable checkpoint, or its weights do not fit the model."""
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else Apple MPS, else CPU; anything else is checked for availability."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA GPU is available (use --device cpu or auto)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("device 'mps' requested but Apple MPS is not available (use --device cpu or auto)")
-    return device
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
@@ -154,8 +140,8 @@ def load_model(
     state_dict = strip_prefix(state_dict)
     try:
         model = create_model(arch, **{**config, **overrides})
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: {exc}") from exc
+    except (ValueError, TypeError) as exc:  # unknown arch, or a config key/value this version's builder rejects
+        raise CheckpointError(f"{source}: cannot build {arch!r} from the checkpoint's config {config}: {exc}") from None
     load_state_dict_strict(model, state_dict, source)
     if "class_names" in metadata:
         model.class_names = list(metadata["class_names"])

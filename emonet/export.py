@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emonet.errors import UserError
 from emonet.fileio import atomic_path, write_json_atomic
 
 OUTPUT_NAMES = ("expression", "valence", "arousal", "heatmap")
@@ -42,7 +43,7 @@ EXPORT_TOLERANCE = 1e-4
 EXPORT_VERSION = 3  # 3: int8 convolves EmoNet's head input part by part (_SplitInputConv)
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """Export failed or the exported file does not reproduce the PyTorch outputs."""
 
 

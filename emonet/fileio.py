@@ -3,14 +3,17 @@ target, so a crash or an interrupt never leaves a half-written file or a partial
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from emonet.errors import UserError
 
 
 @contextmanager
@@ -22,6 +25,7 @@ def atomic_path(path: str | os.PathLike, mode_from: str | os.PathLike | None = N
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)  # left by a killed earlier run writing the same file
     # Same suffix as the target: some writers (ONNX tools, savefig) look at it.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
@@ -65,3 +69,79 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def check_output(
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    kind: str = "file",
+    option: str = "--output",
+) -> Path:
+    """Refuse, before any work, an output that would destroy something the user did not name as output.
+
+    Raises :class:`~emonet.errors.UserError` when ``path`` is one of the run's ``inputs`` (the same file or
+    folder after resolving links), an existing directory where a file is expected (``kind="file"``), an
+    existing file where a folder is expected (``kind="dir"``), below a file, or not writable (no permission on
+    the nearest existing folder). An existing *file* named as the output is replaced, atomically, on success.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    target = Path(path).expanduser()
+    for item in inputs:
+        if item is not None and str(item) != "" and _same_file(target, Path(item).expanduser()):
+            raise UserError(f"{option} {target}: is also an input of this run ({item}); choose another output path")
+    if kind == "file" and target.is_dir():
+        raise UserError(f"{option} {target}: is an existing directory; give a file path")
+    if kind == "dir" and target.exists() and not target.is_dir():
+        raise UserError(f"{option} {target}: is an existing file; give a folder path")
+    ancestor = target if kind == "dir" and target.is_dir() else target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{option} {target}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {target}: no permission to write in {ancestor}")
+    return target
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporaries that :func:`atomic_path` left next to ``path`` in a run that was killed.
+
+    Only names of the exact pattern it creates (``.<name>.<random><suffix>``) are touched.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    suffix = path.suffix or ".tmp"
+    removed = []
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+        middle = stale.name[len(path.name) + 2: len(stale.name) - len(suffix)]
+        if middle and "." not in middle and stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+def check_outputs(
+    outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()
+) -> dict[str, Path]:
+    """:func:`check_output` for several file outputs of one run (``{option: path}``, ``None`` = not asked),
+    which must also differ from each other."""
+    inputs = list(inputs)
+    checked: dict[str, Path] = {}
+    for option, path in outputs.items():
+        if path is None or str(path) == "":
+            continue
+        target = check_output(path, inputs, kind="file", option=option)
+        for other, other_path in checked.items():
+            if _same_file(target, other_path):
+                raise UserError(f"{option} {target}: is also the {other} output; give each output its own path")
+        checked[option] = target
+    return checked

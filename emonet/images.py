@@ -8,10 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emonet.errors import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError, ValueError):
     """An image file cannot be read or decoded."""
 
 
@@ -51,27 +53,66 @@ def to_rgb_uint8(image: np.ndarray, channel_order: str = "rgb") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+# ANYCOLOR|ANYDEPTH keeps 16-bit and grayscale data and, unlike IMREAD_UNCHANGED, applies the EXIF orientation,
+# so every command sees a phone photo upright, as image viewers show it.
+_DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+
+
+def _missing_reason(path: Path) -> str:
+    if path.is_symlink():
+        return "broken symbolic link or link loop"
+    if path.exists():
+        return "not a regular file"
+    return "file not found"
+
+
+def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
+    """Decode an encoded image (file content) to RGB uint8, EXIF orientation applied.
+
+    Raises :class:`ImageReadError` naming ``name`` when the bytes are not a decodable image.
+    """
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+    image = cv2.imdecode(buffer, _DECODE_FLAGS) if buffer.size else None
+    if image is None:
+        reason = "empty file" if not buffer.size else "cannot decode image (corrupt, truncated or unsupported format)"
+        raise ImageReadError(f"{name}: {reason}")
+    try:
+        return to_rgb_uint8(image, channel_order="bgr" if image.ndim == 3 else "rgb")
+    except ValueError as exc:
+        raise ImageReadError(f"{name}: {exc}") from None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8; raises :class:`ImageReadError` naming the file on failure."""
+    """Read an image file as RGB uint8 (EXIF orientation applied): the one image reader of every command.
+
+    Raises :class:`ImageReadError` naming the file on failure.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: file not found")
+        raise ImageReadError(f"{path}: {_missing_reason(path)}")
     # np.fromfile + imdecode also handles non-ASCII paths, which cv2.imread does not on every platform.
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ImageReadError(f"{path}: cannot decode image (corrupt or unsupported format)")
-    return to_rgb_uint8(image, channel_order="bgr" if image.ndim == 3 else "rgb")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, str(path))
 
 
 def list_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image paths; unknown paths raise FileNotFoundError."""
+    """Expand files and folders (recursively, sorted) into image paths; unknown paths raise FileNotFoundError.
+
+    Image-named entries that cannot be opened (broken links, link loops) are kept, so that the caller reports
+    them as error rows instead of skipping them silently.
+    """
     paths: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        elif item.exists():
+            paths += sorted(
+                p for p in item.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or p.is_symlink())
+            )
+        elif item.exists() or item.is_symlink():
             paths.append(item)
         else:
             raise FileNotFoundError(f"input not found: {item}")

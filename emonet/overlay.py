@@ -107,11 +107,14 @@ def draw_face(
     x1, y1, x2, y2 = (int(round(v)) for v in face.box)
     thickness = max(2, int(round(2 * s)))
     cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
-    label = f"#{face.face_id} {face.expression}"
+    label = f"#{face.face_id} {face.expression or '?'}"
     (tw, th), base = cv2.getTextSize(label, FONT, 0.5 * s, 1)
     ly = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + base + 4
     cv2.rectangle(image, (x1, ly - th - base), (x1 + tw + 6, ly + base - 2), color, -1)
     cv2.putText(image, label, (x1 + 3, ly - 2), FONT, 0.5 * s, SHADOW, 1, cv2.LINE_AA)
+    if face.error:  # no valid prediction: the box and a warning, no bars or numbers
+        put_text(image, "no valid output", (x1 + 3, min(y2 + int(16 * s), h - 4)), 0.45 * s)
+        return
     bar_w, bar_h = max(int(x2 - x1), int(90 * s)), int(14 * s)
     by = y2 + thickness + 2
     if by + 2 * bar_h + 2 > h:  # no room below the box: draw the bars inside its bottom edge
@@ -213,6 +216,8 @@ class OverlayRenderer:
 
     def _update_trails(self, result: FrameResult) -> dict[int, list[tuple[float, float]]]:
         for face in result.faces:
+            if face.error:  # no valid point to draw
+                continue
             key = (result.model, face.face_id)
             if key not in self._trails:
                 self._trails[key] = deque(maxlen=self.trail)

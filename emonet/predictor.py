@@ -22,6 +22,8 @@ from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_regio
 from emonet.images import read_image, to_rgb_uint8
 from emonet.landmarks import decode_heatmaps
 
+NON_FINITE_ERROR = "non-finite model output (NaN or inf): no valid prediction"
+
 WEIGHTS_HINT = (
     "Download the official checkpoints with `python weights/download.py` (see weights/README.md) "
     "or pass the path of a checkpoint trained with this project."
@@ -68,11 +70,13 @@ class FacePrediction:
     expression: str
     probabilities: dict[str, float]
     landmarks: np.ndarray | None = field(default=None, repr=False)  # (68, 2) image pixels
+    error: str = ""  # non-empty: the model's output was invalid; valence/arousal/probabilities are NaN
 
     def to_row(self) -> dict:
         row = {
             "face": self.face, "x1": self.box[0], "y1": self.box[1], "x2": self.box[2], "y2": self.box[3],
             "score": self.score, "valence": self.valence, "arousal": self.arousal, "expression": self.expression,
+            "error": self.error,
         }
         row.update({f"p_{name}": p for name, p in self.probabilities.items()})
         return row
@@ -86,6 +90,12 @@ class CropBatchResult:
     arousal: np.ndarray
     probabilities: np.ndarray
     landmarks: np.ndarray | None = None
+    # False where the model produced a non-finite output: those values are NaN and carry no label
+    valid: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid is None:
+            self.valid = np.ones(len(self.valence), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.valence)
@@ -160,12 +170,14 @@ class Predictor:
             parts.append(self._predict_tensor(batch))
         if not parts:
             n = len(self.class_names)
-            return CropBatchResult(np.zeros(0), np.zeros(0), np.zeros((0, n)), np.zeros((0, 68, 2)) if self.landmarks else None)
+            return CropBatchResult(np.zeros(0), np.zeros(0), np.zeros((0, n)), np.zeros((0, 68, 2)) if self.landmarks else None,
+                                   np.zeros(0, dtype=bool))
         return CropBatchResult(
             np.concatenate([p.valence for p in parts]),
             np.concatenate([p.arousal for p in parts]),
             np.concatenate([p.probabilities for p in parts]),
             np.concatenate([p.landmarks for p in parts]) if self.landmarks else None,
+            np.concatenate([p.valid for p in parts]),
         )
 
     def _predict_tensor(self, batch: torch.Tensor) -> CropBatchResult:
@@ -181,9 +193,14 @@ class Predictor:
             probs = _probabilities(out["expression"], self.multi_label)
             valence, arousal = out["valence"], out["arousal"]
         landmarks = decode_heatmaps(out["heatmap"][:n], self.input_size) if self.landmarks else None
-        return CropBatchResult(
-            np.clip(valence.astype(np.float64), -1.0, 1.0), np.clip(arousal.astype(np.float64), -1.0, 1.0), probs, landmarks
-        )
+        # A non-finite output (bad weights, overflow in reduced precision...) must not become a plausible value.
+        valid = np.isfinite(valence) & np.isfinite(arousal) & np.isfinite(probs).all(axis=1)
+        valence = np.where(valid, np.clip(valence.astype(np.float64), -1.0, 1.0), np.nan)
+        arousal = np.where(valid, np.clip(arousal.astype(np.float64), -1.0, 1.0), np.nan)
+        probs = np.where(valid[:, None], probs, np.nan)
+        if landmarks is not None:
+            landmarks = np.where(valid[:, None, None], landmarks, np.nan)
+        return CropBatchResult(valence, arousal, probs, landmarks, valid)
 
     # -- images -----------------------------------------------------------------------------------------
     def locate(self, image: np.ndarray) -> tuple[list[Face], list[CropRegion | None], list[np.ndarray]]:
@@ -232,15 +249,17 @@ class Predictor:
             else:
                 points = region.to_image(points)
             landmarks = points
+        valid = bool(result.valid[k])
         return FacePrediction(
             face=index,
             box=tuple(float(v) for v in face.box),
             score=float(face.score),
             valence=float(result.valence[k]),
             arousal=float(result.arousal[k]),
-            expression=self.class_names[int(np.argmax(probs))],
+            expression=self.class_names[int(np.argmax(probs))] if valid else "",
             probabilities={name: float(p) for name, p in zip(self.class_names, probs)},
             landmarks=landmarks,
+            error="" if valid else NON_FINITE_ERROR,
         )
 
     def close(self) -> None:

@@ -28,15 +28,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
-from emonet.images import IMAGE_EXTENSIONS, list_images
+from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+from emonet.predictor import NON_FINITE_ERROR
 from emonet.samples import VIDEO_CODECS  # .mp4 mp4v / .avi MJPG: what OpenCV writes and reads here (not avc1)
 from emonet.tracking import IoUTracker, TrackSmoothers
 
 DEFAULT_CAMERA_INDICES = (0, 1, 2, 3)
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     """A video source cannot be opened or read."""
 
 
@@ -136,10 +138,10 @@ class ImageFolderSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
-            data = np.fromfile(str(path), dtype=np.uint8)
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            if image is None:
-                warnings.warn(f"{path}: cannot decode image, frame {index} skipped", stacklevel=2)
+            try:  # the one image reader (EXIF orientation applied), as `predict` reads the same file
+                image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
+            except ImageReadError as exc:
+                warnings.warn(f"{exc}; frame {index} skipped", stacklevel=2)
                 self.skipped.append(path)
                 continue
             yield Frame(index, index / self.fps, image)
@@ -254,6 +256,7 @@ class FaceResult:
     arousal_raw: float
     detected: bool = True  # False: box carried by the tracker (frame without detection)
     landmarks: np.ndarray | None = field(default=None, repr=False)
+    error: str = ""  # non-empty: no valid prediction (values NaN, no expression, smoothing history untouched)
 
 
 @dataclass
@@ -347,13 +350,21 @@ class VideoEngine:
             batch = predictor.predict_crops(crops)  # every face of the frame in one batch
             faces = []
             for k, ((track_id, box, score), region) in enumerate(zip(located, regions)):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
+                if not batch.valid[k]:  # never smoothed into the track's history, never labelled
+                    nan = float("nan")
+                    faces.append(FaceResult(
+                        track_id, clipped, score, nan, nan, "", np.full(len(predictor.class_names), nan), nan, nan,
+                        detected=detected, error=NON_FINITE_ERROR,
+                    ))
+                    continue
                 raw = np.concatenate([[batch.valence[k], batch.arousal[k]], batch.probabilities[k]])
                 smooth = smoothers(track_id, raw, time_s)
                 probs = smooth[2:]
-                x1, y1, x2, y2 = (float(v) for v in box)
                 faces.append(FaceResult(
                     face_id=track_id,
-                    box=(max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))),
+                    box=clipped,
                     score=score,
                     valence=float(np.clip(smooth[0], -1, 1)),
                     arousal=float(np.clip(smooth[1], -1, 1)),
@@ -388,7 +399,12 @@ def csv_columns(
         columns.append("detected")
     if landmarks:
         columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
-    return columns
+    return columns + ["error"]
+
+
+def _number(value: float) -> str:
+    """Six decimals; an invalid (NaN) value is an empty cell, never a number."""
+    return "" if not math.isfinite(value) else f"{value:.6f}"
 
 
 class FrameCsvWriter:
@@ -425,12 +441,12 @@ class FrameCsvWriter:
                 "frame": result.index, "time_s": f"{result.time_s:.4f}", "face_id": face.face_id, "model": result.model,
                 "x1": f"{face.box[0]:.2f}", "y1": f"{face.box[1]:.2f}", "x2": f"{face.box[2]:.2f}", "y2": f"{face.box[3]:.2f}",
                 "score": "" if math.isnan(face.score) else f"{face.score:.6f}",
-                "valence": f"{face.valence:.6f}", "arousal": f"{face.arousal:.6f}", "expression": face.expression,
-                "valence_raw": f"{face.valence_raw:.6f}", "arousal_raw": f"{face.arousal_raw:.6f}",
-                "detected": int(face.detected),
+                "valence": _number(face.valence), "arousal": _number(face.arousal), "expression": face.expression,
+                "valence_raw": _number(face.valence_raw), "arousal_raw": _number(face.arousal_raw),
+                "detected": int(face.detected), "error": face.error,
             }
-            row.update({f"p_{c}": f"{p:.6f}" for c, p in zip(class_names, face.probabilities)})
-            if self.landmarks and face.landmarks is not None:
+            row.update({f"p_{c}": _number(p) for c, p in zip(class_names, face.probabilities)})
+            if self.landmarks and face.landmarks is not None and not face.error:
                 for i, (x, y) in enumerate(face.landmarks):
                     row[f"lm_x{i}"], row[f"lm_y{i}"] = f"{x:.2f}", f"{y:.2f}"
             self._writer.writerow(row)

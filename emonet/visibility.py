@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from emonet.errors import UserError
 from emonet.fileio import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
@@ -340,15 +341,19 @@ def compute_face_visibility(
     from tqdm import tqdm
 
     from emonet.data.emotic import validate_emotic_columns
-    from emonet.fileio import write_csv_atomic
+    from emonet.fileio import check_output, check_outputs, write_csv_atomic
 
     started = time.perf_counter()
     csv_path, arrays_dir = Path(csv_path), Path(arrays_dir)
     if in_place == (output_csv is not None):
         raise ValueError("give exactly one of output_csv or in_place=True")
     output = csv_path if in_place else Path(output_csv)
-    if not in_place and output.resolve() == csv_path.resolve():
-        raise ValueError(f"{output}: output is the input CSV; pass in_place=True (--in-place) to replace it")
+    if not in_place:
+        if output.exists() and csv_path.exists() and os.path.samefile(output, csv_path) or output.resolve() == csv_path.resolve():
+            raise UserError(f"--output {output}: is the input CSV; pass --in-place (in_place=True) to replace it")
+        check_output(output, [arrays_dir, histogram], kind="file", option="--output")
+    if histogram is not None:
+        check_outputs({"--histogram": histogram}, [csv_path, arrays_dir, output])
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not csv_path.is_file():

@@ -95,14 +95,14 @@ def test_default_batch_size_depends_on_the_device(official_checkpoint_8):
 def test_bad_inputs_give_clear_errors(tmp_path, official_checkpoint_8, sample_images_dir):
     missing = run_cli("predict", "--weights", tmp_path / "emonet_8.pth", "--output", tmp_path / "o.csv",
                       sample_images_dir, check=False)
-    assert missing.returncode == 2 and "weights not found" in missing.stdout and "download" in missing.stdout
+    assert missing.returncode == 2 and "weights not found" in missing.stderr and "download" in missing.stderr
     nothing = run_cli("predict", "--weights", official_checkpoint_8, "--output", tmp_path / "o.csv",
                       tmp_path / "absent_dir", check=False)
-    assert nothing.returncode == 2 and "absent_dir" in nothing.stdout
+    assert nothing.returncode == 2 and "absent_dir" in nothing.stderr
     notckpt = tmp_path / "notes.pth"
     notckpt.write_text("hello")
     bad = run_cli("predict", "--weights", notckpt, "--output", tmp_path / "o.csv", sample_images_dir, check=False)
-    assert bad.returncode == 2 and "notes.pth" in bad.stdout
+    assert bad.returncode == 2 and "notes.pth" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "o.csv").exists()
 
 

@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from types import ModuleType
 
+from emonet.errors import UserError
+
 COMMANDS = ["quickstart", "predict", "train", "evaluate", "video", "export"]
 
 
@@ -64,7 +66,31 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    return int(args.handler(args) or 0)
+    return run_command(args.handler, args)
+
+
+# OS errors that come from a path the user gave (the message names it), not from a bug.
+_USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+def run_command(handler, args) -> int:
+    """Run a command: user mistakes and bad data print ``error: ...`` (exit 2), Ctrl-C exits 130; no traceback.
+
+    Commands write their outputs atomically or as clearly named ``.partial`` files, and say what they kept
+    before re-raising an interrupt, so nothing finished is lost here.
+    """
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted (exit 130)", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except _USER_OS_ERRORS as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
+        print(f"error: {where}{exc.strerror or exc}" if where else f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

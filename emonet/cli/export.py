@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from emonet.fileio import check_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (onnx)")
-    p.add_argument("--out", "-o", required=True, help="output file, e.g. emonet_8.onnx")
+    p.add_argument("--output", "--out", "-o", dest="out", required=True, help="output file, e.g. emonet_8.onnx")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="fp32 (default) or int8: static quantisation calibrated on the sample faces (needs MediaPipe)")
@@ -30,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from emonet.backends import onnxruntime_status
-    from emonet.checkpoint import CheckpointError, load_model
+    from emonet.checkpoint import load_model
     from emonet.export import DEFAULT_OPSET, EXPORT_TOLERANCE, ExportError, export_onnx, quantize_int8
 
     try:
@@ -42,11 +45,9 @@ def run(args: argparse.Namespace) -> int:
     if not ok and (args.check or args.precision == "int8"):
         print(f"error: {why}; it is needed to check the export (pass --no-check to export without it)")
         return 2
-    try:
-        model = load_model(args.weights, device="cpu")
-    except (FileNotFoundError, CheckpointError) as exc:
-        print(f"error: {exc}")
-        return 2
+    # Before the (minutes-long) export: the ONNX file must not replace the checkpoint or a folder.
+    check_output(args.out, [args.weights], kind="file", option="--output")
+    model = load_model(args.weights, device="cpu")
     opset = args.opset or DEFAULT_OPSET
     try:
         if args.precision == "int8":
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                                  tolerance=args.tolerance if args.tolerance is not None else EXPORT_TOLERANCE,
                                  with_heatmap=not args.no_heatmap)
     except ExportError as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"exported {getattr(model, 'arch', 'model')} ({args.precision}, opset {opset}) to {report.path} "
           f"in {report.seconds:.1f} s; outputs: {', '.join(report.outputs)}; dynamic batch axis")

@@ -6,12 +6,15 @@ import argparse
 import csv
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from emonet.images import ImageReadError, list_images, read_image
+from emonet.errors import UserError
+from emonet.fileio import check_output
+from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 
 FLOAT_FORMAT = "{:.8f}"
 
@@ -40,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--backend", default="torch", help="inference backend (see README, Performance)")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (backend dependent)")
     p.add_argument("--workers", type=int, default=2, help="threads reading images ahead (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -52,23 +56,21 @@ def _fmt(value) -> str:
 def run(args: argparse.Namespace) -> int:
     from emonet.predictor import Predictor
 
-    try:
-        paths = list_images(args.inputs)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}")
-        return 2
+    paths = list_images(args.inputs)
     if not paths:
-        print(f"error: no images found in {' '.join(args.inputs)}")
-        return 2
+        raise UserError(f"no images found in {' '.join(args.inputs)} ({', '.join(IMAGE_EXTENSIONS)})")
+    # Before any work: the CSV must not replace an input image or a folder, and must be writable.
+    output = check_output(args.output, [*args.inputs, *paths, args.weights], kind="file", option="--output")
+    partial = output.with_name(output.name + ".partial")
+    check_output(partial, [*paths, args.weights], kind="file", option="--output")
     try:
         predictor = Predictor(
             args.weights, device=args.device, detector=None if args.no_detect else args.detector,
             flip_tta=args.flip_tta, landmarks=args.landmarks, batch_size=args.batch_size,
             backend=args.backend, precision=args.precision, min_face_score=args.min_face_score,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}")
-        return 2
+    except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
+        raise UserError(str(exc)) from None
 
     columns = ["path", "face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     columns += [f"p_{c}" for c in predictor.class_names]
@@ -76,10 +78,8 @@ def run(args: argparse.Namespace) -> int:
         columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
     columns.append("error")
 
-    output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    n_faces = n_errors = 0
+    counts = {"faces": 0, "unreadable": 0, "invalid": 0, "images_done": 0}
 
     def load(path: Path):
         try:
@@ -87,35 +87,53 @@ def run(args: argparse.Namespace) -> int:
         except (ImageReadError, ValueError, OSError) as exc:
             return path, None, str(exc)
 
-    # Rows are written as chunks finish; the final file appears only when the run completes.
-    with open(partial, "w", newline="") as f, ThreadPoolExecutor(max(1, args.workers)) as pool:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        chunk = predictor.batch_size
-        with tqdm(total=len(paths), unit="img", desc="predict") as bar:
-            for start in range(0, len(paths), chunk):
-                loaded = list(pool.map(load, paths[start: start + chunk]))
-                good = [(p, img) for p, img, _ in loaded if img is not None]
-                results = iter(predictor.predict_many([img for _, img in good]) if good else [])
-                for path, image, error in loaded:
-                    if image is None:
-                        writer.writerow({"path": str(path), "error": error})
-                        n_errors += 1
-                        continue
-                    faces = next(results)
-                    if not faces:
-                        writer.writerow({"path": str(path), "error": "no face detected"})
-                    for face in faces:
-                        row = {"path": str(path), **face.to_row(), "error": ""}
-                        if face.landmarks is not None:
-                            for i, (x, y) in enumerate(face.landmarks):
-                                row[f"lm_x{i}"], row[f"lm_y{i}"] = float(x), float(y)
-                        writer.writerow({k: _fmt(v) for k, v in row.items()})
-                        n_faces += 1
-                f.flush()
-                bar.update(len(loaded))
+    # Rows are written as chunks finish into OUT.partial; the final file appears only when the run completes.
+    try:
+        with open(partial, "w", newline="") as f, ThreadPoolExecutor(max(1, args.workers)) as pool:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            chunk = predictor.batch_size
+            with tqdm(total=len(paths), unit="img", desc="predict", disable=args.no_progress) as bar:
+                for start in range(0, len(paths), chunk):
+                    loaded = list(pool.map(load, paths[start: start + chunk]))
+                    _write_rows(writer, loaded, predictor, counts)
+                    f.flush()
+                    counts["images_done"] += len(loaded)
+                    bar.update(len(loaded))
+    except KeyboardInterrupt:
+        print(f"interrupted: rows for {counts['images_done']} of {len(paths)} image(s) kept in {partial} "
+              f"(rerun to produce {output})", file=sys.stderr)
+        raise
+    finally:
+        predictor.close()
     os.replace(partial, output)
-    predictor.close()
-    print(f"{n_faces} face(s) from {len(paths)} image(s) written to {output}"
-          + (f"; {n_errors} unreadable image(s) listed with their error" if n_errors else ""))
+    notes = []
+    if counts["unreadable"]:
+        notes.append(f"{counts['unreadable']} unreadable image(s)")
+    if counts["invalid"]:
+        notes.append(f"{counts['invalid']} face(s) with an invalid (non-finite) model output")
+    print(f"{counts['faces']} face(s) from {len(paths)} image(s) written to {output}"
+          + (f"; {' and '.join(notes)} listed with their error" if notes else ""))
     return 0
+
+
+def _write_rows(writer: csv.DictWriter, loaded: list, predictor, counts: dict) -> None:
+    """One row per face; an unreadable image or an image without a face gets one row with the reason."""
+    good = [(p, img) for p, img, _ in loaded if img is not None]
+    results = iter(predictor.predict_many([img for _, img in good]) if good else [])
+    for path, image, error in loaded:
+        if image is None:
+            writer.writerow({"path": str(path), "error": error})
+            counts["unreadable"] += 1
+            continue
+        faces = next(results)
+        if not faces:
+            writer.writerow({"path": str(path), "error": "no face detected"})
+        for face in faces:
+            row = {"path": str(path), **face.to_row()}
+            if face.landmarks is not None and not face.error:
+                for i, (x, y) in enumerate(face.landmarks):
+                    row[f"lm_x{i}"], row[f"lm_y{i}"] = float(x), float(y)
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+            counts["faces"] += 0 if face.error else 1
+            counts["invalid"] += 1 if face.error else 0

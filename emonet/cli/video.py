@@ -8,9 +8,11 @@ See README, "Video".
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 from pathlib import Path
+
+from emonet.errors import UserError
+from emonet.fileio import check_outputs, write_json_atomic
 
 SMOOTHING_CHOICES = ["none", "ema", "one-euro", "emonet"]
 
@@ -84,25 +86,22 @@ def _terminate(signum, frame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emonet.predictor import Predictor
-    from emonet.video import VIDEO_CODECS, SourceError, VideoEngine, open_source, process_video
+    from emonet.video import VIDEO_CODECS, VideoEngine, open_source, process_video
 
-    for option, path in (("--output-video", args.output_video),):
-        if path and Path(path).suffix.lower() not in VIDEO_CODECS:
-            print(f"error: {option} {path}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
-            return 2
+    # Before any work: no output may replace the source, the weights, a folder or another output.
+    check_outputs(
+        {"--csv": args.csv, "--output-video": args.output_video, "--plot": args.plot, "--summary-json": args.summary_json},
+        [args.source, args.weights],
+    )
+    if args.output_video and Path(args.output_video).suffix.lower() not in VIDEO_CODECS:
+        raise UserError(f"--output-video {args.output_video}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
     if args.detect_every < 1:
-        print(f"error: --detect-every must be >= 1, got {args.detect_every}")
-        return 2
+        raise UserError(f"--detect-every must be >= 1, got {args.detect_every}")
     if not Path(args.weights).exists():  # before opening a camera or generating the sample
         from emonet.predictor import WEIGHTS_HINT
 
-        print(f"error: weights not found: {args.weights}. {WEIGHTS_HINT}")
-        return 2
-    try:
-        source = open_source(args.source, fps=args.fps, retries=args.camera_retries)
-    except (FileNotFoundError, SourceError) as exc:
-        print(f"error: {exc}")
-        return 2
+        raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
+    source = open_source(args.source, fps=args.fps, retries=args.camera_retries)
     try:
         predictor = Predictor(
             args.weights, device=args.device, detector=args.detector, flip_tta=args.flip_tta,
@@ -114,24 +113,25 @@ def run(args: argparse.Namespace) -> int:
             max_missed=args.max_missed, iou_threshold=args.iou_threshold,
             smoothing_kwargs=smoothing_kwargs(args, source.fps),
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # an option combination or device this machine cannot run
         source.close()
-        print(f"error: {exc}")
-        return 2
+        raise UserError(str(exc)) from None
+    except BaseException:
+        source.close()
+        raise
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = process_video(
             engine, source, csv_path=args.csv, output_video=args.output_video, plot=args.plot,
             max_frames=args.max_frames, landmarks=args.landmarks, progress=not args.no_progress,
         )
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}")
-        return 2
+    except (OSError, ValueError) as exc:  # an output that cannot be written (disk full, ...)
+        raise UserError(str(exc)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         source.close()
         engine.close()
     print(summary)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        write_json_atomic(args.summary_json, summary.to_dict())
     return 130 if summary.interrupted else 0

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from emonet.classes import EMOTIC_CATEGORIES
+from emonet.errors import UserError
 from emonet.images import ImageReadError, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ IMAGE_SOURCES = ("crop", "full", "face")
 VA_SCALES = ("auto", "raw", "normalized")
 
 
-class EmoticFormatError(ValueError):
+class EmoticFormatError(UserError, ValueError):
     """An EMOTIC CSV does not have the expected columns or values."""
 
 

@@ -32,7 +32,7 @@ from emonet.data.emotic import (
     normalized_csv_name,
     read_emotic_csv,
 )
-from emonet.fileio import file_sha256, write_csv_atomic, write_json_atomic
+from emonet.fileio import check_output, file_sha256, write_csv_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,9 @@ def preprocess_emotic(
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{annotations_dir}: missing annotation CSVs: {', '.join(missing)}")
+    check_output(output_dir, [], kind="dir", option="--output-dir")
+    for split in splits:  # the outputs never replace an input CSV (e.g. a symlinked annotation file)
+        check_output(output_dir / normalized_csv_name(split), paths.values(), option="--output-dir")
 
     cleaned: dict[str, tuple[pd.DataFrame, np.ndarray, dict[str, Any]]] = {}
     rows_in: dict[str, int] = {}
