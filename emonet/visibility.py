@@ -391,6 +391,7 @@ def compute_face_visibility(
         else:
             tasks.append((row, str(arrays_dir / name)))
 
+    partial.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, as the final atomic write creates it
     mode = "a" if resumed else "w"
     pool: concurrent.futures.ProcessPoolExecutor | None = None
     try:
