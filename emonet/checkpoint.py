@@ -7,13 +7,17 @@ Two kinds of file load through :func:`load_model`:
 * the project's own checkpoints written by :func:`save_checkpoint` (state dict plus architecture, config,
   class names, input size and normalisation).
 
+:func:`load_imagenet_backbone` initialises a dual-head model's ResNet from torchvision's ImageNet file.
+
 Files are always read with ``torch.load(weights_only=True)`` and loaded strictly: any missing, unexpected
 or mis-shaped key raises :class:`CheckpointError` listing them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,25 +25,34 @@ from typing import Any
 import torch
 from torch import nn
 
-from emonet.devices import resolve_device  # noqa: F401  (re-exported: callers import it from here)
+from emonet.devices import resolve_device
 from emonet.errors import UserError
 from emonet.fileio import atomic_path
+from emonet.models.dual_head import DualHeadResNet, imagenet_cache_files, imagenet_weights
 from emonet.models.registry import create_model
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "emonet-toolkit"
 CHECKPOINT_FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+# Said whenever model weights are missing, whichever command or class asked for them.
+WEIGHTS_HINT = (
+    "Download the official checkpoints with `python weights/download.py` (see weights/README.md) "
+    "or pass the path of a checkpoint trained with this project."
+)
 
 
 class CheckpointError(UserError, RuntimeError):
     """A file is not a usable checkpoint, or its weights do not fit the model."""
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file."""
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
+    """``torch.load`` with ``weights_only=True`` and errors that name the file; a missing file raises
+    ``FileNotFoundError("<what> not found: <path>. <hint>")``."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}" + (f". {hint}" if hint else ""))
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     try:
@@ -105,11 +118,13 @@ def load_model(
     device: str | torch.device | None = "cpu",
     **overrides: Any,
 ) -> nn.Module:
-    """Load an official EmoNet file or a project checkpoint; returns the model in eval mode on ``device``.
+    """Load an official EmoNet file or a project checkpoint; returns the model in eval mode on ``device``
+    (``None``: left on the CPU for a caller that places it itself, as the inference runners do).
 
-    ``overrides`` are builder kwargs that do not change the weights' layout, e.g. ``temporal_smoothing=True``.
+    A missing file raises ``FileNotFoundError`` with :data:`WEIGHTS_HINT`. ``overrides`` are builder kwargs
+    that do not change the weights' layout, e.g. ``temporal_smoothing=True``.
     """
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path, what="weights", hint=WEIGHTS_HINT)
     source = str(path)
     metadata: dict[str, Any] = {}
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -149,7 +164,7 @@ def load_model(
         model.normalization = metadata["normalization"]
     model.checkpoint_path = source
     model.checkpoint_extra = metadata.get("extra", {})
-    return model.to(resolve_device(device)).eval()
+    return (model if device is None else model.to(resolve_device(device))).eval()
 
 
 def checkpoint_dict(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -181,3 +196,69 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` with its metadata so that :func:`load_model` rebuilds it without other information."""
     return atomic_torch_save(checkpoint_dict(getattr(model, "module", model), extra), path)
+
+
+# -- ImageNet initialisation of the dual-head backbone -------------------------------------------------------
+def _backbone_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
+    """Accept a torchvision ResNet state dict (with or without ``fc.*``), a ``backbone.``-prefixed one, a
+    ``module.``-prefixed one or a project checkpoint holding a dual-head model."""
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        obj = obj.get("state_dict")
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: not a ResNet state dict")
+    state = strip_prefix(obj, "module.")
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def load_imagenet_backbone(
+    model: nn.Module, weights_path: str | os.PathLike | None = None, download: bool = False
+) -> str:
+    """Initialise ``model.backbone`` with ImageNet weights; returns where they came from.
+
+    Order: ``weights_path`` if given (an error if it does not load); else torchvision's file in the torch hub
+    cache (``torch.hub.get_dir()/checkpoints``, e.g. ``resnet50-11ad3fa6.pth``); else, only when
+    ``download=True``, torchvision's download. Otherwise the backbone keeps its random initialisation and a
+    warning says so; the return value is then ``"random"``.
+    """
+    target = getattr(model, "module", model)
+    if not isinstance(target, DualHeadResNet):
+        raise TypeError(f"load_imagenet_backbone expects a dual-head ResNet model, got {type(target).__name__}")
+    backbone = target.backbone_name
+    if weights_path is not None:
+        path = Path(weights_path)
+        source = str(path)
+        state = _backbone_state_dict(read_checkpoint(path), source)
+    else:
+        cached = [p for p in imagenet_cache_files(backbone) if p.is_file()]
+        if cached:
+            source = str(cached[0])
+            state = _backbone_state_dict(read_checkpoint(cached[0]), source)
+        elif download:
+            weights = imagenet_weights(backbone)
+            source = weights.url
+            state = _backbone_state_dict(weights.get_state_dict(progress=True, check_hash=True), source)
+        else:
+            message = (
+                f"no ImageNet weights for {backbone}: none given, none in the torch hub cache "
+                f"({imagenet_cache_files(backbone)[0]}), and download=False; the backbone stays randomly "
+                "initialised (expect much lower accuracy). Pass a weights file or allow the download."
+            )
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+            return "random"
+    expected = {k: v for k, v in target.backbone.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or misshaped:
+        raise CheckpointError(
+            f"{source}: not {backbone} ImageNet weights (missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"mis-shaped {misshaped[:5]})"
+        )
+    target.backbone.load_state_dict(state, strict=False)  # fc is an Identity here: nothing else is left out
+    logger.info("%s backbone initialised from ImageNet weights: %s", backbone, source)
+    return source

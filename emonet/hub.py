@@ -1,4 +1,4 @@
-"""Official checkpoints: where they come from, and how to verify a downloaded file."""
+"""Official checkpoints: download them and verify a file (their metadata lives in :mod:`emonet.models`)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,20 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from emonet.fileio import atomic_path
+from emonet.models.emonet import EmoNetWeights
+from emonet.models.registry import Weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-@dataclass(frozen=True)
-class OfficialWeights:
-    name: str
-    url: str
-    git_blob_sha1: str  # sha1(b"blob <size>\0" + content), as git stores the file
-    classes: int
-    license: str = "CC BY-NC-ND 4.0 (non-commercial, no derivatives)"
-
-
-OFFICIAL_WEIGHTS: dict[str, OfficialWeights] = {
-    "emonet_8": OfficialWeights(
-        "emonet_8", "https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_8.pth",
-        "6833bfdcf8fc761deb7630256a750cf1f7c850c1", 8,
-    ),
-    "emonet_5": OfficialWeights(
-        "emonet_5", "https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_5.pth",
-        "61358cb3ea0fe410c01ee4ffff5ed1b49713af98", 5,
-    ),
-}
+# name -> record, read from the records beside the builders (emonet.models.emonet.EmoNetWeights): the one
+# place that holds URLs and checksums. A mapping so that callers and tests can look a file up by name.
+OFFICIAL_WEIGHTS: dict[str, Weights] = {w.value.name: w.value for w in EmoNetWeights}
 
 
 def git_blob_sha1(path: str | os.PathLike) -> str:
@@ -67,8 +54,6 @@ def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeo
             try:
                 with urllib.request.urlopen(info.url, timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0)
-                    from tqdm import tqdm
-
                     with tqdm(total=total or None, unit="B", unit_scale=True, desc=name) as bar:
                         for block in iter(lambda: response.read(1 << 20), b""):
                             out.write(block)

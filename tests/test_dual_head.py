@@ -9,9 +9,9 @@ import torch
 import torchvision
 
 import emonet
-from emonet.checkpoint import CheckpointError
+from emonet.checkpoint import CheckpointError, load_imagenet_backbone
 from emonet.classes import EMOTIC_CATEGORIES
-from emonet.models import DualHeadResNet, create_model, list_models, load_imagenet_backbone
+from emonet.models import DualHeadResNet, create_model, list_models
 from emonet.models.dual_head import imagenet_cache_files
 
 

@@ -8,14 +8,12 @@ A torchvision ResNet-50 (or ResNet-18 for quick runs) without its ImageNet class
 
 Builders take architecture-only keyword arguments so that :func:`emonet.load_model` can rebuild the network
 from a checkpoint's saved config. ImageNet initialisation is a separate step,
-:func:`load_imagenet_backbone`, which never downloads unless asked to.
+:func:`emonet.checkpoint.load_imagenet_backbone` (it reads weight files), which never downloads unless asked to.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -23,8 +21,7 @@ import torchvision
 from torch import nn
 
 from emonet.classes import EMOTIC_CATEGORIES
-
-logger = logging.getLogger(__name__)
+from emonet.models.registry import register_model
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -92,13 +89,15 @@ class DualHeadResNet(nn.Module):
         return {"expression": self.classifier(features), "valence": va[:, 0], "arousal": va[:, 1]}
 
 
+@register_model("resnet50_dual_head")
 def resnet50_dual_head(**kwargs) -> DualHeadResNet:
-    """ResNet-50 dual-head model (random init; see :func:`load_imagenet_backbone`)."""
+    """ResNet-50 dual-head model (random init; see :func:`emonet.checkpoint.load_imagenet_backbone`)."""
     return DualHeadResNet(backbone="resnet50", **kwargs)
 
 
+@register_model("resnet18_dual_head")
 def resnet18_dual_head(**kwargs) -> DualHeadResNet:
-    """ResNet-18 dual-head model for quick runs (random init; see :func:`load_imagenet_backbone`)."""
+    """ResNet-18 dual-head model for quick runs (random init; see :func:`emonet.checkpoint.load_imagenet_backbone`)."""
     return DualHeadResNet(backbone="resnet18", **kwargs)
 
 
@@ -109,70 +108,8 @@ def imagenet_cache_files(backbone: str) -> list[Path]:
     return [folder / os.path.basename(w.url) for w in weights]
 
 
-def _backbone_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
-    """Accept a torchvision ResNet state dict (with or without ``fc.*``), a ``backbone.``-prefixed one, a
-    ``module.``-prefixed one or a project checkpoint holding a dual-head model."""
-    from emonet.checkpoint import CHECKPOINT_FORMAT, CheckpointError, strip_prefix
-
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj = obj.get("state_dict")
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{source}: not a ResNet state dict")
-    state = strip_prefix(obj, "module.")
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
-def load_imagenet_backbone(
-    model: nn.Module, weights_path: str | os.PathLike | None = None, download: bool = False
-) -> str:
-    """Initialise ``model.backbone`` with ImageNet weights; returns where they came from.
-
-    Order: ``weights_path`` if given (an error if it does not load); else torchvision's file in the torch hub
-    cache (``torch.hub.get_dir()/checkpoints``, e.g. ``resnet50-11ad3fa6.pth``); else, only when
-    ``download=True``, torchvision's download. Otherwise the backbone keeps its random initialisation and a
-    warning says so; the return value is then ``"random"``.
-    """
-    from emonet.checkpoint import CheckpointError, read_checkpoint
-
-    target = getattr(model, "module", model)
-    if not isinstance(target, DualHeadResNet):
-        raise TypeError(f"load_imagenet_backbone expects a dual-head ResNet model, got {type(target).__name__}")
-    backbone = target.backbone_name
-    if weights_path is not None:
-        path = Path(weights_path)
-        source = str(path)
-        state = _backbone_state_dict(read_checkpoint(path), source)
-    else:
-        cached = [p for p in imagenet_cache_files(backbone) if p.is_file()]
-        if cached:
-            source = str(cached[0])
-            state = _backbone_state_dict(read_checkpoint(cached[0]), source)
-        elif download:
-            weights = _BACKBONES[backbone][1]
-            source = weights.url
-            state = _backbone_state_dict(weights.get_state_dict(progress=True, check_hash=True), source)
-        else:
-            message = (
-                f"no ImageNet weights for {backbone}: none given, none in the torch hub cache "
-                f"({imagenet_cache_files(backbone)[0]}), and download=False; the backbone stays randomly "
-                "initialised (expect much lower accuracy). Pass a weights file or allow the download."
-            )
-            logger.warning(message)
-            warnings.warn(message, UserWarning, stacklevel=2)
-            return "random"
-    expected = {k: v for k, v in target.backbone.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or misshaped:
-        raise CheckpointError(
-            f"{source}: not {backbone} ImageNet weights (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"mis-shaped {misshaped[:5]})"
-        )
-    target.backbone.load_state_dict(state, strict=False)  # fc is an Identity here: nothing else is left out
-    logger.info("%s backbone initialised from ImageNet weights: %s", backbone, source)
-    return source
+def imagenet_weights(backbone: str) -> torchvision.models.WeightsEnum:
+    """torchvision's ImageNet weights record for ``backbone`` (URL and hash of the file it downloads)."""
+    if backbone not in _BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(_BACKBONES)}")
+    return _BACKBONES[backbone][1]

@@ -9,11 +9,14 @@ reassignment at import time), nothing is tied to CUDA, and ``eval()`` returns th
 
 from __future__ import annotations
 
+import enum
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emonet.classes import expression_classes
+from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES, expression_classes
+from emonet.models.registry import Weights, register_model
 from emonet.smoothing import EmoNetTemporalSmoother
 
 N_LANDMARKS = 68
@@ -228,9 +231,71 @@ class EmoNet(nn.Module):
         return {"heatmap": heatmap, "expression": out[:, :n], "valence": out[:, n], "arousal": out[:, n + 1]}
 
 
+@register_model("emonet")
 def emonet(n_expression: int = 8, **kwargs) -> EmoNet:
     """Build EmoNet with ``n_expression`` classes (8 or 5 for the official checkpoints).
 
-    Weights are not loaded here: use :func:`emonet.load_model` with an official or project checkpoint.
+    Weights are not loaded here: use :func:`emonet.load_model` with an official or project checkpoint
+    (:class:`EmoNetWeights` says where the official ones come from).
     """
     return EmoNet(n_expression=n_expression, **kwargs)
+
+
+_OFFICIAL_LICENSE = "CC BY-NC-ND 4.0 (non-commercial, no derivatives)"
+_OFFICIAL_PREPROCESSING = (
+    "face crop with EmoNet's training protocol (emonet.faces.crop_face), RGB, OpenCV bilinear resize to "
+    f"{INPUT_SIZE}x{INPUT_SIZE}, pixel / 255 (no mean/std)"
+)
+
+
+class EmoNetWeights(enum.Enum):
+    """The official EmoNet checkpoints (face-analysis/emonet), the one record of their metadata.
+
+    ``published``: the EmoNet paper's AffectNet numbers (validation set = the paper's test set, cleaned);
+    for ``emonet_8`` also the published Emodataset figures of the unchanged checkpoint.
+    """
+
+    EMONET_8 = Weights(
+        name="emonet_8",
+        arch="emonet",
+        config={"n_expression": 8},
+        url="https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_8.pth",
+        git_blob_sha1="6833bfdcf8fc761deb7630256a750cf1f7c850c1",
+        class_names=tuple(EMONET_8_CLASSES),
+        input_size=INPUT_SIZE,
+        normalization=None,
+        preprocessing=_OFFICIAL_PREPROCESSING,
+        license=_OFFICIAL_LICENSE,
+        published={
+            "affectnet": {
+                "name": "EmoNet paper (8 cl.)", "acc": 0.75,
+                "valence": {"ccc": 0.82, "pcc": 0.82, "rmse": 0.29, "sagr": 0.84},
+                "arousal": {"ccc": 0.75, "pcc": 0.75, "rmse": 0.27, "sagr": 0.80},
+                "note": "AffectNet validation set, cleaned (--cleaned), 8 classes",
+            },
+            "emodataset": {
+                "name": "emonet_8 pretrained", "acc": 0.584, "valence": {"ccc": 0.524}, "arousal": {"ccc": 0.162},
+                "note": "official emonet_8 before fine-tuning, Emodataset test split",
+            },
+        },
+    )
+    EMONET_5 = Weights(
+        name="emonet_5",
+        arch="emonet",
+        config={"n_expression": 5},
+        url="https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_5.pth",
+        git_blob_sha1="61358cb3ea0fe410c01ee4ffff5ed1b49713af98",
+        class_names=tuple(EMONET_5_CLASSES),  # index 4 is Anger, as the official evaluation code maps it
+        input_size=INPUT_SIZE,
+        normalization=None,
+        preprocessing=_OFFICIAL_PREPROCESSING,
+        license=_OFFICIAL_LICENSE,
+        published={
+            "affectnet": {
+                "name": "EmoNet paper (5 cl.)", "acc": 0.82,
+                "valence": {"ccc": 0.90, "pcc": 0.90, "rmse": 0.24, "sagr": 0.85},
+                "arousal": {"ccc": 0.80, "pcc": 0.80, "rmse": 0.24, "sagr": 0.79},
+                "note": "AffectNet validation set, cleaned (--cleaned), 5 classes (index 4 = Anger)",
+            },
+        },
+    )

@@ -1,8 +1,15 @@
-"""One way to create any model of the project: ``create_model(arch, **config)``."""
+"""One way to create any model of the project: ``create_model(arch, **config)``.
+
+Builders register themselves where they are defined (``@register_model("emonet")``). Official checkpoints are
+described by :class:`Weights` records kept beside their builder (``EmoNetWeights`` in
+:mod:`emonet.models.emonet`): the hub and the download command read URL and checksum from there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -10,9 +17,15 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder function under ``name``."""
+    """Decorator registering a builder function under ``name``; a name already taken raises ``ValueError``."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _BUILDERS:
+            taken = _BUILDERS[name]
+            raise ValueError(
+                f"model name {name!r} is already registered by {taken.__module__}.{taken.__qualname__}; "
+                f"choose another name for {builder.__module__}.{builder.__qualname__}"
+            )
         _BUILDERS[name] = builder
         return builder
 
@@ -35,3 +48,29 @@ def create_model(arch: str, **config) -> nn.Module:
     model.arch = arch
     model.config = dict(config)
     return model
+
+
+@dataclass(frozen=True)
+class Weights:
+    """An official checkpoint: where it comes from, how to check it, what it predicts and how it scored.
+
+    ``git_blob_sha1`` is ``sha1(b"blob <size>\\0" + content)``, what ``git hash-object`` prints for the file.
+    ``published`` maps a dataset name to the paper's numbers in :func:`emonet.evaluation.format_table`'s
+    layout (``acc``, ``valence``/``arousal`` -> ``ccc``/``pcc``/``rmse``/``sagr``, ``name``, ``note``).
+    """
+
+    name: str  # file stem: the checkpoint is saved as <name>.pth
+    arch: str  # registry name of the builder that loads it
+    config: Mapping[str, Any]  # builder kwargs matching the file's layout
+    url: str
+    git_blob_sha1: str
+    class_names: tuple[str, ...]
+    input_size: int
+    normalization: Mapping[str, Any] | None  # None: pixels / 255 only
+    preprocessing: str
+    license: str
+    published: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> int:
+        return len(self.class_names)

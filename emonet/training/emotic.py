@@ -11,9 +11,15 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from emonet.checkpoint import load_imagenet_backbone
+from emonet.data.emotic import EmoticDataset
+from emonet.data.fixtures import write_emotic_fixture
+from emonet.models import DualHeadResNet, create_model
 from emonet.training import distributed as du
 from emonet.training.config import TrainConfig
+from emonet.training.engine import Trainer
 from emonet.training.transforms import build_transforms
+from emonet.training.utils import seed_everything
 
 logger = logging.getLogger("emonet.training")
 
@@ -41,8 +47,6 @@ def ensure_emotic_data(config: TrainConfig, context: du.DistContext | None = Non
             raise FileNotFoundError(f"{root}: EMOTIC data folder not found (set fixture_if_missing to generate a "
                                     "tiny fixture for a smoke run)")
         if context is None or context.is_main:
-            from emonet.data.fixtures import write_emotic_fixture
-
             logger.warning("%s does not exist: writing a small EMOTIC-format fixture there (smoke run, not real "
                            "data)", root)
             write_emotic_fixture(root)
@@ -61,9 +65,7 @@ def limit_dataset(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset
 def build_model(config: TrainConfig) -> nn.Module:
     """``create_model(arch, input_size=image_size, **model_kwargs)``; dual-head backbones are then ImageNet-
     initialised when ``config.pretrained`` (from ``imagenet_weights`` or the torch hub cache; see
-    :func:`emonet.models.load_imagenet_backbone`)."""
-    from emonet.models import DualHeadResNet, create_model, load_imagenet_backbone
-
+    :func:`emonet.checkpoint.load_imagenet_backbone`)."""
     kwargs: dict[str, Any] = dict(config.model_kwargs)
     if config.image_size is not None:
         kwargs["input_size"] = int(config.image_size)
@@ -77,8 +79,6 @@ def emotic_datasets(config: TrainConfig, model: nn.Module, splits: tuple[str, ..
                     augment: bool | None = None) -> list[Dataset]:
     """EMOTIC datasets for ``splits`` (default: train and val splits of the config) with the model's transforms:
     the first split gets the training transform (augmented if ``config.augment``), the others the eval one."""
-    from emonet.data.emotic import EmoticDataset
-
     root = Path(config.data_root or ".")
     splits = splits or (config.train_split, config.val_split)
     train_tf, eval_tf = build_transforms(model, config, augment=augment)
@@ -93,9 +93,6 @@ def emotic_datasets(config: TrainConfig, model: nn.Module, splits: tuple[str, ..
 
 def train_emotic(config: TrainConfig) -> Any:
     """The whole run: process group (under torchrun), data (fixture if asked), model, Trainer.fit()."""
-    from emonet.training.engine import Trainer
-    from emonet.training.utils import seed_everything
-
     context = du.init_distributed(config.device)
     try:
         ensure_emotic_data(config, context)
