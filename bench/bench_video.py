@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-# Backend/precision pairs tried by --probe-backends when emonet.backends does not list its own.
+# Backend/precision pairs tried by --probe-backends when emonet.inference.backends does not list its own.
 CANDIDATE_BACKENDS = [("torch", "bf16"), ("torch-opt", "fp32"), ("torch-opt", "bf16"), ("onnxruntime", "fp32"),
                       ("onnxruntime", "int8")]
 # torch-compile is left out: its start-up takes minutes on a small CPU, which a video run would pay each time.
@@ -62,7 +62,7 @@ def run_video(
     tag = f"{video.stem}_{backend}_{precision}" + (f"_{max_frames}f" if max_frames else "")
     summary_path = out_dir / f"{tag}.json"
     cmd = [sys.executable, "-m", "emonet", "video", "--weights", str(weights), "--source", str(video),
-           "--csv", str(out_dir / f"{tag}.csv"), "--output-video", str(out_dir / f"{tag}.mp4"),
+           "--output", str(out_dir / f"{tag}.csv"), "--output-video", str(out_dir / f"{tag}.mp4"),
            "--backend", backend, "--precision", precision, "--device", device, "--no-progress",
            "--summary-json", str(summary_path)] + (["--max-frames", str(max_frames)] if max_frames else [])
     log = out_dir / f"{tag}.log"
@@ -88,7 +88,7 @@ def probe_backends(weights: Path, device: str) -> list[dict]:
     """Time and verify each available extra backend on face crops against the fp32 torch path."""
     import numpy as np
 
-    import emonet.backends as backends
+    import emonet.inference.backends as backends
     from emonet.faces import FaceDetector, crop_face
     from emonet.predictor import Predictor
     from emonet.samples import sample_image

@@ -60,9 +60,9 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
         for split in ("train", "val", "test"):
             extra = ["--histogram", vis / "visibility_train.png"] if split == "train" else []
             _run(f"[2/7] face visibility ({split})",
-                 ["face_visibility.py", "--csv", emotic / f"annot_arrs_{split}.csv", "--arrays", emotic / "img_arrs",
+                 ["-m", "emonet", "visibility", "--annotations", emotic / f"annot_arrs_{split}.csv", "--arrays", emotic / "img_arrs",
                   "--output", vis / f"annot_arrs_{split}.csv", "--no-progress", *extra], logs / f"2_face_visibility_{split}.log")
-        _run("[3/7] preprocessing", ["preprocessing.py", "--annotations", vis, "--output-dir", emotic], logs / "3_preprocessing.log")
+        _run("[3/7] preprocessing", ["-m", "emonet", "preprocess", "--data-root", vis, "--output-dir", emotic], logs / "3_preprocessing.log")
         train_dir = out / "train"
         _run("[4/7] training (ResNet-18 dual-head, 64 px, 2 epochs)",
              ["-m", "emonet", "train", "--config", "configs/smoke.yaml", "--data-root", emotic, "--limit", "48",
@@ -84,7 +84,7 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
         video = write_sample_video(out / "video" / "sample.mp4", seconds=4.0, fps=10.0)
         video_weights = weights if have_emonet else checkpoint
         _run(f"[7/7] video engine on a generated clip ({'EmoNet' if have_emonet else 'the model trained in step 4'})",
-             ["-m", "emonet", "video", "--weights", video_weights, "--source", video, "--csv",
+             ["-m", "emonet", "video", "--weights", video_weights, "--source", video, "--output",
               out / "video" / "frames.csv", "--output-video", out / "video" / "annotated.mp4", "--plot",
               out / "video" / "valence_arousal.png", "--smoothing", "ema", "--device", device, "--no-progress"], logs / "7_video.log")
     except StepFailed as exc:

@@ -58,7 +58,7 @@ def box_edge_colour_fraction(image: np.ndarray, box, colour) -> float:
 def test_demo_headless_from_demo_folder(official_checkpoint_8, sample_video, tmp_path):
     out_csv, out_video, shots = tmp_path / "demo.csv", tmp_path / "demo.avi", tmp_path / "shots"
     result = run_app("--headless", "--weights", official_checkpoint_8, "--source", sample_video, "--max-frames", 5,
-                     "--csv", out_csv, "--output-video", out_video, "--screenshot-after", 4,
+                     "--output", out_csv, "--output-video", out_video, "--screenshot-after", 4,
                      "--screenshot-dir", shots)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 frame(s)" in result.stdout and "screenshot:" in result.stdout
@@ -152,7 +152,7 @@ class FlakyCapture:
 def test_demo_camera_disconnect_flushes_and_ends(official_checkpoint_8, sample_video, tmp_path):
     app_module = load_app_module()
     args = app_module.build_parser().parse_args([
-        "--headless", "--weights", str(official_checkpoint_8), "--csv", str(tmp_path / "cam.csv"),
+        "--headless", "--weights", str(official_checkpoint_8), "--output", str(tmp_path / "cam.csv"),
         "--output-video", str(tmp_path / "cam.avi"), "--camera-retries", "2"])
     frames = read_frames(sample_video, 4)[1:]  # a face-free frame, then the astronaut twice
     capture = FlakyCapture(frames[1:])
@@ -179,7 +179,7 @@ def test_demo_errors_missing_weights_and_camera(official_checkpoint_8, tmp_path,
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     if sys.platform.startswith("linux"):  # window mode without a display: a message, not a Qt abort
         result = run_app("--weights", official_checkpoint_8, env=env, timeout=300)
-        assert result.returncode == 2 and "no display" in result.stdout
+        assert result.returncode == 2 and "no display" in result.stderr
 
 
 def free_display() -> int:
@@ -213,7 +213,7 @@ def test_demo_window_under_xvfb(official_checkpoint_8, sample_video, tmp_path, x
     env = {**os.environ, "DISPLAY": xvfb_display, "QT_QPA_PLATFORM": "xcb"}
     proc = subprocess.Popen(
         [sys.executable, str(APP), "--weights", str(official_checkpoint_8), "--source", str(sample_video),
-         "--max-frames", "6", "--screenshot-after", "4", "--screenshot-dir", str(shots), "--csv", str(out_csv)],
+         "--max-frames", "6", "--screenshot-after", "4", "--screenshot-dir", str(shots), "--output", str(out_csv)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     grabbed = None
     try:

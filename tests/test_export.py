@@ -14,7 +14,9 @@ import torch
 from conftest import REPO_ROOT
 
 from emonet.checkpoint import load_model, save_checkpoint
-from emonet.export import ExportError, cached_onnx, check_inputs, export_onnx, model_fingerprint
+from emonet.cli import main
+from emonet.inference.onnx import ExportError, cached_onnx, check_inputs, export_onnx, model_fingerprint
+from emonet.models import create_model
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +33,13 @@ def run_cli(*args):
 def exported(official_checkpoint_8, tmp_path_factory):
     """EmoNet exported by the CLI (the export API runs inside it)."""
     path = tmp_path_factory.mktemp("onnx") / "emonet_8.onnx"
-    result = run_cli("export", "--weights", official_checkpoint_8, "--format", "onnx", "--out", path,
+    result = run_cli("export", "--weights", official_checkpoint_8, "--format", "onnx", "--output", path,
                      "--opset", "17", "--check")
     return path, result
 
 
 @pytest.fixture(scope="module")
 def small_dual_head():
-    from emonet.models import create_model
-
     torch.manual_seed(0)
     return create_model("resnet18_dual_head", input_size=64).eval()
 
@@ -61,7 +61,7 @@ def test_export_cli(exported):
 
 def test_export_cli_int8_reports_its_verdict(official_checkpoint_8, model, tmp_path):
     path = tmp_path / "emonet_8_int8.onnx"
-    result = run_cli("export", "--weights", official_checkpoint_8, "--out", path, "--precision", "int8")
+    result = run_cli("export", "--weights", official_checkpoint_8, "--output", path, "--precision", "int8")
     assert result.returncode == 0, result.stdout + result.stderr
     verdict = next(s for s in result.stdout.splitlines() if s.startswith("int8 on 24 held-out face crops"))
     assert ("within the documented tolerance" in verdict) != ("auto will not use int8" in verdict)
@@ -126,15 +126,12 @@ def test_cache_is_keyed_by_weights(model, small_dual_head, tmp_path, official_ch
 
 
 def test_export_cli_errors_and_dual_head(tmp_path, capsys):
-    from emonet.cli import main
-    from emonet.models import create_model
-
-    assert main(["export", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "not found" in capsys.readouterr().out
+    assert main(["export", "--weights", str(tmp_path / "nope.pth"), "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
     # a project checkpoint of the dual-head model exports through the same command (in-process: faster)
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "dual.pth", create_model("resnet18_dual_head", input_size=64))
-    assert main(["export", "--weights", str(ckpt), "--out", str(tmp_path / "dual.onnx")]) == 0
+    assert main(["export", "--weights", str(ckpt), "--output", str(tmp_path / "dual.onnx")]) == 0
     out = capsys.readouterr().out
     assert "resnet18_dual_head" in out and "outputs: expression, valence, arousal;" in out
     assert (tmp_path / "dual.onnx").exists()

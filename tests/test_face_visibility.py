@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emonet.errors import UserError
+
 import emonet.visibility as visibility
 from emonet.data.emotic import EMOTIC_COLUMNS
 from emonet.samples import sample_image
@@ -99,8 +101,10 @@ def test_csv_run_writes_new_file_and_keeps_input(small_emotic, tmp_path: Path) -
     assert summary.rows == 8 and summary.unreadable == 0 and summary.with_face + summary.no_face == 8
     assert hist.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not partial_path_for(out).exists()
-    with pytest.raises(ValueError, match="in_place"):
+    with pytest.raises(UserError, match="is the input CSV; pass --in-place"):
         compute_face_visibility(csv, arrays, csv, progress=False)
+    with pytest.raises(UserError, match="is an existing directory"):
+        compute_face_visibility(csv, arrays, arrays, progress=False)
 
 
 def test_truncated_array_gives_nan_and_reason(small_emotic, tmp_path: Path) -> None:
@@ -189,6 +193,8 @@ def test_cli_end_to_end_two_workers(small_emotic, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "with a face" in proc.stdout and _sha256(csv) == before
+    # the seed script's old flag spellings still work for one release, with a warning each
+    assert "--csv is deprecated" in proc.stderr and "--workers is deprecated" in proc.stderr
     values = pd.read_csv(out)[VISIBILITY_COLUMN]
     assert (values[manifest["kind"] == "face"] >= 95).all() and hist.stat().st_size > 1000
     assert json.loads(summary_json.read_text())["workers"] == 2
@@ -204,14 +210,14 @@ def test_cli_errors_name_the_file(small_emotic, tmp_path: Path, capsys) -> None:
     csv, arrays, _ = small_emotic
     bad = tmp_path / "bad.csv"
     pd.read_csv(csv).drop(columns=["Crop_name"]).to_csv(bad, index=False)
-    assert cli.main(["--csv", str(bad), "--arrays", str(arrays), "--output", str(tmp_path / "x.csv")]) == 2
+    assert cli.main(["--annotations", str(bad), "--arrays", str(arrays), "--output", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and "Crop_name" in err
-    no_arrays = ["--csv", str(csv), "--arrays", str(tmp_path / "none"), "--output", str(tmp_path / "x.csv")]
+    no_arrays = ["--annotations", str(csv), "--arrays", str(tmp_path / "none"), "--output", str(tmp_path / "x.csv")]
     assert cli.main(no_arrays) == 2
     assert "image array folder not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["--csv", str(csv), "--arrays", str(arrays)])  # --output or --in-place is required
+        cli.main(["--annotations", str(csv), "--arrays", str(arrays)])  # --output or --in-place is required
 
 
 def test_workers_after_mediapipe_loaded_in_parent(

@@ -171,6 +171,7 @@ def test_cli_end_to_end_and_dataset_reads_output(emotic_fixture_dir: Path, annot
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "bounds (scale)" in proc.stdout and "train: 24 rows in, 24 out" in proc.stdout
+    assert "--annotations is deprecated" in proc.stderr  # the old spelling still works for one release
     dataset = EmoticDataset(out / "normalized_dataset_val.csv", emotic_fixture_dir / "img_arrs")
     raw = EmoticDataset(annotations / "annot_arrs_val.csv", emotic_fixture_dir / "img_arrs")
     assert dataset.va_scale == "normalized" and raw.va_scale == "raw"
@@ -180,7 +181,7 @@ def test_cli_end_to_end_and_dataset_reads_output(emotic_fixture_dir: Path, annot
 
     # Error paths in-process (same main() as the script): exit code 2 and a message naming the file.
     cli = _load_cli("preprocessing")
-    args = ["--annotations", str(annotations), "--output-dir", str(out)]
+    args = ["--data-root", str(annotations), "--output-dir", str(out)]
     assert cli.main(args + ["--fit-train", "--min-visibility", "10"]) == 2
     err = capsys.readouterr().err
     assert "annot_arrs_train.csv" in err and "face_visibility.py" in err
@@ -196,12 +197,12 @@ def test_full_pipeline_visibility_then_preprocessing(emotic_fixture_dir: Path, t
     for split in SPLITS:
         frame = pd.read_csv(emotic_fixture_dir / f"annot_arrs_{split}.csv").head(4)
         frame.to_csv(folder / f"annot_arrs_{split}.csv", index=False)
-        argv = ["--csv", str(folder / f"annot_arrs_{split}.csv"),
+        argv = ["--annotations", str(folder / f"annot_arrs_{split}.csv"),
                 "--arrays", str(emotic_fixture_dir / "img_arrs"), "--in-place", "--no-progress"]
         assert face_visibility.main(argv) == 0
         assert (folder / f"annot_arrs_{split}.csv.bak").exists()
     proc = subprocess.run(
-        [sys.executable, "preprocessing.py", "--annotations", str(folder),
+        [sys.executable, "preprocessing.py", "--data-root", str(folder),
          "--output-dir", str(tmp_path / "out"), "--min-visibility", "90"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )

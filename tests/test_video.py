@@ -74,7 +74,7 @@ def face_name(row, width=SAMPLE_VIDEO_SIZE[0]) -> str:
 def test_video_cli_end_to_end(official_checkpoint_8, sample_video, sample_video_schedule_list, tmp_path):
     out_csv, out_video, out_plot = tmp_path / "faces.csv", tmp_path / "annotated.mp4", tmp_path / "va.png"
     summary_json = tmp_path / "summary.json"
-    result = run_cli("video", "--weights", official_checkpoint_8, "--source", sample_video, "--csv", out_csv,
+    result = run_cli("video", "--weights", official_checkpoint_8, "--source", sample_video, "--output", out_csv,
                      "--output-video", out_video, "--plot", out_plot, "--smoothing", "ema", "--no-progress",
                      "--summary-json", summary_json, "--max-frames", 12)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -86,7 +86,8 @@ def test_video_cli_end_to_end(official_checkpoint_8, sample_video, sample_video_
     base = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     assert list(df.columns[:11]) == base
     assert list(df.columns[11:19]) == [f"p_{c}" for c in EMONET_8_CLASSES]
-    assert list(df.columns[19:]) == ["valence_raw", "arousal_raw"]
+    assert list(df.columns[19:]) == ["valence_raw", "arousal_raw", "error"]
+    assert df["error"].isna().all()  # every face had a valid (finite) prediction
     # one row per visible face per frame; no row at all for the face-free frames
     expected = {i: len(faces) for i, faces in enumerate(schedule) if faces}
     assert df.groupby("frame").size().to_dict() == expected
@@ -298,7 +299,7 @@ def test_interrupted_cli_run_keeps_its_csv(official_checkpoint_8, tmp_path):
     video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
     out_csv = tmp_path / "partial.csv"
     proc = subprocess.Popen([sys.executable, "-m", "emonet", "video", "--weights", str(official_checkpoint_8),
-                             "--source", str(video), "--csv", str(out_csv), "--no-progress"],
+                             "--source", str(video), "--output", str(out_csv), "--no-progress"],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -342,16 +343,25 @@ def test_cli_bad_source_output_and_weights(official_checkpoint_8, sample_video, 
 
     # in-process: these fail before any model is loaded, a subprocess would only add start-up time
     assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(tmp_path / "nope.mp4"),
-                 "--csv", str(tmp_path / "x.csv")]) == 2
-    out = capsys.readouterr().out
-    assert "video source not found" in out and "nope.mp4" in out
+                 "--output", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "video source not found" in err and "nope.mp4" in err
     assert not (tmp_path / "x.csv").exists()
     assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(sample_video),
-                 "--csv", str(tmp_path / "x.csv"), "--output-video", str(tmp_path / "x.mkv")]) == 2
-    assert "x.mkv: unsupported extension" in capsys.readouterr().out
-    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv")]) == 2
-    out = capsys.readouterr().out
-    assert "weights not found" in out and "missing.pth" in out and "download" in out
+                 "--output", str(tmp_path / "x.csv"), "--output-video", str(tmp_path / "x.mkv")]) == 2
+    assert "x.mkv: unsupported extension" in capsys.readouterr().err
+    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "weights not found" in err and "missing.pth" in err and "download" in err
+    # the old --csv spelling still works for one release, with a deprecation warning
+    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "--csv is deprecated" in capsys.readouterr().err
+    # an output that is the source clip is refused before anything is read or written
+    before = sample_video.read_bytes()
+    assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(sample_video),
+                 "--output", str(tmp_path / "y.csv"), "--output-video", str(sample_video)]) == 2
+    assert "is also an input" in capsys.readouterr().err and sample_video.read_bytes() == before
+    assert not (tmp_path / "y.csv").exists()
 
 
 def test_sample_video_codecs(tmp_path):

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from emonet.errors import UserError
 
-COMMANDS = ["quickstart", "predict", "train", "evaluate", "video", "export"]
+COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download"]
 
 
 def available_commands() -> list[str]:

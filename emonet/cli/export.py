@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
+from emonet.cli.options import add_output, add_weights
 from emonet.fileio import check_output
+from emonet.inference.backends import tolerance_verdict
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,9 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "'arousal' and, for EmoNet, 'heatmap'. The file is run with ONNX Runtime on batches of 1 and 3 and "
         "compared with PyTorch: the max abs difference is reported and the export fails above --tolerance.",
     )
-    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
+    add_weights(p)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (onnx)")
-    p.add_argument("--output", "--out", "-o", dest="out", required=True, help="output file, e.g. emonet_8.onnx")
+    add_output(p, "output file, e.g. emonet_8.onnx (never the checkpoint itself)", deprecated=("--out",))
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                    help="fp32 (default) or int8: static quantisation calibrated on the sample faces (needs MediaPipe)")
@@ -32,9 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.backends import onnxruntime_status
+    # imported when the command runs (PyTorch, ONNX): building the parser for --help stays fast
     from emonet.checkpoint import load_model
-    from emonet.export import DEFAULT_OPSET, EXPORT_TOLERANCE, ExportError, export_onnx, quantize_int8
+    from emonet.inference.onnx import (
+        DEFAULT_OPSET,
+        EXPORT_TOLERANCE,
+        ExportError,
+        export_onnx,
+        onnxruntime_status,
+        quantize_int8,
+    )
 
     try:
         import onnx  # noqa: F401
@@ -46,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {why}; it is needed to check the export (pass --no-check to export without it)")
         return 2
     # Before the (minutes-long) export: the ONNX file must not replace the checkpoint or a folder.
-    check_output(args.out, [args.weights], kind="file", option="--output")
+    check_output(args.output, [args.weights], kind="file", option="--output")
     model = load_model(args.weights, device="cpu")
     opset = args.opset or DEFAULT_OPSET
     try:
         if args.precision == "int8":
-            report = quantize_int8(model, args.out, opset=opset, with_heatmap=not args.no_heatmap)
+            report = quantize_int8(model, args.output, opset=opset, with_heatmap=not args.no_heatmap)
         else:
-            report = export_onnx(model, args.out, opset=opset, check=args.check,
+            report = export_onnx(model, args.output, opset=opset, check=args.check,
                                  tolerance=args.tolerance if args.tolerance is not None else EXPORT_TOLERANCE,
                                  with_heatmap=not args.no_heatmap)
     except ExportError as exc:
@@ -66,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"check against PyTorch (ONNX Runtime, batches {report.checked_batch_sizes}): max abs diff {diffs} "
               f"(max {max(report.max_abs_diff.values()):.2e})")
     if report.accuracy:
-        from emonet.backends import tolerance_verdict
-
         print("int8 against fp32 PyTorch on held-out face crops: " + json.dumps(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in report.accuracy.items()}))
         ok, words = tolerance_verdict("int8", report.accuracy)

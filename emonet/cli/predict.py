@@ -12,6 +12,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from emonet.cli.options import (
+    add_detection,
+    add_inference,
+    add_num_workers,
+    add_output,
+    add_progress,
+    add_weights,
+)
 from emonet.errors import UserError
 from emonet.fileio import check_output
 from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
@@ -28,22 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "with the reason in the 'error' column and do not stop the run.",
     )
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
-    p.add_argument("--output", "-o", required=True, help="output CSV path")
+    add_weights(p)
+    add_output(p, "output CSV, one row per face (written as OUT.partial until the run completes)")
     p.add_argument("--no-detect", action="store_true",
                    help="treat each image as an already cropped face (RGB, bilinear resize, /255: the official demo)")
-    p.add_argument("--detector", choices=["auto", "short", "full"], default="auto",
-                   help="MediaPipe model: short-range, full-range, or both merged (default)")
-    p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
+    add_detection(p)
     p.add_argument("--flip-tta", action="store_true", help="average valence/arousal over the face and its mirror (official evaluate_flip)")
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="faces per forward pass (default: 4 on a CPU, where larger batches are slower per face; 32 on a GPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
-    p.add_argument("--backend", default="torch", help="inference backend (see README, Performance)")
-    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (backend dependent)")
-    p.add_argument("--workers", type=int, default=2, help="threads reading images ahead (default 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_inference(p)
+    add_num_workers(p, "threads reading images ahead", 2, deprecated=("--workers",))
+    add_progress(p)
     return p
 
 
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Rows are written as chunks finish into OUT.partial; the final file appears only when the run completes.
     try:
-        with open(partial, "w", newline="") as f, ThreadPoolExecutor(max(1, args.workers)) as pool:
+        with open(partial, "w", newline="") as f, ThreadPoolExecutor(max(1, args.num_workers)) as pool:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             chunk = predictor.batch_size

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
+
+from emonet.errors import UserError
+from emonet.fileio import check_output
 
 # Flag -> TrainConfig field for the options that map one to one (defaults None: the config file wins).
 _FLAGS: list[tuple[str, str, Any, str]] = [
@@ -27,7 +29,7 @@ _FLAGS: list[tuple[str, str, Any, str]] = [
     ("--image-source", "image_source", str, "crop (person crop, default) | full | face (MediaPipe face crop)"),
     ("--limit", "limit", int, "use at most N samples per split (quick runs)"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes (default 2)"),
-    ("--output-dir", "output_dir", str, "where checkpoints, log.csv and curves.png go (default runs/train)"),
+    ("--output-dir", "output_dir", str, "run folder: best.pth, last.pth, training_state.pt, log.csv, curves.png (default runs/train)"),
     ("--device", "device", str, "auto | cpu | cuda | mps (default auto)"),
     ("--amp", "amp", str, "mixed precision: auto (bf16/fp16 on CUDA) | bf16 | fp16 | none"),
     ("--imagenet-weights", "imagenet_weights", str, "ImageNet weights file for the backbone (else the torch hub cache)"),
@@ -102,7 +104,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.checkpoint import CheckpointError
     from emonet.training.distributed import env_world
 
     rank = env_world()[0]
@@ -111,12 +112,16 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("emonet").setLevel(level)
     try:
         config = config_from_args(args)
-        from emonet.training.emotic import train_emotic
+    except (ValueError, KeyError) as exc:  # a bad config file, --set or flag value
+        raise UserError(str(exc)) from None
+    # Before any work: the run folder must be a folder, and not the data or the config itself.
+    check_output(config.output_dir, [config.data_root, args.config], kind="dir", option="--output-dir")
+    from emonet.training.emotic import train_emotic
 
+    try:
         result = train_emotic(config)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (FileExistsError, ValueError, KeyError) as exc:  # an existing run without --resume, bad data
+        raise UserError(str(exc)) from None
     if rank == 0:
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         print(f"done: {result.last_epoch} epoch(s); best {result.monitor} {best} at epoch {result.best_epoch}; "

@@ -11,19 +11,21 @@ import argparse
 import signal
 from pathlib import Path
 
+from emonet.cli.options import (
+    add_detection,
+    add_inference,
+    add_output,
+    add_progress,
+    add_smoothing,
+    add_weights,
+)
 from emonet.errors import UserError
 from emonet.fileio import check_outputs, write_json_atomic
 
-SMOOTHING_CHOICES = ["none", "ema", "one-euro", "emonet"]
-
 
 def add_common_video_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by the video command and the demo (one definition, same meaning)."""
-    p.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default="none",
-                   help="per-face temporal smoothing: none, ema (exponential), one-euro, emonet (5-frame weights)")
-    p.add_argument("--ema-alpha", type=float, default=0.4, help="weight of the newest frame for --smoothing ema (default 0.4)")
-    p.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest, Hz (default 1.0)")
-    p.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient (default 0.5)")
+    """Options shared by the video command and the demo (one definition, same meaning, same defaults)."""
+    add_smoothing(p)
     p.add_argument("--detect-every", type=int, default=1, metavar="N",
                    help="run the face detector every N frames and track boxes in between (default 1: every frame)")
     p.add_argument("--max-missed", type=int, default=10, metavar="K",
@@ -32,19 +34,12 @@ def add_common_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate for time_s and the output video (default: the source's; image folders 30)")
-    p.add_argument("--detector", choices=["auto", "short", "full"], default="auto",
-                   help="MediaPipe model: short-range, full-range, or both merged (default)")
-    p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
+    add_detection(p)
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (2x cost)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="faces per forward pass (default: 4 on a CPU, where larger batches are slower per face; 32 on a GPU)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
-    p.add_argument("--backend", default="torch",
-                   help="inference backend: torch (default), torch-opt, torch-compile, onnxruntime or auto "
-                   "(see the README's Performance section)")
-    p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (backend dependent)")
+    add_inference(p)
     p.add_argument("--camera-retries", type=int, default=5,
                    help="failed reads of a camera/stream retried before the run ends (default 5)")
+    add_progress(p)
 
 
 def smoothing_kwargs(args: argparse.Namespace, fps: float) -> dict:
@@ -65,15 +60,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "optionally an annotated video (.mp4 mp4v or .avi MJPG) and a valence/arousal plot. Always headless "
         "(the interactive window is demo/app.py).",
     )
-    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
+    add_weights(p)
     p.add_argument("--source", default="sample",
                    help="camera index (0), video file, image folder, stream URL, or 'sample' (generated clip; default)")
-    p.add_argument("--csv", required=True, help="output CSV (one row per face per frame)")
+    add_output(p, "output CSV, one row per face per frame (flushed frame by frame)", deprecated=("--csv",))
     p.add_argument("--output-video", default=None, help="annotated output video: .mp4 (mp4v) or .avi (MJPG)")
     p.add_argument("--plot", default=None, help="valence/arousal-over-time PNG, one line per face")
     p.add_argument("--landmarks", action="store_true",
                    help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns, drawn on the output video")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", default=None, help="also write the run summary as JSON")
     add_common_video_options(p)
     return p
@@ -90,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Before any work: no output may replace the source, the weights, a folder or another output.
     check_outputs(
-        {"--csv": args.csv, "--output-video": args.output_video, "--plot": args.plot, "--summary-json": args.summary_json},
+        {"--output": args.output, "--output-video": args.output_video, "--plot": args.plot, "--summary-json": args.summary_json},
         [args.source, args.weights],
     )
     if args.output_video and Path(args.output_video).suffix.lower() not in VIDEO_CODECS:
@@ -122,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = process_video(
-            engine, source, csv_path=args.csv, output_video=args.output_video, plot=args.plot,
+            engine, source, csv_path=args.output, output_video=args.output_video, plot=args.plot,
             max_frames=args.max_frames, landmarks=args.landmarks, progress=not args.no_progress,
         )
     except (OSError, ValueError) as exc:  # an output that cannot be written (disk full, ...)

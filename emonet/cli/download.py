@@ -1,0 +1,55 @@
+"""``python -m emonet download`` (also ``python weights/download.py``): fetch and verify the official weights.
+
+The files are checked against their git blob SHA-1; ``--verify`` only checks the files already present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emonet.cli.options import add_output_dir
+
+HELP = "download the official EmoNet checkpoints into weights/ and verify them (git blob SHA-1)"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from emonet.hub import OFFICIAL_WEIGHTS, WEIGHTS_DIR
+
+    p = subparsers.add_parser("download", help=HELP, description=HELP + ". The weights are CC BY-NC-ND 4.0 "
+                              "(non-commercial research use); see weights/README.md.")
+    p.add_argument("names", nargs="*", default=list(OFFICIAL_WEIGHTS), help=f"any of {', '.join(OFFICIAL_WEIGHTS)}")
+    add_output_dir(p, "destination folder (default: weights/)", required=False, default=str(WEIGHTS_DIR),
+                   deprecated=("--dir",))
+    p.add_argument("--verify", action="store_true", help="only verify files already present")
+    p.add_argument("--force", action="store_true", help="download again even if a verified file exists")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from emonet.errors import UserError
+    from emonet.hub import OFFICIAL_WEIGHTS, download_weights, git_blob_sha1
+
+    unknown = [n for n in args.names if n not in OFFICIAL_WEIGHTS]
+    if unknown:
+        raise UserError(f"unknown checkpoint {unknown[0]!r}; choose from {', '.join(OFFICIAL_WEIGHTS)}")
+    status = 0
+    for name in args.names:
+        path = Path(args.output_dir) / f"{name}.pth"
+        if args.verify:
+            if not path.exists():
+                print(f"{path}: missing")
+                status = 1
+            elif git_blob_sha1(path) == OFFICIAL_WEIGHTS[name].git_blob_sha1:
+                print(f"{path}: OK (official {name})")
+            else:
+                print(f"{path}: checksum does NOT match the official {name}")
+                status = 1
+            continue
+        try:
+            print(f"{download_weights(name, args.output_dir, force=args.force)}: downloaded and verified")
+        except RuntimeError as exc:  # network or checksum failure: the other files may still download
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+    return status

@@ -1,0 +1,115 @@
+"""Option definitions shared by every command: the same flag name means the same thing everywhere.
+
+* ``--output`` is a file, ``--output-dir`` a folder, ``--data-root`` a dataset folder;
+* ``--num-workers`` parallel workers (threads or processes, said in each help text);
+* ``--device``/``--backend``/``--precision``/``--smoothing`` take the same choices everywhere;
+* ``--no-progress`` hides progress bars.
+
+Renamed flags keep their old spelling for one release: it still works and prints a deprecation warning.
+No heavy import here: ``python -m emonet --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# The names accepted on the command line (the library validates them again in emonet.backends).
+DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps (default auto)"
+BACKEND_CHOICES = ["torch", "torch-opt", "torch-compile", "onnxruntime", "auto"]
+PRECISION_CHOICES = ["fp32", "bf16", "fp16", "int8"]
+DETECTOR_CHOICES = ["auto", "short", "full"]
+SMOOTHING_CHOICES = ["none", "ema", "one-euro", "emonet"]
+DEFAULT_SMOOTHING = "one-euro"  # video and demo alike; the raw values stay in valence_raw/arousal_raw
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Stores like ``store`` (or ``store_true`` with ``nargs=0``); warns when an old spelling is used."""
+
+    def __init__(self, option_strings, dest, deprecated: tuple[str, ...] = (), const: Any = None, nargs=None, **kwargs):
+        self.deprecated = tuple(deprecated)
+        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated:
+            current = next(o for o in self.option_strings if o not in self.deprecated and o.startswith("--"))
+            print(f"warning: {option_string} is deprecated and will be removed in the next release; "
+                  f"use {current}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def add_option(p: argparse.ArgumentParser, *names: str, deprecated: tuple[str, ...] = (), **kwargs: Any) -> None:
+    """``p.add_argument(*names, *deprecated, ...)`` where the ``deprecated`` spellings warn when used."""
+    if not deprecated:
+        p.add_argument(*names, **kwargs)
+        return
+    if kwargs.pop("action", None) == "store_true":
+        kwargs.update(nargs=0, const=True, default=kwargs.get("default", False))
+    p.add_argument(*names, *deprecated, action=_DeprecatedAlias, deprecated=deprecated, **kwargs)
+
+
+def add_weights(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    p.add_argument("--weights", required=required, default=default,
+                   help="checkpoint: weights/emonet_8.pth, weights/emonet_5.pth or a checkpoint trained with this project")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+
+
+def add_inference(p: argparse.ArgumentParser, batch_default_help: str | None = None) -> None:
+    """Device, backend, precision and batch size: how a model runs (see docs/performance.md)."""
+    add_device(p)
+    p.add_argument("--backend", default="torch", choices=BACKEND_CHOICES, type=str.lower,
+                   help="inference backend (default torch, the exact reference; see docs/performance.md)")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES, type=str.lower,
+                   help="fp32 (default) | bf16 | fp16 | int8, as the backend supports")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=batch_default_help or "faces per forward pass (default: 4 on a CPU, where larger batches are "
+                   "slower per face; 32 on a GPU)")
+
+
+def add_detection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                   help="MediaPipe model: short-range, full-range, or both merged (default)")
+    p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
+
+
+def add_output(p: argparse.ArgumentParser, what: str, required: bool = True, deprecated: tuple[str, ...] = (),
+               default: str | None = None) -> None:
+    """``--output`` (``-o``): a file."""
+    add_option(p, "--output", "-o", deprecated=deprecated, dest="output", required=required, default=default,
+               metavar="FILE", help=what)
+
+
+def add_output_dir(p: argparse.ArgumentParser, what: str, required: bool = True, deprecated: tuple[str, ...] = (),
+                   default: str | None = None) -> None:
+    """``--output-dir``: a folder (created if needed)."""
+    add_option(p, "--output-dir", deprecated=deprecated, dest="output_dir", required=required, default=default,
+               metavar="DIR", help=what)
+
+
+def add_data_root(p: argparse.ArgumentParser, what: str, required: bool = True, deprecated: tuple[str, ...] = (),
+                  default: str | None = None) -> None:
+    """``--data-root``: the dataset folder."""
+    add_option(p, "--data-root", deprecated=deprecated, dest="data_root", required=required, default=default,
+               metavar="DIR", help=what)
+
+
+def add_num_workers(p: argparse.ArgumentParser, what: str, default: int, deprecated: tuple[str, ...] = ()) -> None:
+    add_option(p, "--num-workers", deprecated=deprecated, dest="num_workers", type=int, default=default,
+               metavar="N", help=f"{what} (default {default})")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_smoothing(p: argparse.ArgumentParser) -> None:
+    """Temporal smoothing of each face track (video and demo share these)."""
+    p.add_argument("--smoothing", choices=SMOOTHING_CHOICES, default=DEFAULT_SMOOTHING,
+                   help="per-face temporal smoothing: one-euro (default; raw values are kept in valence_raw/arousal_raw), none, ema (exponential), emonet (5-frame weights)")
+    p.add_argument("--ema-alpha", type=float, default=0.4, help="weight of the newest frame for --smoothing ema (default 0.4)")
+    p.add_argument("--one-euro-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest, Hz (default 1.0)")
+    p.add_argument("--one-euro-beta", type=float, default=0.5, help="One-Euro speed coefficient (default 0.5)")
