@@ -18,9 +18,8 @@ from conftest import REPO_ROOT
 
 from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES
 from emonet.faces import crop_region, crop_region_image
-from emonet.overlay import track_color
 from emonet.predictor import Predictor
-from emonet.video import CaptureSource
+from emonet.video import CaptureSource, track_color
 
 APP = REPO_ROOT / "demo" / "app.py"
 

@@ -3,7 +3,7 @@
 Keys: q quit, space pause, s screenshot, r start/stop recording, l landmarks, m switch model (several
 ``--weights``: each model, then all side by side). ``--headless`` runs without a window. Everything
 (detection, tracking, prediction, smoothing, drawing, CSV) is the library's :mod:`emonet.video` /
-:mod:`emonet.overlay` code; this module only adds the window and the keys. See demo/README.md.
+:mod:`emonet.video.overlay` code; this module only adds the window and the keys. See demo/README.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from emonet.video import (
     FrameResult,
     FrameSource,
     FrameVideoWriter,
+    OverlayRenderer,
+    VideoEngine,
     VideoSummary,
+    draw_hud,
     open_camera,
     open_source,
 )
@@ -137,8 +140,6 @@ class DemoApp:
     """The demo's state: engine, source, display mode, recording; :meth:`run` drives window or headless."""
 
     def __init__(self, engine, source: FrameSource, args: argparse.Namespace) -> None:
-        from emonet.overlay import OverlayRenderer
-
         self.engine, self.source, self.args = engine, source, args
         self.renderer = OverlayRenderer(engine.class_names, show_landmarks=not args.no_landmarks,
                                         show_probabilities=not args.no_probabilities)
@@ -254,8 +255,6 @@ class DemoApp:
         return results, canvas
 
     def hud(self, canvas: np.ndarray) -> np.ndarray:
-        from emonet.overlay import draw_hud
-
         shown = canvas.copy()
         lines = [f"{self.fps.fps:5.1f} FPS  {self.mode_name}" + ("  PAUSED" if self.paused else "")
                  + ("  REC" if self.recorder is not None else "")]
@@ -320,8 +319,6 @@ class DemoApp:
 
 def create_app(args: argparse.Namespace, source: FrameSource | None = None) -> DemoApp:
     """Predictors, engine and source from parsed arguments (``source`` overrides --source/--camera)."""
-    from emonet.video import VideoEngine
-
     check_weights(args.weights)
     # The source opens before the models load: a missing camera is reported in a second, not after loading.
     source = source or open_demo_source(args)

@@ -507,7 +507,7 @@ def plot_tracks(csv_path: str | os.PathLike, out_path: str | os.PathLike, title:
     """
     import pandas as pd
 
-    from emonet.overlay import track_color
+    from emonet.video.overlay import track_color
     from emonet.visualization import new_figure, save_figure
 
     df = pd.read_csv(csv_path)
@@ -592,7 +592,7 @@ def process_video(
     """Run ``engine`` over ``source`` headless and write the outputs as it goes.
 
     ``models``: predictor indices to run per frame (default: the active one; several add a ``model``
-    column and side-by-side panels). ``renderer``: an :class:`emonet.overlay.OverlayRenderer` (created
+    column and side-by-side panels). ``renderer``: an :class:`emonet.video.overlay.OverlayRenderer` (created
     when an output video is asked for). Ctrl-C stops cleanly: files are closed and the summary says
     ``interrupted``. Memory does not grow with the video length.
     """
@@ -607,7 +607,7 @@ def process_video(
                             model_column=len(model_ids) > 1, detected_column=engine.detect_every > 1) if csv_path else None
     video = FrameVideoWriter(output_video, source.fps) if output_video else None
     if video is not None and renderer is None:
-        from emonet.overlay import OverlayRenderer
+        from emonet.video.overlay import OverlayRenderer
 
         renderer = OverlayRenderer(engine.class_names, show_landmarks=landmarks)
     total = source.frame_count if max_frames is None else min(source.frame_count or max_frames, max_frames)

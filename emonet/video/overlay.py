@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from emonet.video import FaceResult, FrameResult
+    from emonet.video.engine import FaceResult, FrameResult
 
 # Okabe-Ito-like colours (BGR), distinct and colour-blind safe; track k uses PALETTE[(k - 1) % len].
 PALETTE: tuple[tuple[int, int, int], ...] = (
