@@ -136,11 +136,11 @@ def compare(ref: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[
 
 
 def time_library_runners(model, device, batch, gflops, args, timer, x_acc, ref, allow_compile) -> tuple[list[dict], list[str]]:
-    """faces/s of ``emonet.backends.make_runner`` bf16 runners (numpy outputs included) at ``batch``."""
+    """faces/s of ``emonet.inference.make_runner`` bf16 runners (numpy outputs included) at ``batch``."""
     try:
-        from emonet.backends import make_runner
+        from emonet.inference.selection import make_runner
     except ImportError as exc:
-        return [], [f"library runners: cannot import emonet.backends ({exc})"]
+        return [], [f"library runners: cannot import emonet.inference.selection ({exc})"]
     rows, errors = [], []
     x = smooth_images(batch, device, seed=batch)
     for backend in ("torch-opt", "torch-compile") if allow_compile else ("torch-opt",):
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=150.0,
                    help="seconds (default 150); compile is skipped when less than 90 s of it is left")
     p.add_argument("--library", choices=["auto", "on", "off"], default="auto",
-                   help="also time emonet.backends' torch-opt and torch-compile bf16 runners (auto: compile if time allows)")
+                   help="also time emonet.inference's torch-opt and torch-compile bf16 runners (auto: compile if time allows)")
     p.add_argument("--json", help="write results here")
     args = p.parse_args(argv)
 

@@ -33,9 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generated_weights import calibrate_batchnorm, set_pca_readout  # noqa: E402
 
-from emonet.backends import TOLERANCES, BackendUnavailable, make_runner, tolerance_verdict  # noqa: E402
 from emonet.devices import cpu_flags  # noqa: E402
-from emonet.export import agreement, cache_dir, crops_to_batch, face_crops, within_tolerance  # noqa: E402
+from emonet.inference.backends import (  # noqa: E402
+    TOLERANCES,
+    BackendUnavailable,
+    agreement,
+    tolerance_verdict,
+    within_tolerance,
+)
+from emonet.inference.onnx import cache_dir, crops_to_batch, face_crops  # noqa: E402
+from emonet.inference.selection import make_runner  # noqa: E402
 
 BENCH_CHECKPOINT_VERSION = 1
 DEFAULT_CONFIGS = [
@@ -104,7 +111,7 @@ def run_all(runner, x: torch.Tensor, batch_size: int = 8) -> dict[str, np.ndarra
 
 
 def verified(precision: str, acc: dict) -> bool:
-    """Within the documented tolerance of its precision (see emonet.backends.TOLERANCES)."""
+    """Within the documented tolerance of its precision (see emonet.inference.backends.TOLERANCES)."""
     tol = TOLERANCES[precision]
     if "max_abs" in tol:  # every output, relative to its magnitude above 1 (as the export check)
         return within_tolerance(acc["max_abs"], acc["scale"], tol["max_abs"])

@@ -9,53 +9,19 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from emonet.backends import make_runner
-from emonet.checkpoint import load_model
+from emonet.checkpoint import WEIGHTS_HINT, load_model  # noqa: F401  (WEIGHTS_HINT: re-exported for callers)
 from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_region_image
 from emonet.images import read_image, to_rgb_uint8
+from emonet.inference.selection import make_runner
 from emonet.landmarks import decode_heatmaps
+from emonet.preprocess import logits_to_probabilities, prepare_batch
 
 NON_FINITE_ERROR = "non-finite model output (NaN or inf): no valid prediction"
-
-WEIGHTS_HINT = (
-    "Download the official checkpoints with `python weights/download.py` (see weights/README.md) "
-    "or pass the path of a checkpoint trained with this project."
-)
-
-
-def prepare_batch(
-    crops: Sequence[np.ndarray], input_size: int = 256, normalization: dict | None = None
-) -> torch.Tensor:
-    """Face crops (RGB uint8, any size) -> float32 (B, 3, S, S) model input.
-
-    Each crop is resized with OpenCV's bilinear resize to ``input_size`` (as the official demo), scaled
-    to [0, 1] (pixel / 255) and, for models with ``normalization``, standardised by its mean/std.
-    """
-    resized = [
-        c if c.shape[:2] == (input_size, input_size) else cv2.resize(c, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
-        for c in (to_rgb_uint8(c) for c in crops)
-    ]
-    batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)
-    if normalization:
-        mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
-        batch = (batch - mean) / std
-    return batch.contiguous()
-
-
-def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    if multi_label:
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -123,7 +89,7 @@ class Predictor:
             (expression probabilities come from the unflipped crop, as there).
         landmarks: also decode EmoNet's 68 landmarks (image coordinates).
         batch_size: faces per forward pass (default :func:`default_batch_size`: 32 on a GPU, 4 on a CPU).
-        backend / precision: inference backend (see :mod:`emonet.backends`).
+        backend / precision: inference backend (see :mod:`emonet.inference.backends`).
         crop_expand: extra scale on the protocol crop (1.0 = EmoNet's training crop).
     """
 
@@ -140,12 +106,8 @@ class Predictor:
         crop_expand: float = 1.0,
         min_face_score: float = 0.5,
     ) -> None:
-        if isinstance(weights, nn.Module):
-            model = weights
-        else:
-            if not Path(weights).exists():
-                raise FileNotFoundError(f"weights not found: {weights}. {WEIGHTS_HINT}")
-            model = load_model(weights, device="cpu")
+        # load_model says when the file is missing; make_runner resolves the device (once) and places the model
+        model = weights if isinstance(weights, nn.Module) else load_model(weights, device=None)
         self.model = model.eval()
         self.class_names: list[str] = list(model.class_names)
         self.multi_label = bool(getattr(model, "multi_label", False))
@@ -185,12 +147,12 @@ class Predictor:
         if self.flip_tta:
             out = self.runner(torch.cat([batch, torch.flip(batch, dims=[3])]))
             # As the official evaluate_flip: valence/arousal averaged with the mirror, expression unflipped.
-            probs = _probabilities(out["expression"][:n], self.multi_label)
+            probs = logits_to_probabilities(out["expression"][:n], self.multi_label)
             valence = (out["valence"][:n] + out["valence"][n:]) / 2.0
             arousal = (out["arousal"][:n] + out["arousal"][n:]) / 2.0
         else:
             out = self.runner(batch)
-            probs = _probabilities(out["expression"], self.multi_label)
+            probs = logits_to_probabilities(out["expression"], self.multi_label)
             valence, arousal = out["valence"], out["arousal"]
         landmarks = decode_heatmaps(out["heatmap"][:n], self.input_size) if self.landmarks else None
         # A non-finite output (bad weights, overflow in reduced precision...) must not become a plausible value.

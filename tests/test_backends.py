@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import emonet.backends as backends
 import emonet.devices as devices
-from emonet.backends import TOLERANCES, BackendUnavailable, bf16_support, make_runner
+import emonet.inference.runners as runners
 from emonet.checkpoint import load_model
-from emonet.export import agreement, cached_onnx_path, check_inputs, quantize_int8, within_tolerance, write_report
+from emonet.devices import bf16_support
+from emonet.inference.backends import TOLERANCES, BackendUnavailable, agreement, within_tolerance
+from emonet.inference.onnx import cached_onnx_path, check_inputs, quantize_int8, write_report
+from emonet.inference.selection import make_runner
+from emonet.models import create_model
+from emonet.models.surgery import _SplitInputConv, int8_ready_copy
+from emonet.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,6 @@ def test_torch_opt_fp32_matches_reference_and_leaves_model_alone(model, faces, r
 
 
 def test_fold_batchnorm_on_dual_head_resnet():
-    from emonet.models import create_model
-
     torch.manual_seed(0)
     model = create_model("resnet18_dual_head", input_size=64).eval()
     for m in model.modules():  # non-trivial statistics so that folding matters
@@ -135,8 +138,6 @@ def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, referen
 
 
 def test_split_input_conv_is_exact(model, faces, reference):
-    from emonet.export import _SplitInputConv, int8_ready_copy
-
     prepared = int8_ready_copy(model)
     assert isinstance(prepared.conv1x1_input_emo_2, _SplitInputConv)
     assert prepared.conv1x1_input_emo_2.sizes == [256, 256, 256]  # stem + 2 attention-weighted stacks
@@ -175,7 +176,7 @@ def test_torch_compile_backend_on_a_small_model():
 
 
 def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch):
-    monkeypatch.setattr(backends, "onnxruntime_status", lambda: (False, "onnxruntime is not installed (pip install onnx onnxruntime)"))
+    monkeypatch.setattr(runners, "onnxruntime_status", lambda: (False, "onnxruntime is not installed (pip install onnx onnxruntime)"))
     with pytest.raises(BackendUnavailable, match="onnxruntime is not installed.*--backend auto"):
         make_runner(model, "onnxruntime", "fp32", "cpu")
     with pytest.warns(RuntimeWarning, match="onnxruntime/fp32 not available.*using torch-opt/fp32"):
@@ -188,7 +189,7 @@ def test_unavailable_backend_message_and_fallback(model, faces, reference, monke
 
 def test_bf16_unsupported_cpu_is_refused_then_falls_back(model, monkeypatch):
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "fma"})
-    monkeypatch.setattr(backends, "onnxruntime_status", lambda: (False, "onnxruntime is not installed"))
+    monkeypatch.setattr(runners, "onnxruntime_status", lambda: (False, "onnxruntime is not installed"))
     with pytest.raises(BackendUnavailable, match="no native bf16"):
         make_runner(model, "torch-opt", "bf16", "cpu")
     with pytest.raises(BackendUnavailable, match="fp16 needs a GPU"):
@@ -214,8 +215,6 @@ def test_no_fallback_without_permission_and_bad_names(model):
 
 
 def test_predictor_uses_backend(model, sample_images_dir):
-    from emonet.predictor import Predictor
-
     ref = Predictor(model, device="cpu", detector=None, landmarks=True)
     fast = Predictor(model, device="cpu", detector=None, landmarks=True, backend="torch-opt")
     image = sample_images_dir / "grace_hopper.jpg"

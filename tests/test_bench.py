@@ -9,7 +9,8 @@ import sys
 import torch
 from conftest import REPO_ROOT
 
-from emonet.backends import bf16_support
+from emonet.devices import bf16_support
+from emonet.models import create_model
 
 
 def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -21,8 +22,6 @@ def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProces
 def test_generated_weights_vary_across_inputs():
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     from generated_weights import calibrate_batchnorm, set_pca_readout
-
-    from emonet.models import create_model
 
     torch.manual_seed(0)
     model = create_model("emonet", n_expression=8)

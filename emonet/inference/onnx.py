@@ -16,7 +16,6 @@ The legacy TorchScript exporter (``dynamo=False``) is used: the default dynamo e
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -28,12 +27,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from emonet.errors import UserError
+from emonet.faces import FaceDetector, crop_region, crop_region_image
 from emonet.fileio import atomic_path, write_json_atomic
+from emonet.inference.backends import BACKEND_PRECISIONS, agreement, within_tolerance
+from emonet.models.surgery import int8_ready_copy
+from emonet.preprocess import prepare_batch
+from emonet.samples import FACE_SAMPLES, sample_image
 
 OUTPUT_NAMES = ("expression", "valence", "arousal", "heatmap")
 INPUT_NAME = "input"
@@ -65,6 +70,16 @@ class ExportReport:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+def onnxruntime_status() -> tuple[bool, str]:
+    """Whether ONNX Runtime (and onnx, for the export) can be imported, and why not."""
+    try:
+        import onnx  # noqa: F401  (optional dependencies: only probed here)
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        return False, f"{exc.name or 'onnxruntime'} is not installed (pip install onnx onnxruntime)"
+    return True, ""
+
+
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """Cache folder for exported files: ``path``, else ``$EMONET_CACHE``, else ``~/.cache/emonet``."""
     if path is None:
@@ -122,7 +137,7 @@ def example_input(model: nn.Module, batch_size: int = 1, seed: int = 0) -> torch
 
 def _write_metadata(path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
     """Store what a consumer needs to preprocess and read the outputs inside the ONNX file."""
-    import onnx
+    import onnx  # optional dependency (the onnx extra): imported only when a file is written
 
     proto = onnx.load(str(path))
     props = {
@@ -162,7 +177,7 @@ def _torch_export(wrapper: nn.Module, x: torch.Tensor, path: Path, names: list[s
 
 def make_session(path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
     """An ONNX Runtime session (CPU, or CUDA when ``device`` is cuda and the CUDA provider is installed)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional dependency: imported only when a session is made
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -182,10 +197,6 @@ def check_inputs(model: nn.Module, batch_size: int) -> torch.Tensor:
     """
     size = int(getattr(model, "input_size", 256))
     try:
-        import cv2
-
-        from emonet.samples import FACE_SAMPLES, sample_image
-
         pool = [cv2.resize(sample_image(n), (size, size), interpolation=cv2.INTER_LINEAR) for n in FACE_SAMPLES]
         images = [pool[i % len(pool)][:, ::-1] if (i // len(pool)) % 2 else pool[i % len(pool)] for i in range(batch_size)]
         return crops_to_batch(model, [np.ascontiguousarray(im) for im in images])
@@ -222,12 +233,6 @@ def compare_with_torch(
                 diffs[name] = max(diffs[name], float(np.abs(value - expected).max()))
                 scales[name] = max(scales[name], float(np.abs(expected).max()))
     return diffs, scales
-
-
-def within_tolerance(diffs: dict[str, float], scales: dict[str, float], tolerance: float) -> bool:
-    """Every output within ``tolerance`` absolute, relative to its magnitude where that exceeds 1 (fp32 rounding
-    is relative: logits of 20 legitimately differ more than valence in [-1, 1])."""
-    return all(diffs[k] <= tolerance * max(1.0, scales.get(k, 0.0)) for k in diffs)
 
 
 # -- export -------------------------------------------------------------------------------------------------
@@ -281,11 +286,6 @@ def face_crops(
     with ``rotate`` > 0, a rotation of up to ``rotate`` degrees. Different ``seed`` values give different
     augmentations (calibrate with one seed, evaluate with another).
     """
-    import cv2
-
-    from emonet.faces import FaceDetector, crop_region, crop_region_image
-    from emonet.samples import FACE_SAMPLES, sample_image
-
     names = list(names or FACE_SAMPLES)
     images, boxes = {}, {}
     with FaceDetector("auto") as detector:
@@ -317,116 +317,10 @@ def face_crops(
 
 def crops_to_batch(model: nn.Module, crops: Sequence[np.ndarray]) -> torch.Tensor:
     """Model input for face crops (the Predictor's preprocessing)."""
-    from emonet.predictor import prepare_batch
-
     return prepare_batch(crops, int(getattr(model, "input_size", 256)), getattr(model, "normalization", None))
 
 
-def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], multi_label: bool = False) -> dict[str, float]:
-    """Accuracy cost of ``other`` against ``reference`` outputs: V/A abs differences, expression agreement.
-
-    Valence/arousal are compared as reported (clipped to [-1, 1]); ``expression_agreement`` is the share of
-    faces with the same top class (softmax models) or the same positive/negative decisions at 0.5
-    (multi-label models).
-    """
-    va = np.concatenate([
-        np.clip(other[k], -1, 1) - np.clip(reference[k], -1, 1) for k in ("valence", "arousal")
-    ]).astype(np.float64)
-    if multi_label:
-        same = ((other["expression"] > 0) == (reference["expression"] > 0)).mean()
-    else:
-        same = (other["expression"].argmax(1) == reference["expression"].argmax(1)).mean()
-    result = {
-        "va_max_abs": float(np.abs(va).max()) if va.size else 0.0,
-        "va_mean_abs": float(np.abs(va).mean()) if va.size else 0.0,
-        "expression_agreement": float(same),
-        "logits_max_abs": float(np.abs(other["expression"] - reference["expression"]).max()),
-        "n_faces": int(len(reference["valence"])),
-    }
-    if "heatmap" in reference and "heatmap" in other:
-        result["heatmap_max_abs"] = float(np.abs(other["heatmap"] - reference["heatmap"]).max())
-    # raw (unclipped) differences and magnitudes per output, for the fp32 check (within_tolerance)
-    result["max_abs"] = {k: float(np.abs(other[k] - reference[k]).max()) for k in reference if k in other and reference[k].size}
-    result["scale"] = {k: float(np.abs(reference[k]).max()) for k in reference if k in other and reference[k].size}
-    return result
-
-
 # -- int8 ----------------------------------------------------------------------------------------------------
-class _AffineConv(nn.Conv2d):
-    """Inference BatchNorm2d as a per-channel 1x1 (depthwise) convolution: exact in fp32.
-
-    EmoNet's blocks are pre-activation (BN -> ReLU -> conv), so their BatchNorms cannot be folded into a
-    convolution. Left as BatchNormalization nodes they make ONNX Runtime leave int8 (dequantise, BN in
-    fp32, quantise, layout transposes: ~25% of the int8 time); as depthwise convolutions they quantise and
-    the whole network stays int8/NHWC.
-    """
-
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        c = bn.num_features
-        super().__init__(c, c, kernel_size=1, groups=c, bias=True)
-        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        with torch.no_grad():
-            self.weight.copy_(scale.view(c, 1, 1, 1))
-            self.bias.copy_(bn.bias.detach() - bn.running_mean * scale)
-
-
-class _SplitInputConv(nn.Module):
-    """A 1x1 convolution over concatenated inputs computed as one convolution per part, summed: exact.
-
-    EmoNet's head convolves ``cat(stem features, attention-weighted stack features...)``: parts whose value
-    ranges differ by orders of magnitude. Quantised as one tensor, the small-range parts lose most of
-    their precision (this alone cost about 0.03 mean |dV/A| in int8 on the benchmark checkpoint); split,
-    each part gets its own activation scale.
-    """
-
-    def __init__(self, conv: nn.Conv2d, sizes: Sequence[int]) -> None:
-        super().__init__()
-        if sum(sizes) != conv.in_channels or conv.groups != 1:
-            raise ValueError(f"cannot split a conv of {conv.in_channels} input channels into {list(sizes)}")
-        self.sizes = list(sizes)
-        weights = conv.weight.detach().split(self.sizes, dim=1)
-        self.parts = nn.ModuleList()
-        for i, weight in enumerate(weights):
-            part = nn.Conv2d(weight.shape[1], conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                             bias=conv.bias is not None and i == 0)
-            with torch.no_grad():
-                part.weight.copy_(weight)
-                if part.bias is not None:
-                    part.bias.copy_(conv.bias.detach())
-            self.parts.append(part)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        chunks = x.split(self.sizes, dim=1)
-        out = self.parts[0](chunks[0])
-        for part, chunk in zip(self.parts[1:], chunks[1:]):
-            out = out + part(chunk)
-        return out
-
-
-def _split_head_input(model: nn.Module) -> None:
-    """EmoNet: convolve the head's concatenated input part by part (see :class:`_SplitInputConv`)."""
-    from emonet.models.emonet import N_LANDMARKS, EmoNet
-
-    if isinstance(model, EmoNet):
-        sizes = [256] * (model.num_modules + 1) + ([] if model.attention else [N_LANDMARKS])
-        model.conv1x1_input_emo_2 = _SplitInputConv(model.conv1x1_input_emo_2, sizes)
-
-
-def int8_ready_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for quantisation: BatchNorms folded where exact, the others as depthwise convs,
-    EmoNet's head input convolved part by part."""
-    from emonet.backends import fold_batchnorm
-
-    model = copy.deepcopy(model).cpu().eval()
-    fold_batchnorm(model)
-    _split_head_input(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(parent, name, _AffineConv(child))
-    return model.eval()
-
-
 class _CropReader:
     """ONNX Runtime calibration reader over preprocessed batches."""
 
@@ -461,6 +355,7 @@ def quantize_int8(
     reports the accuracy against the fp32 PyTorch model on ``n_eval`` other augmented crops.
     The final fully-connected layers stay fp32 (negligible time, they carry valence/arousal directly).
     """
+    # optional dependency: onnxruntime is imported only when a model is quantised
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -515,8 +410,8 @@ def cached_onnx_path(
     model: nn.Module, precision: str = "fp32", directory: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET
 ) -> Path:
     """Where :func:`cached_onnx` keeps the file for ``model``: keyed by architecture, weights hash, opset."""
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"ONNX precision must be fp32 or int8, got {precision!r}")
+    if precision not in BACKEND_PRECISIONS["onnxruntime"]:
+        raise ValueError(f"ONNX precision must be {' or '.join(BACKEND_PRECISIONS['onnxruntime'])}, got {precision!r}")
     key = model_fingerprint(model)[:20]
     arch = str(getattr(model, "arch", type(model).__name__))
     return cache_dir(directory) / "onnx" / f"{arch}-{key}-v{EXPORT_VERSION}-op{opset}-{precision}.onnx"

@@ -1,0 +1,125 @@
+"""Inference backends and precisions: their names (validated here and nowhere else) and accuracy contract.
+
+Every backend is a runner (:class:`emonet.inference.runners.Runner`): a callable ``runner(batch) -> dict``
+where ``batch`` is a float32 CPU tensor (B, 3, S, S) already scaled/normalised for the model, and the dict
+holds numpy arrays ``expression`` (B, C) logits, ``valence`` (B,), ``arousal`` (B,) and, when
+``with_heatmap`` is set and the model has them, ``heatmap`` (B, 68, 64, 64).
+
+Backends (``make_runner(model, backend=..., precision=...)`` in :mod:`emonet.inference.selection`,
+``--backend`` / ``--precision`` on the command line):
+
+========================  =====================  ==========================================================
+backend                   precisions             what
+========================  =====================  ==========================================================
+``torch`` (default)       fp32, bf16, fp16       eager PyTorch; fp32 is the exact reference
+``torch-opt``             fp32, bf16, fp16       a copy with BatchNorm folded where exact, in-place
+                                                 activations, channels-last memory layout
+``torch-compile``         fp32, bf16, fp16       ``torch-opt`` + ``torch.compile`` (inductor, frozen
+                                                 weights): slow start-up (minutes on a small CPU)
+``onnxruntime``           fp32, int8             ONNX Runtime on a cached export (fp32, checked against
+                                                 PyTorch) or a static int8 quantisation calibrated on faces
+``auto``                  any                    the fastest verified backend for the device and the
+                                                 requested precision, with fallback
+========================  =====================  ==========================================================
+
+``bf16`` needs a CPU with native bf16 (AVX512-BF16 or AMX) or a CUDA GPU with bf16; ``fp16`` needs a CUDA
+GPU. An unavailable backend raises :class:`BackendUnavailable` with the reason, unless fallback is allowed
+(``backend="auto"`` or ``allow_fallback=True``): then the next candidate is used and a warning names it.
+:data:`TOLERANCES` lists the documented accuracy of each precision against the fp32 reference;
+:func:`agreement` measures it and :func:`tolerance_verdict` judges it. Pure Python and numpy: the command line
+can read these names without loading PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emonet.errors import UserError
+
+BACKENDS = ("torch", "torch-opt", "torch-compile", "onnxruntime", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16", "fp16"),
+    "torch-opt": ("fp32", "bf16", "fp16"),
+    "torch-compile": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+}
+# Documented accuracy against the fp32 reference (TorchRunner), checked by the tests (generated
+# checkpoints) and measured by bench/bench_inference.py on real face crops. fp32 paths: max abs difference
+# of every output; reduced precisions: mean abs valence/arousal difference and expression (argmax) agreement.
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs": 1e-4},
+    "bf16": {"va_mean_abs": 0.02, "expression_agreement": 0.97},
+    "fp16": {"va_mean_abs": 0.01, "expression_agreement": 0.97},
+    "int8": {"va_mean_abs": 0.02, "expression_agreement": 0.97},
+}
+
+
+class BackendUnavailable(UserError, RuntimeError):
+    """The requested backend/precision cannot run here (missing package, no GPU, no bf16 support...)."""
+
+
+def validate(backend: str, precision: str) -> tuple[str, str]:
+    """``(backend, precision)`` lower-cased; ``ValueError`` naming the choices when either is unknown or
+    the backend does not run that precision."""
+    backend, precision = str(backend).lower(), str(precision).lower()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
+        others = [b for b, p in BACKEND_PRECISIONS.items() if precision in p]
+        raise ValueError(
+            f"backend {backend!r} supports precision {', '.join(BACKEND_PRECISIONS[backend])}, not {precision!r} "
+            f"(use --backend {' or '.join(others + ['auto'])})"
+        )
+    return backend, precision
+
+
+# -- accuracy against the fp32 reference ---------------------------------------------------------------------
+def agreement(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], multi_label: bool = False) -> dict[str, float]:
+    """Accuracy cost of ``other`` against ``reference`` outputs: V/A abs differences, expression agreement.
+
+    Valence/arousal are compared as reported (clipped to [-1, 1]); ``expression_agreement`` is the share of
+    faces with the same top class (softmax models) or the same positive/negative decisions at 0.5
+    (multi-label models).
+    """
+    va = np.concatenate([
+        np.clip(other[k], -1, 1) - np.clip(reference[k], -1, 1) for k in ("valence", "arousal")
+    ]).astype(np.float64)
+    if multi_label:
+        same = ((other["expression"] > 0) == (reference["expression"] > 0)).mean()
+    else:
+        same = (other["expression"].argmax(1) == reference["expression"].argmax(1)).mean()
+    result = {
+        "va_max_abs": float(np.abs(va).max()) if va.size else 0.0,
+        "va_mean_abs": float(np.abs(va).mean()) if va.size else 0.0,
+        "expression_agreement": float(same),
+        "logits_max_abs": float(np.abs(other["expression"] - reference["expression"]).max()),
+        "n_faces": int(len(reference["valence"])),
+    }
+    if "heatmap" in reference and "heatmap" in other:
+        result["heatmap_max_abs"] = float(np.abs(other["heatmap"] - reference["heatmap"]).max())
+    # raw (unclipped) differences and magnitudes per output, for the fp32 check (within_tolerance)
+    result["max_abs"] = {k: float(np.abs(other[k] - reference[k]).max()) for k in reference if k in other and reference[k].size}
+    result["scale"] = {k: float(np.abs(reference[k]).max()) for k in reference if k in other and reference[k].size}
+    return result
+
+
+def within_tolerance(diffs: dict[str, float], scales: dict[str, float], tolerance: float) -> bool:
+    """Every output within ``tolerance`` absolute, relative to its magnitude where that exceeds 1 (fp32 rounding
+    is relative: logits of 20 legitimately differ more than valence in [-1, 1])."""
+    return all(diffs[k] <= tolerance * max(1.0, scales.get(k, 0.0)) for k in diffs)
+
+
+def tolerance_verdict(precision: str, accuracy: dict[str, float]) -> tuple[bool, str]:
+    """Whether a reduced-precision (bf16/fp16/int8) accuracy report (see :func:`agreement`) is
+    within :data:`TOLERANCES` for ``precision``, and the measured figures in words."""
+    limits = TOLERANCES[precision]
+    ok = (accuracy["va_mean_abs"] <= limits["va_mean_abs"]
+          and accuracy["expression_agreement"] >= limits["expression_agreement"])
+    words = (f"on {accuracy.get('n_faces', 'the')} held-out face crops mean |dV/A| = {accuracy['va_mean_abs']:.3f} "
+             f"and expression agreement {accuracy['expression_agreement']:.0%} against fp32, "
+             f"{'within' if ok else 'outside'} the documented tolerance (mean |dV/A| <= {limits['va_mean_abs']}, "
+             f"agreement >= {limits['expression_agreement']:.0%})")
+    return ok, words

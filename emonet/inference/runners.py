@@ -1,0 +1,207 @@
+"""Runners: one class per inference backend, each turning a preprocessed batch into numpy outputs.
+
+Every runner is a :class:`Runner`: ``runner(batch) -> dict[str, np.ndarray]`` (see
+:mod:`emonet.inference.backends` for the batch and output layout), with the attributes ``backend``,
+``precision``, ``device``, ``info`` (what the setup did) and ``requested`` (the backend/precision asked of
+:func:`emonet.inference.selection.make_runner`, which builds them on an already resolved device).
+An unavailable combination raises :class:`~emonet.inference.backends.BackendUnavailable` from the constructor.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emonet.devices import bf16_support
+from emonet.inference.backends import BackendUnavailable, tolerance_verdict
+from emonet.inference.onnx import ExportError, cached_onnx, make_session, onnxruntime_status
+from emonet.models.surgery import optimize_model
+
+
+class Runner(abc.ABC):
+    """The interface of every backend: call it on a (B, 3, S, S) float32 batch, get numpy arrays back."""
+
+    backend: str = ""
+    precision: str = "fp32"
+
+    def __init__(self, device: torch.device, precision: str, with_heatmap: bool) -> None:
+        self.device, self.precision, self.with_heatmap = device, precision, with_heatmap
+        self.info: dict[str, Any] = {}
+        self.requested: tuple[str, str] = (self.backend, precision)  # make_runner records what it was asked
+
+    @abc.abstractmethod
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        """``expression`` (B, C), ``valence`` (B,), ``arousal`` (B,) [+ ``heatmap`` (B, 68, 64, 64)]."""
+
+
+# -- capability checks ---------------------------------------------------------------------------------------
+def _check_precision(device: torch.device, precision: str) -> None:
+    if precision == "bf16":
+        ok, why = bf16_support(device)
+        if not ok:
+            raise BackendUnavailable(f"bf16 unavailable: {why}")
+    elif precision == "fp16" and device.type not in ("cuda", "mps"):
+        raise BackendUnavailable("fp16 needs a GPU (CUDA or MPS); on CPU use bf16 (if supported) or int8")
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _output_keys(out: dict[str, torch.Tensor], with_heatmap: bool) -> list[str]:
+    return ["expression", "valence", "arousal"] + (["heatmap"] if with_heatmap and "heatmap" in out else [])
+
+
+# -- eager PyTorch ---------------------------------------------------------------------------------------------
+class TorchRunner(Runner):
+    """The exact fp32 PyTorch path (reference): eval mode, ``torch.inference_mode``."""
+
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False) -> None:
+        super().__init__(device, "fp32", with_heatmap)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        out = self.model(batch.to(self.device, non_blocking=True))
+        return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
+
+
+class AutocastTorchRunner(TorchRunner):
+    """Eager PyTorch under bf16/fp16 autocast (the model itself is not modified)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False, precision: str = "bf16") -> None:
+        _check_precision(device, precision)
+        Runner.__init__(self, device, precision, with_heatmap)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        with _autocast(self.device, self.precision):
+            out = self.model(batch.to(self.device, non_blocking=True))
+        return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
+
+
+# -- optimised PyTorch -----------------------------------------------------------------------------------------
+class OptimizedTorchRunner(Runner):
+    """``torch-opt`` (and ``torch-compile``): an optimised copy of the model, fp32 or autocast bf16/fp16.
+
+    fp32 stays within 1e-4 of the reference (folding only reorders the arithmetic). ``compile`` adds
+    ``torch.compile`` (inductor with frozen weights, dynamic batch): faster steady state, but compiling
+    takes minutes on a small CPU, so it is opt-in (``torch-compile``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        with_heatmap: bool = False,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> None:
+        _check_precision(device, precision)
+        self.backend = "torch-compile" if compile else "torch-opt"
+        super().__init__(device, precision, with_heatmap)
+        self.channels_last = self.device.type in ("cpu", "cuda")
+        self.model, self.info = optimize_model(model, self.device, self.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        self._forward: Callable = self.model
+        if compile:
+            # freezing: weights become constants that inductor folds and prepacks (oneDNN on CPU); set per
+            # compile, not in the global inductor config. Compiling happens at the first call of each shape.
+            self._forward = torch.compile(self.model, dynamic=True, options={"freezing": True})
+            self.info["compiled"] = True
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        x = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device, self.precision):
+            out = self._forward(x)
+        return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
+
+
+# -- ONNX Runtime ----------------------------------------------------------------------------------------------
+class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime on the model exported to ONNX (fp32) or statically quantised to int8.
+
+    The files are created on first use and cached under ``$EMONET_CACHE`` (default ``~/.cache/emonet``)
+    keyed by a hash of the weights: the fp32 export is checked against PyTorch (max abs diff <= 1e-4),
+    the int8 model is calibrated on real face crops and its accuracy on other crops is stored beside it.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        with_heatmap: bool = False,
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+        verified_only: bool = False,
+    ) -> None:
+        ok, why = onnxruntime_status()
+        if not ok:
+            raise BackendUnavailable(f"onnxruntime backend unavailable: {why}")
+        if getattr(model, "smoother", None) is not None:
+            raise BackendUnavailable("onnxruntime backend: the model has built-in temporal smoothing (torch only)")
+        if device.type != "cpu":
+            import onnxruntime as ort  # optional dependency, present once onnxruntime_status() said so
+
+            if not (device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()):
+                raise BackendUnavailable(
+                    f"onnxruntime backend: no {device.type} execution provider in this onnxruntime "
+                    "(install onnxruntime-gpu, or use --device cpu)"
+                )
+        super().__init__(device, precision, with_heatmap)
+        start = time.perf_counter()
+        try:
+            self.path, report = cached_onnx(model.cpu().eval(), precision, cache_dir)
+        except ExportError as exc:  # the export does not reproduce PyTorch: not a verified backend here
+            raise BackendUnavailable(f"onnxruntime backend: {exc}") from exc
+        self.session = make_session(self.path, str(self.device))
+        names = [o.name for o in self.session.get_outputs()]
+        self.outputs = [n for n in names if n != "heatmap" or with_heatmap]
+        self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - start, 2), report=report)
+        if precision == "int8":
+            self._check_int8_accuracy(report.get("accuracy") or {}, verified_only)
+
+    def _check_int8_accuracy(self, accuracy: dict[str, float], verified_only: bool) -> None:
+        """int8 accuracy is a property of the checkpoint: judge the report measured when the file was built.
+
+        ``verified_only`` (``--backend auto``): outside the tolerance, or without a report, this backend is
+        unavailable, so ``auto`` moves on to the next candidate. Asked for explicitly: it runs, with a warning.
+        """
+        if not accuracy:
+            if verified_only:
+                raise BackendUnavailable(f"int8 model {self.path.name} has no accuracy report, so it is not verified")
+            return
+        ok, measured = tolerance_verdict("int8", accuracy)
+        if not ok:
+            if verified_only:
+                raise BackendUnavailable(f"int8 is not verified for this checkpoint: {measured}")
+            warnings.warn(f"int8 model {self.path.name}: {measured}; prefer fp32 or bf16 for this checkpoint",
+                          RuntimeWarning, stacklevel=3)
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        values = self.session.run(self.outputs, {"input": x})
+        return {k: np.asarray(v, dtype=np.float32) for k, v in zip(self.outputs, values)}
+
+
