@@ -125,7 +125,7 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
 
 def build_datasets(data: FinetuneData, model: nn.Module, config: TrainConfig, progress: bool = True):
     """(train, val or None, test or None) datasets with the training (augmenting) and evaluation transforms."""
-    from emonet.data.affect_base import build_affect_dataset
+    from emonet.data.registry import build_affect_dataset
     from emonet.evaluation import ModelInput
 
     if data.dataset not in DATASETS:

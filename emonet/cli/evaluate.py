@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-# Same names as emonet.data.affect_base.DATASET_FORMATS; kept here so that building the parser stays light.
+# Same names as emonet.data.registry.DATASET_FORMATS; kept here so that building the parser stays light.
 DATASETS = ("affectnet", "emodataset", "csv")
 
 
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from torch.utils.data import Subset
 
-    from emonet.data.affect_base import build_affect_dataset
+    from emonet.data.registry import build_affect_dataset
     from emonet.evaluation import evaluate, format_table, load_weights, published_reference, write_results
 
     try:

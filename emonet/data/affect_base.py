@@ -25,6 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from emonet.classes import AFFECTNET_TO_5_CLASS, EMONET_5_CLASSES, EMONET_8_CLASSES
+from emonet.faces import FaceDetector, crop_face, crop_from_landmarks
+from emonet.images import read_image
 
 log = logging.getLogger(__name__)
 
@@ -324,16 +326,10 @@ class AffectFaceDataset(Dataset):
 
     def load_face(self, index: int) -> np.ndarray:
         """The face crop of row ``index`` as RGB uint8 (before the transform)."""
-        from emonet.images import read_image
-
         image = read_image(self.paths[index])
         if self.crop == "landmarks":
-            from emonet.faces import crop_from_landmarks
-
             return crop_from_landmarks(image, self.landmarks[index])
         if self.crop == "detect":
-            from emonet.faces import FaceDetector, crop_face
-
             if self._detector is None:
                 self._detector = FaceDetector()
             faces = self._detector.detect(image)
@@ -380,42 +376,3 @@ class AffectFaceDataset(Dataset):
                 value = getattr(self, key)
                 info[key] = list(value) if isinstance(value, tuple) else value
         return info
-
-
-DATASET_FORMATS = ("affectnet", "emodataset", "csv")
-
-
-def build_affect_dataset(
-    dataset: str,
-    root: str | os.PathLike,
-    split: str | None,
-    classes: int = 8,
-    cleaned: bool = False,
-    arousal_range: str | Sequence[float] = "auto",
-    crop: str = "auto",
-    layout: str = "auto",
-    transform: Callable[[np.ndarray], Any] | None = None,
-    progress: bool = True,
-) -> AffectFaceDataset:
-    """One affect dataset by format name (``affectnet``, ``emodataset``, ``csv``), as the CLIs build them.
-
-    ``crop="auto"``: landmarks for the original AffectNet CSV (full images), none otherwise. Emodataset's
-    split defaults to ``test``; AffectNet/CSV take ``split=None`` as "``root`` is the split itself".
-    """
-    if dataset == "affectnet":
-        from emonet.data.affectnet import AffectNet
-
-        return AffectNet(root, split=split, layout=layout, classes=classes, cleaned=cleaned, crop=crop,
-                         transform=transform, progress=progress)
-    crop = "none" if crop == "auto" else crop
-    if dataset == "emodataset":
-        from emonet.data.emodataset import Emodataset
-
-        return Emodataset(root, split=split or "test", arousal_range=arousal_range, classes=classes,
-                          cleaned=cleaned, crop=crop, transform=transform)
-    if dataset == "csv":
-        from emonet.data.csv_faces import CsvFaceDataset
-
-        return CsvFaceDataset(root, split=split, arousal_range=arousal_range, classes=classes, cleaned=cleaned,
-                              crop=crop, transform=transform)
-    raise ValueError(f"unknown dataset format {dataset!r}; choose from {DATASET_FORMATS}")

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from emonet.classes import EMOTIC_CATEGORIES
 from emonet.errors import UserError
+from emonet.faces import FaceDetector, crop_face
 from emonet.images import ImageReadError, to_rgb_uint8
 
 log = logging.getLogger(__name__)
@@ -294,13 +295,9 @@ class EmoticDataset(Dataset):
         return state
 
     def _face_crop(self, index: int, crop: np.ndarray) -> np.ndarray:
-        from emonet.faces import crop_face
-
         if index not in self._face_boxes:
             # A graph inherited through fork (DataLoader workers) is unusable: each process builds its own.
             if self._detector is None or (self._owns_detector and self._detector_pid != os.getpid()):
-                from emonet.faces import FaceDetector
-
                 self._detector = FaceDetector(model="auto")
                 self._detector_pid = os.getpid()
             faces = self._detector.detect(crop)

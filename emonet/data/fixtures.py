@@ -15,6 +15,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from emonet.classes import EMOTIC_CATEGORIES
+from emonet.samples import sample_image
+
 # ----------------------------------------------------------------------------------------------------------
 # EMOTIC (Kaggle layout): annot_arrs_{split}.csv + img_arrs/img_arr_N.npy + img_arrs/crop_arr_{split}_{i}.npy
 # ----------------------------------------------------------------------------------------------------------
@@ -99,9 +102,7 @@ def write_emotic_fixture(
     (astronaut, grace_hopper, camera); the others come from chelsea, coffee and rocket. Labels are generated:
     V/A/D on the 1-10 scale as annotator averages, 1-3 positive categories per row.
     """
-    from emonet.classes import EMOTIC_CATEGORIES
-    from emonet.data.emotic import EMOTIC_COLUMNS
-    from emonet.samples import sample_image
+    from emonet.data.emotic import EMOTIC_COLUMNS  # lazy: that module imports PyTorch, the other writers do not
 
     unknown = set(n_per_split) - set(EMOTIC_FIXTURE_SPLITS)
     if unknown:
@@ -194,8 +195,6 @@ def _random_face_view(
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """A random crop around the face of a sample image (margin = extra size as a fraction of the face),
     randomly flipped, resized to ``out_side`` (square) or to 240-400 px on the long side (``None``)."""
-    from emonet.samples import sample_image
-
     image = sample_image(source)
     h, w = image.shape[:2]
     fx1, fy1, fx2, fy2 = _AFFECT_FACE_BOXES[source]
