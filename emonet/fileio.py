@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -74,8 +75,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): compare where they would be
-        return a.resolve() == b.resolve()
+    except OSError:  # one of them does not exist (yet), or is a broken link or a link loop
+        # realpath, unlike Path.resolve, never raises on a link loop: compare where they would be
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def check_output(
@@ -111,10 +113,14 @@ def check_output(
     return target
 
 
+# tempfile.mkstemp's random part: 8 characters of [a-z0-9_]
+_MKSTEMP_NAME = re.compile(r"[a-z0-9_]{8}")
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete temporaries that :func:`atomic_path` left next to ``path`` in a run that was killed.
 
-    Only names of the exact pattern it creates (``.<name>.<random><suffix>``) are touched.
+    Only names of the exact pattern it creates (``.<name>.<8 random characters><suffix>``) are touched.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -123,7 +129,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     removed = []
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
         middle = stale.name[len(path.name) + 2: len(stale.name) - len(suffix)]
-        if middle and "." not in middle and stale.is_file():
+        if _MKSTEMP_NAME.fullmatch(middle) and stale.is_file():
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed

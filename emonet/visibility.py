@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 
 from emonet.errors import UserError
-from emonet.fileio import atomic_path, file_sha256
+from emonet.faces import FaceDetector, crop_region, crop_region_image
+from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, write_csv_atomic
+from emonet.images import to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class FaceVisibility:
 
     def __init__(self, min_confidence: float = 0.5, pad_fraction: float = PAD_FRACTION,
                  detector_fallback: bool = True) -> None:
-        import mediapipe as mp
+        import mediapipe as mp  # lazy: slow to import; the CSV-only paths and --help never need it
 
         self.min_confidence = min_confidence
         self.pad_fraction = pad_fraction
@@ -116,8 +118,6 @@ class FaceVisibility:
 
         N is what FaceMesh returned (478 with refined irises). ``None`` when no face is found.
         """
-        from emonet.images import to_rgb_uint8
-
         image = to_rgb_uint8(image)
         h, w = image.shape[:2]
         pad = max(1, int(round(self.pad_fraction * max(h, w))))
@@ -128,10 +128,8 @@ class FaceVisibility:
         return None if points is None else points - pad
 
     def _mesh_from_detection(self, image: np.ndarray) -> np.ndarray | None:
-        from emonet.faces import FaceDetector, crop_region, crop_region_image
-
         if self._detector is None:
-            import mediapipe as mp
+            import mediapipe as mp  # lazy: see __init__
 
             self._detector = FaceDetector(model="auto", min_score=self.min_confidence, max_faces=1)
             self._region_mesh = mp.solutions.face_mesh.FaceMesh(
@@ -207,7 +205,7 @@ def _init_worker(options: dict[str, Any]) -> None:
 
 def measure_array(estimator: FaceVisibility, path: str | os.PathLike) -> tuple[float, str | None]:
     """``(visibility, None)`` for a readable crop array, ``(nan, reason)`` otherwise."""
-    from emonet.data.emotic import load_npy_image
+    from emonet.data.emotic import load_npy_image  # lazy: that module imports PyTorch (slow worker start)
 
     try:
         image = load_npy_image(path)
@@ -267,7 +265,7 @@ def _backup_path(path: Path) -> Path:
 
 def write_histogram(values: Iterable[float], path: str | os.PathLike, title: str) -> Path:
     """Histogram PNG of visibility values (NaN ignored), 5%-wide bins, written atomically."""
-
+    # lazy: matplotlib is slow to import and only this figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -337,11 +335,11 @@ def compute_face_visibility(
     ``forkserver``, ``spawn``) defaults to ``fork`` on Linux while MediaPipe is not loaded in this process,
     else ``forkserver``/``spawn`` (see :func:`_worker_context`).
     """
+    # lazy: pandas and PyTorch (via emonet.data.emotic) load in the parent only, never in the workers
     import pandas as pd
     from tqdm import tqdm
 
-    from emonet.data.emotic import validate_emotic_columns
-    from emonet.fileio import check_output, check_outputs, write_csv_atomic
+    from emonet.data.emotic import EmoticFormatError, validate_emotic_columns
 
     started = time.perf_counter()
     csv_path, arrays_dir = Path(csv_path), Path(arrays_dir)
@@ -362,7 +360,10 @@ def compute_face_visibility(
         raise FileNotFoundError(f"{arrays_dir}: image array folder not found")
 
     # Text mode: every other cell is written back exactly as it was read.
-    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EmoticFormatError(f"{csv_path}: cannot parse CSV ({exc})") from None
     columns = list(frame.columns)
     if columns and columns[0].startswith("Unnamed: 0"):
         columns = columns[1:]

@@ -541,14 +541,8 @@ def split_folder(d: Path, s: Shared) -> Path:
 
 
 # Library bugs these cases reveal (owners: see the report of the commit that added this file).
-XFAIL_LINK_LOOP = ("emonet.fileio.check_output -> _same_file -> Path.resolve() raises RuntimeError('Symlink loop') "
-                   "for a link loop among the inputs: Traceback, exit 1, no CSV (predict.py lists the loop)")
 XFAIL_VIDEO_SKIPS = ("emonet.video ImageFolderSource (emonet/video/sources.py) skips an unreadable image with a UserWarning only: no error "
                      "row, not counted in the summary; a lone unreadable --source image exits 0 with '0 frame(s)'")
-XFAIL_VISIBILITY_CSV = ("emonet.visibility.compute_face_visibility calls pd.read_csv without catching its errors: "
-                        "an empty or binary annotation CSV gives a pandas Traceback (EmptyDataError / "
-                        "UnicodeDecodeError), exit 1")
-
 CASES: list[Case] = [
     # 1. outputs that would destroy an input, a folder or a file the user did not name as the output
     Case("predict-output-is-the-input-photo", EXIT_2, lambda d, s: [
@@ -622,8 +616,7 @@ CASES: list[Case] = [
     Case("predict-and-video-non-finite-model-output", ERROR_ROW, build_non_finite, check=check_non_finite),
     Case("exif-rotated-photo-seen-upright-by-predict-and-video", WORKS, build_exif, check=check_exif),
     # 3. bad data: an error row in a batch, a clear error for a file the whole run depends on
-    Case("predict-symlink-loop-in-input-folder", ERROR_ROW, build_symlink_loop, check=check_symlink_loop,
-         xfail=XFAIL_LINK_LOOP),
+    Case("predict-symlink-loop-in-input-folder", ERROR_ROW, build_symlink_loop, check=check_symlink_loop,),
     Case("video-damaged-images-in-source-folder", ERROR_ROW, build_video_folder, check=check_video_folder,
          xfail=XFAIL_VIDEO_SKIPS),
     Case("evaluate-corrupt-image-in-csv-dataset", ERROR_ROW, lambda d, s: [
@@ -679,9 +672,9 @@ CASES: list[Case] = [
     Case("evaluate-csv-binary-garbage", EXIT_2, damaged_faces_csv("garbage"), name="faces.csv"),
     Case("evaluate-csv-valence-out-of-range", EXIT_2, damaged_faces_csv("valence out of range"), name="faces.csv"),
     Case("visibility-annotations-empty-file", EXIT_2, damaged_annotations("empty", "visibility"),
-         name="annot_arrs_val.csv", xfail=XFAIL_VISIBILITY_CSV),
+         name="annot_arrs_val.csv"),
     Case("visibility-annotations-binary-garbage", EXIT_2, damaged_annotations("garbage", "visibility"),
-         name="annot_arrs_val.csv", xfail=XFAIL_VISIBILITY_CSV),
+         name="annot_arrs_val.csv"),
     Case("visibility-annotations-missing-columns", EXIT_2, damaged_annotations("missing columns", "visibility"),
          name="annot_arrs_val.csv"),
     Case("preprocess-annotations-binary-garbage", EXIT_2, damaged_annotations("garbage", "preprocess"),
