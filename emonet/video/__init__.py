@@ -1,31 +1,38 @@
 """Video: the engine shared by ``python -m emonet video`` and the demo, its sources, outputs and overlay.
 
+Modules, each importing only the ones above it in this list:
+
+* :mod:`~emonet.video.results`: :class:`FaceResult`, :class:`FrameResult`, :class:`VideoSummary`;
+* :mod:`~emonet.video.sources`: cameras, files, image folders, streams, the generated ``sample`` clip;
+* :mod:`~emonet.video.overlay`: OpenCV drawing of results on frames;
+* :mod:`~emonet.video.writers`: per-frame CSV, annotated video, valence/arousal plot;
+* :mod:`~emonet.video.engine`: :class:`VideoEngine` (detect, track, predict, smooth) and :func:`process_video`.
+
 The public names are re-exported here: ``from emonet.video import VideoEngine, open_source, process_video``.
 """
 
 from emonet.samples import VIDEO_CODECS
-from emonet.video.engine import (
+from emonet.video.engine import VideoEngine, process_video
+from emonet.video.overlay import OverlayRenderer, draw_circumplex, draw_face, draw_hud, track_color
+from emonet.video.results import FaceResult, FrameResult, VideoSummary
+from emonet.video.sources import (
     DEFAULT_CAMERA_INDICES,
     CaptureSource,
-    FaceResult,
     Frame,
-    FrameCsvWriter,
-    FrameResult,
     FrameSource,
-    FrameVideoWriter,
     ImageFolderSource,
     SourceError,
-    VideoEngine,
-    VideoSummary,
-    VideoWriteError,
-    csv_columns,
     open_camera,
     open_source,
+)
+from emonet.video.writers import (
+    FrameCsvWriter,
+    FrameVideoWriter,
+    VideoWriteError,
+    csv_columns,
     open_video_writer,
     plot_tracks,
-    process_video,
 )
-from emonet.video.overlay import OverlayRenderer, draw_circumplex, draw_face, draw_hud, track_color
 
 __all__ = [
     "DEFAULT_CAMERA_INDICES", "VIDEO_CODECS", "CaptureSource", "FaceResult", "Frame", "FrameCsvWriter",

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from emonet.video.engine import FaceResult, FrameResult
+from emonet.video.results import FaceResult, FrameResult
 
 # Okabe-Ito-like colours (BGR), distinct and colour-blind safe; track k uses PALETTE[(k - 1) % len].
 PALETTE: tuple[tuple[int, int, int], ...] = (

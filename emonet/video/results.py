@@ -1,0 +1,72 @@
+"""What the video engine produces: per-face and per-frame results, and the summary of a run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class FaceResult:
+    """One tracked face in one frame. Valence/arousal/probabilities are smoothed when smoothing is on."""
+
+    face_id: int
+    box: tuple[float, float, float, float]
+    score: float  # detector confidence (between detections: the last detection's)
+    valence: float
+    arousal: float
+    expression: str
+    probabilities: np.ndarray
+    valence_raw: float
+    arousal_raw: float
+    detected: bool = True  # False: box carried by the tracker (frame without detection)
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    error: str = ""  # non-empty: no valid prediction (values NaN, no expression, smoothing history untouched)
+
+
+@dataclass
+class FrameResult:
+    """Every face of one frame for one model."""
+
+    index: int
+    time_s: float
+    model: str
+    faces: list[FaceResult]
+    detected: bool  # the detector ran on this frame
+
+
+@dataclass
+class VideoSummary:
+    """What a run did. ``fps`` counts processing time only (model loading excluded)."""
+
+    source: str
+    frames: int = 0
+    frames_with_faces: int = 0
+    faces: int = 0  # CSV rows (face x frame)
+    tracks: int = 0  # distinct face IDs
+    detections_run: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    interrupted: bool = False
+    disconnected: bool = False
+    csv: str | None = None
+    video: str | None = None
+    plot: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [f"{self.frames} frame(s) from {self.source}", f"{self.faces} face row(s)",
+                 f"{self.tracks} face ID(s)", f"{self.frames_with_faces} frame(s) with a face",
+                 f"{self.fps:.2f} frames/s"]
+        text = ", ".join(parts)
+        for label, value in (("CSV", self.csv), ("video", self.video), ("plot", self.plot)):
+            if value:
+                text += f"\n  {label}: {value}"
+        if self.interrupted:
+            text += "\n  interrupted: the outputs hold the frames processed so far"
+        if self.disconnected:
+            text += "\n  the source stopped delivering frames (disconnected); outputs were flushed"
+        return text

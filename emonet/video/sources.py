@@ -1,0 +1,222 @@
+"""Frame sources: cameras, video files, image folders, stream URLs and the generated ``sample`` clip.
+
+:func:`open_source` picks the right one; each is an iterable of :class:`Frame` (one frame in memory at a
+time, whatever the video length).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emonet.errors import UserError
+from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
+from emonet.samples import write_sample_video
+
+DEFAULT_CAMERA_INDICES = (0, 1, 2, 3)
+
+
+class SourceError(UserError, RuntimeError):
+    """A video source cannot be opened or read."""
+
+
+@dataclass
+class Frame:
+    """One frame: position in the source, time in seconds, BGR uint8 image."""
+
+    index: int
+    time_s: float
+    image: np.ndarray
+
+
+class FrameSource:
+    """Iterable of :class:`Frame`. ``frame_count`` is ``None`` for live sources (cameras, streams)."""
+
+    description: str = "source"
+    fps: float = 30.0
+    frame_count: int | None = None
+    live: bool = False
+    disconnected: bool = False  # a live source stopped delivering frames
+
+    def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CaptureSource(FrameSource):
+    """A ``cv2.VideoCapture`` (file, camera or stream) whose first frame has already been read.
+
+    A live source whose read fails is retried ``retries`` times, ``retry_delay`` seconds apart (a USB
+    camera can drop a frame); after that the iteration ends cleanly with ``disconnected`` set.
+    """
+
+    def __init__(
+        self, capture, first: np.ndarray, description: str, live: bool, fps: float | None = None,
+        retries: int = 5, retry_delay: float = 0.2,
+    ) -> None:
+        self.capture, self._first, self.description, self.live = capture, first, description, live
+        reported = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = float(fps or (reported if 0 < reported < 1000 else 30.0))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = None if live or count <= 0 else count
+        self.retries, self.retry_delay = retries, retry_delay
+        self.size = (first.shape[1], first.shape[0])
+
+    def __iter__(self) -> Iterator[Frame]:
+        start = time.monotonic()
+        index = 0
+        image: np.ndarray | None = self._first
+        self._first = None
+        while image is not None:
+            t = time.monotonic() - start if self.live else index / self.fps
+            yield Frame(index, t, image)
+            index += 1
+            image = self._read()
+
+    def _read(self) -> np.ndarray | None:
+        ok, image = self.capture.read()
+        if ok and image is not None:
+            return image
+        if not self.live:
+            return None  # end of file
+        for attempt in range(self.retries):
+            time.sleep(self.retry_delay)
+            ok, image = self.capture.read()
+            if ok and image is not None:
+                return image
+            warnings.warn(f"{self.description}: read failed (retry {attempt + 1}/{self.retries})", stacklevel=2)
+        self.disconnected = True
+        return None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class ImageFolderSource(FrameSource):
+    """Images of a folder (recursive, sorted by path) as frames at ``fps``; unreadable files are skipped."""
+
+    def __init__(self, paths: Sequence[Path], description: str, fps: float | None = None) -> None:
+        self.paths, self.description = list(paths), description
+        self.fps = float(fps or 30.0)
+        self.frame_count = len(self.paths)
+        self.skipped: list[Path] = []
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:  # the one image reader (EXIF orientation applied), as `predict` reads the same file
+                image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
+            except ImageReadError as exc:
+                warnings.warn(f"{exc}; frame {index} skipped", stacklevel=2)
+                self.skipped.append(path)
+                continue
+            yield Frame(index, index / self.fps, image)
+
+
+class _TemporarySource(FrameSource):
+    """Wraps a source read from a temporary folder that is deleted on close (the generated sample)."""
+
+    def __init__(self, inner: FrameSource, folder: str) -> None:
+        self.inner, self.folder = inner, folder
+        self.description, self.fps, self.frame_count, self.live = inner.description, inner.fps, inner.frame_count, inner.live
+
+    def __iter__(self) -> Iterator[Frame]:
+        return iter(self.inner)
+
+    @property
+    def disconnected(self) -> bool:  # type: ignore[override]
+        return self.inner.disconnected
+
+    def close(self) -> None:
+        self.inner.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def open_camera(
+    indices: Sequence[int] = DEFAULT_CAMERA_INDICES, retries: int = 5, retry_delay: float = 0.2,
+    capture_factory: Callable[[int], object] | None = None,
+) -> CaptureSource:
+    """Open the first camera of ``indices`` that delivers a frame; the error lists the indices tried."""
+    factory = capture_factory or cv2.VideoCapture
+    tried = []
+    for index in indices:
+        capture = factory(index)
+        ok, image = (capture.read() if capture.isOpened() else (False, None))
+        if ok and image is not None:
+            return CaptureSource(capture, image, f"camera {index}", live=True, retries=retries, retry_delay=retry_delay)
+        capture.release()
+        tried.append(str(index))
+    raise SourceError(
+        f"cannot open a camera (tried index {', '.join(tried)}): none delivered a frame. Check that a camera "
+        "is connected and not used by another program, that this user may access /dev/video* (group 'video' "
+        "on Linux) or that the terminal has camera permission (macOS), or pass --source with a video file."
+    )
+
+
+def open_source(
+    source: str | int | os.PathLike, fps: float | None = None, retries: int = 5, retry_delay: float = 0.2,
+    sample_seconds: float = 8.0, sample_size: tuple[int, int] = (640, 480),
+) -> FrameSource:
+    """Open a frame source.
+
+    ``source``: a camera index (``0``), a video file, an image folder (sorted, recursive), a single image,
+    a stream URL (``rtsp://``, ``http://``...) or ``sample`` (a generated clip of the sample faces,
+    :func:`emonet.samples.write_sample_video`). ``fps`` overrides the frame rate (image folders: 30).
+    Raises :class:`FileNotFoundError` for a path that does not exist and :class:`SourceError` for a source
+    that exists but cannot be opened or decoded.
+    """
+    text = str(source)
+    if isinstance(source, int) or text.isdigit():
+        return open_camera([int(text)], retries=retries, retry_delay=retry_delay)
+    if text == "sample":
+        folder = tempfile.mkdtemp(prefix="emonet_sample_")
+        path = write_sample_video(Path(folder) / "sample.avi", seconds=sample_seconds, fps=fps or 15.0, size=sample_size)
+        inner = open_source(path, fps=fps)
+        inner.description = f"sample video ({sample_seconds:g} s, generated)"
+        return _TemporarySource(inner, folder)
+    if "://" in text:
+        capture = cv2.VideoCapture(text)
+        ok, image = capture.read() if capture.isOpened() else (False, None)
+        if not ok or image is None:
+            capture.release()
+            raise SourceError(f"cannot open stream {text}: OpenCV (FFmpeg) could not read a frame from it")
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        # A URL of a finite file reports its frame count; a live stream does not.
+        return CaptureSource(capture, image, text, live=count <= 0, fps=fps, retries=retries, retry_delay=retry_delay)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"video source not found: {text} (expected a camera index, a video file, an image folder, "
+            "a stream URL or 'sample')"
+        )
+    if path.is_dir():
+        paths = list_images([path])
+        if not paths:
+            raise SourceError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return ImageFolderSource(paths, f"image folder {path}", fps)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageFolderSource([path], f"image {path}", fps)
+    capture = cv2.VideoCapture(str(path))
+    ok, image = capture.read() if capture.isOpened() else (False, None)
+    if not ok or image is None:
+        capture.release()
+        raise SourceError(f"{path}: cannot decode video (not a video, corrupt, or a codec OpenCV lacks)")
+    return CaptureSource(capture, image, f"video {path}", live=False, fps=fps)
+
+
