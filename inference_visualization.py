@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from emonet.errors import UserError
 from emonet.review import SORT_ORDERS, review_predictions_with_visualization
 
 __all__ = ["main", "review_predictions_with_visualization"]
@@ -70,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             dataset_kwargs=dataset_kwargs, flip_tta=args.flip_tta, num_workers=args.num_workers,
             progress=not args.no_progress,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
+    except (UserError, FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the files already in {args.output_dir} are complete (each is written atomically), "
+              "the review is not", file=sys.stderr)
+        return 130
     m = result["metrics"]
     print(f"reviewed {m['n_samples']} samples with {m['arch']} on {m['device']}")
+    if m["n_errors"]:
+        print(f"  not scored: {m['n_errors']} of {m['n_samples']} (unreadable image or non-finite model output; "
+              "see the 'error' column of predictions.csv)")
     for dim in ("valence", "arousal"):
         r = m[dim]
         print(f"  {dim:<8} CCC {r['ccc']:.3f}  PCC {r['pcc']:.3f}  RMSE {r['rmse']:.3f}  MAE {r['mae']:.3f}  "

@@ -1,10 +1,19 @@
-"""Evaluation of EmoNet-style models with the paper's protocol and layout.
+"""The one evaluation path: run a model over a labelled dataset, score it, report it.
 
-Protocol (as the official evaluation): face crops -> RGB, OpenCV bilinear resize to 256x256, /255
-(:func:`emonet.predictor.prepare_batch`); optional flip test-time augmentation (valence/arousal averaged
-over the face and its mirror, as ``evaluate_flip``; class probabilities are averaged too, as the project's
-:class:`~emonet.predictor.Predictor` does); predictions clipped to [-1, 1]. Metrics: ACC (+ per-class
-accuracy), and for valence and arousal CCC, PCC, RMSE, SAGR (:mod:`emonet.metrics`).
+Every caller that runs a model over labelled data goes through here: ``python -m emonet evaluate``,
+training validation (:mod:`emonet.training.engine`), fine-tuning (validation and test split) and the review
+tool (:mod:`emonet.review`).
+
+* :func:`predict_dataset` -> :class:`Predictions`: per-item outputs in dataset order. An item whose image
+  cannot be read (:class:`~emonet.images.ImageReadError`, ``OSError``) or whose model output is not finite
+  becomes an :class:`ItemError` (index, path, reason) instead of stopping the run or becoming a number.
+* :func:`score_predictions` -> metrics of the scored items only (:mod:`emonet.metrics`).
+* :func:`evaluate` = both, with the paper's protocol and layout (:func:`compute_metrics`, :func:`format_table`).
+
+Paper protocol (as the official evaluation): face crops -> RGB, OpenCV bilinear resize to 256x256, /255
+(:func:`emonet.preprocess.prepare_batch`); optional flip test-time augmentation (valence/arousal averaged over
+the face and its mirror as ``evaluate_flip``; class probabilities from the unflipped face); predictions
+clipped to [-1, 1]. Metrics: ACC (+ per-class accuracy), and for valence and arousal CCC, PCC, RMSE, SAGR.
 
 Typical use::
 
@@ -17,12 +26,14 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +42,31 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 from tqdm import tqdm
 
 from emonet import metrics as M
+from emonet.checkpoint import WEIGHTS_HINT, load_model
+from emonet.errors import UserError
 from emonet.fileio import write_text_atomic
+from emonet.images import ImageReadError
+from emonet.inference.selection import make_runner
+from emonet.models.emonet import EmoNetWeights
+from emonet.preprocess import logits_to_probabilities, prepare_batch
 
 VA_METRICS = ("ccc", "pcc", "rmse", "sagr")
 
-# Published numbers (EmoNet paper, AffectNet cleaned test set = validation set; Emodataset: a published
-# fine-tune of emonet_8 and the pretrained emonet_8 before it). Shown next to a run for reference only.
+# Published numbers, shown next to a run for reference only. The official checkpoints' own (EmoNet paper on
+# AffectNet's cleaned validation set = its test set; emonet_8 on Emodataset) come from their records beside
+# the model (emonet.models.emonet.EmoNetWeights); the Emodataset fine-tune of emonet_8 is not a checkpoint here.
+_EMONET_8, _EMONET_5 = EmoNetWeights.EMONET_8.value, EmoNetWeights.EMONET_5.value
 PUBLISHED: dict[tuple[str, int], list[dict[str, Any]]] = {
-    ("affectnet", 8): [{
-        "name": "EmoNet paper (8 cl.)", "acc": 0.75,
-        "valence": {"ccc": 0.82, "pcc": 0.82, "rmse": 0.29, "sagr": 0.84},
-        "arousal": {"ccc": 0.75, "pcc": 0.75, "rmse": 0.27, "sagr": 0.80},
-        "note": "AffectNet validation set, cleaned (--cleaned), 8 classes",
-    }],
-    ("affectnet", 5): [{
-        "name": "EmoNet paper (5 cl.)", "acc": 0.82,
-        "valence": {"ccc": 0.90, "pcc": 0.90, "rmse": 0.24, "sagr": 0.85},
-        "arousal": {"ccc": 0.80, "pcc": 0.80, "rmse": 0.24, "sagr": 0.79},
-        "note": "AffectNet validation set, cleaned (--cleaned), 5 classes (index 4 = Anger)",
-    }],
+    ("affectnet", 8): [dict(_EMONET_8.published["affectnet"])],
+    ("affectnet", 5): [dict(_EMONET_5.published["affectnet"])],
     ("emodataset", 8): [
         {"name": "emonet_8 fine-tuned", "acc": 0.734, "valence": {"ccc": 0.771}, "arousal": {"ccc": 0.323},
          "note": "published fine-tune of emonet_8 on Emodataset, test split"},
-        {"name": "emonet_8 pretrained", "acc": 0.584, "valence": {"ccc": 0.524}, "arousal": {"ccc": 0.162},
-         "note": "official emonet_8 before fine-tuning, Emodataset test split"},
+        dict(_EMONET_8.published["emodataset"]),
     ],
 }
 
@@ -70,11 +78,8 @@ def published_reference(dataset: str, n_classes: int) -> list[dict[str, Any]]:
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     """:func:`emonet.load_model` with the download hint when the file is missing (never random weights)."""
-    from emonet.checkpoint import load_model
-    from emonet.predictor import WEIGHTS_HINT
-
     if not Path(path).is_file():
-        raise FileNotFoundError(f"weights not found: {path}. {WEIGHTS_HINT}")
+        raise FileNotFoundError(f"{path}: weights not found. {WEIGHTS_HINT}")
     return load_model(path, device=device)
 
 
@@ -83,7 +88,7 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
 class ResizeCrop:
     """Resize a face crop (RGB uint8) to ``size`` with OpenCV's bilinear resize (picklable for workers).
 
-    Scaling to [0, 1] happens in :func:`emonet.predictor.prepare_batch`, which leaves crops already at
+    Scaling to [0, 1] happens in :func:`emonet.preprocess.prepare_batch`, which leaves crops already at
     ``size`` untouched: together they are exactly the official preprocessing.
     """
 
@@ -97,38 +102,405 @@ class ResizeCrop:
 
 
 class ModelInput:
-    """Face crop (RGB uint8) -> model input tensor (3, S, S) via :func:`emonet.predictor.prepare_batch`."""
+    """Face crop (RGB uint8) -> model input tensor (3, S, S) via :func:`emonet.preprocess.prepare_batch`."""
 
     def __init__(self, size: int = 256, normalization: dict | None = None) -> None:
         self.size, self.normalization = int(size), normalization
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        from emonet.predictor import prepare_batch
-
         return prepare_batch([image], self.size, self.normalization)[0]
 
 
-def _collate_crops(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Keep crops as a list of arrays (the predictor batches them); stack the targets."""
-    return {
-        "image": [it["image"] for it in items],
-        "label": torch.stack([it["label"] for it in items]),
-        "valence": torch.stack([it["valence"] for it in items]),
-        "arousal": torch.stack([it["arousal"] for it in items]),
-        "index": [it["index"] for it in items],
-        "path": [it["path"] for it in items],
-    }
+# -- items that cannot be scored ---------------------------------------------------------------------------
+
+# What reading one item may raise because of its file (caught per item); anything else is a bug and raises.
+ITEM_READ_ERRORS: tuple[type[BaseException], ...] = (ImageReadError, OSError)
+NON_FINITE = "non-finite model output"
 
 
-# -- results -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemError:
+    """A dataset item left out of the scores: its dataset index, image path ('' if unknown) and why."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def _innermost(dataset: Dataset) -> Dataset:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def _base_index(dataset: Dataset, position: int) -> int:
+    """The index, in the innermost dataset, of ``dataset[position]`` (follows Subsets)."""
+    while isinstance(dataset, Subset):
+        position = int(dataset.indices[position])
+        dataset = dataset.dataset
+    return int(position)
+
+
+def dataset_source(dataset: Dataset) -> str:
+    """The file a dataset reads (or its name), for messages."""
+    base = _innermost(dataset)
+    for attr in ("source", "csv_path", "name"):
+        value = getattr(base, attr, None)
+        if value:
+            return str(value)
+    return type(base).__name__
+
+
+class CatchItemErrors(Dataset):
+    """``dataset[i]`` as ``(i, item)``; an item whose image cannot be read becomes ``(i, ItemError)``.
+
+    DataLoader fetches a whole batch at once: without this, one corrupt file would stop the whole run.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> tuple[int, Any]:
+        try:
+            return position, self.dataset[position]
+        except ITEM_READ_ERRORS as exc:
+            index = _base_index(self.dataset, position)
+            paths = getattr(_innermost(self.dataset), "paths", None)
+            path = str(paths[index]) if paths is not None else ""
+            return position, ItemError(index, path, str(exc) or type(exc).__name__)
+
+
+class CollateItems:
+    """``collate_fn`` for :class:`CatchItemErrors` items (runs in the DataLoader workers, so picklable).
+
+    Images become the model input: tensors (made by a dataset transform) are stacked; RGB uint8 arrays go
+    through :func:`emonet.preprocess.prepare_batch` (OpenCV bilinear resize, /255, the model's mean/std).
+    The targets named in ``keys`` are stacked; unreadable items are set aside under ``errors``.
+    """
+
+    def __init__(self, input_size: int, normalization: dict | None, keys: Sequence[str]) -> None:
+        self.input_size, self.normalization, self.keys = int(input_size), normalization, tuple(keys)
+
+    def __call__(self, pairs: list[tuple[int, Any]]) -> dict[str, Any]:
+        good = [(position, item) for position, item in pairs if not isinstance(item, ItemError)]
+        items = [item for _, item in good]
+        batch: dict[str, Any] = {
+            "errors": [item for _, item in pairs if isinstance(item, ItemError)],
+            "position": [position for position, _ in good],
+            "index": [int(item.get("index", position)) for position, item in good],
+            "path": [str(item.get("path", "")) for item in items],
+            "item_keys": sorted(items[0]) if items else [],
+        }
+        if items:
+            batch["image"] = self._images([item["image"] for item in items])
+            batch["targets"] = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in self.keys
+                                if k in items[0]}
+        return batch
+
+    def _images(self, images: list[Any]) -> torch.Tensor:
+        if all(isinstance(im, np.ndarray) for im in images):
+            return prepare_batch(images, self.input_size, self.normalization)
+        if all(isinstance(im, torch.Tensor) and im.ndim == 3 and im.is_floating_point() for im in images):
+            return torch.stack(images)
+        first = images[0]
+        raise TypeError(
+            "dataset items must hold an RGB uint8 image array or a transformed float image tensor (3, H, W) "
+            f"under 'image'; got {type(first).__name__} {getattr(first, 'dtype', '')} "
+            f"{tuple(getattr(first, 'shape', ()))}"
+        )
+
+
+# -- predictions -------------------------------------------------------------------------------------------
+
+def class_probabilities(logits: np.ndarray, model_or_multi_label: nn.Module | bool) -> np.ndarray:
+    """Class probabilities from expression logits, chosen by the model's ``multi_label`` (or a bool): sigmoid
+    or softmax by :func:`emonet.preprocess.logits_to_probabilities`, as the predictor reads them."""
+    multi_label = model_or_multi_label if isinstance(model_or_multi_label, bool) else \
+        bool(getattr(model_or_multi_label, "multi_label", False))
+    logits = np.asarray(logits)
+    if logits.shape[0] == 0:
+        return np.zeros(logits.shape, np.float64)
+    return logits_to_probabilities(logits, multi_label)
+
 
 @dataclass
-class EvaluationResult:
-    """Metrics (plain dict, JSON-ready) and per-image predictions."""
+class Predictions:
+    """Per-item model outputs on a labelled dataset, in dataset order, and the items left out.
 
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame
-    info: dict[str, Any] = field(default_factory=dict)
+    Arrays hold the scored items only: ``expression`` (N, C) logits, ``valence``/``arousal`` (N,) (clipped to
+    [-1, 1] when predicted with ``clip=True``), ``targets`` (``valence``, ``arousal`` and ``label_key`` as the
+    items hold them), ``index`` (the items' ``index``), ``path``. ``errors``: unreadable images and non-finite
+    outputs, never scored.
+    """
+
+    class_names: list[str]
+    multi_label: bool
+    label_key: str
+    index: np.ndarray
+    path: list[str]
+    expression: np.ndarray
+    valence: np.ndarray
+    arousal: np.ndarray
+    targets: dict[str, np.ndarray]
+    errors: list[ItemError] = field(default_factory=list)
+
+    @property
+    def n_scored(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_errors(self) -> int:
+        return len(self.errors)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.targets.get(self.label_key)
+
+    @cached_property
+    def probabilities(self) -> np.ndarray:
+        return class_probabilities(self.expression, self.multi_label)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per item in dataset order (single-label layout): truth, prediction, ``p_<class>``, and
+        ``error`` (empty for scored items; error rows keep only index, path and error)."""
+        names = np.asarray(self.class_names)
+        labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        probs = self.probabilities
+        predicted = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+        frame = pd.DataFrame({
+            "index": self.index, "path": self.path,
+            "label": labels, "label_name": names[labels], "pred_label": predicted, "pred_name": names[predicted],
+            "valence": self.targets["valence"].astype(np.float64), "pred_valence": self.valence.astype(np.float64),
+            "arousal": self.targets["arousal"].astype(np.float64), "pred_arousal": self.arousal.astype(np.float64),
+        })
+        for j, name in enumerate(self.class_names):
+            frame[f"p_{name}"] = probs[:, j]
+        frame["error"] = ""
+        if not self.errors:
+            return frame
+        bad = pd.DataFrame({"index": [e.index for e in self.errors], "path": [e.path for e in self.errors],
+                            "error": [e.reason for e in self.errors]})
+        frame = pd.concat([frame, bad], ignore_index=True).sort_values("index", kind="stable")
+        # Integer columns with empty error rows stay integers in the CSV (not 1.000000).
+        return frame.astype({"label": "Int64", "pred_label": "Int64"}).reset_index(drop=True)
+
+
+def _forward(runner: Callable[[torch.Tensor], dict[str, np.ndarray]], images: torch.Tensor,
+             flip_tta: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, valence, arousal) of a batch; with flip TTA, valence/arousal averaged with the mirror (as the
+    official ``evaluate_flip``) and the logits of the unflipped face."""
+    n = images.shape[0]
+    out = runner(torch.cat([images, torch.flip(images, dims=[3])]) if flip_tta else images)
+    valence, arousal = out["valence"].reshape(-1), out["arousal"].reshape(-1)
+    if flip_tta:
+        valence, arousal = (valence[:n] + valence[n:]) / 2.0, (arousal[:n] + arousal[n:]) / 2.0
+    return out["expression"][:n], valence, arousal
+
+
+def _non_finite_reason(logits: np.ndarray, valence: float, arousal: float) -> str:
+    parts = [name for name, ok in (("valence", np.isfinite(valence)), ("arousal", np.isfinite(arousal)),
+                                   ("logits", np.isfinite(logits).all())) if not ok]
+    return f"{NON_FINITE} ({', '.join(parts)})"
+
+
+@torch.no_grad()
+def predict_dataset(
+    model_or_runner: nn.Module | Callable[[torch.Tensor], dict[str, np.ndarray]],
+    dataset: Dataset,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    flip_tta: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    *,
+    clip: bool = True,
+    multi_label: bool | None = None,
+    label_key: str | None = None,
+    amp_dtype: torch.dtype | None = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
+    desc: str = "evaluating",
+) -> Predictions:
+    """Run a model over every item of a labelled dataset (items as :mod:`emonet.data.affect_base` or
+    :class:`~emonet.data.emotic.EmoticDataset`: ``image``, the label, ``valence``, ``arousal``).
+
+    Args:
+        model_or_runner: a project model (run on ``device`` by the exact fp32 PyTorch runner of
+            :mod:`emonet.inference`, the predictor's default), or a runner (``runner(batch)`` -> numpy
+            ``expression``/``valence``/``arousal``, with ``.model`` for the metadata). The model's train/eval
+            mode is restored afterwards.
+        dataset: images as RGB uint8 arrays (brought to the model input as the predictor does) or as
+            transformed float tensors (used as they are).
+        clip: clip valence/arousal to [-1, 1] (the paper's protocol); False keeps raw outputs (training loss).
+        multi_label: sigmoid (True) or softmax (False) probabilities; default the model's ``multi_label``.
+        label_key: the item key of the class target (default ``categories`` for multi-label, else ``label``);
+            named explicitly it must be present.
+        amp_dtype: autocast dtype for the forward pass (training under AMP).
+        shard, gather: ``(rank, world_size)`` and an all-gather function: each process predicts its shard
+            and every process gets all rows (DDP validation).
+    """
+    runner: Any = model_or_runner
+    model = model_or_runner if isinstance(model_or_runner, nn.Module) else getattr(model_or_runner, "model", None)
+    was_training = bool(getattr(model, "training", False))
+    if isinstance(model_or_runner, nn.Module):
+        runner = make_runner(model_or_runner, backend="torch", precision="fp32", device=device)
+    run_device = torch.device(getattr(runner, "device", "cpu"))
+    multi_label = bool(getattr(model, "multi_label", False)) if multi_label is None else bool(multi_label)
+    required_key = label_key
+    label_key = label_key or ("categories" if multi_label else "label")
+    rank, world_size = shard
+    sampler: Any = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+                    if world_size > 1 else SequentialSampler(dataset))
+    collate = CollateItems(getattr(model, "input_size", 256), getattr(model, "normalization", None),
+                           (label_key, "valence", "arousal"))
+    loader = DataLoader(CatchItemErrors(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        collate_fn=collate, pin_memory=run_device.type == "cuda")
+    autocast = torch.autocast(run_device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    columns: dict[str, list[np.ndarray]] = {}
+    errors: list[ItemError] = []
+
+    def keep(name: str, values: Any) -> None:
+        columns.setdefault(name, []).append(np.asarray(values))
+
+    try:
+        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+            errors += batch["errors"]
+            if "image" not in batch:
+                continue
+            for key in (required_key, "valence", "arousal"):
+                if key is not None and key not in batch["targets"]:
+                    raise KeyError(f"dataset items have no {key!r} targets (keys: {batch['item_keys']})")
+            with autocast:
+                logits, valence, arousal = _forward(runner, batch["image"], flip_tta)
+            finite = np.isfinite(valence) & np.isfinite(arousal) & np.isfinite(logits).all(axis=1)
+            for j in np.flatnonzero(~finite):  # never a plausible-looking value (clipping would make inf 1.0)
+                errors.append(ItemError(batch["index"][j], batch["path"][j],
+                                        _non_finite_reason(logits[j], valence[j], arousal[j])))
+            if clip:
+                valence, arousal = np.clip(valence, -1.0, 1.0), np.clip(arousal, -1.0, 1.0)
+            for name, values in (("position", batch["position"]), ("index", batch["index"]),
+                                 ("path", np.asarray(batch["path"], dtype=object)), ("expression", logits),
+                                 ("valence", valence), ("arousal", arousal)):
+                keep(name, np.asarray(values)[finite])
+            for key, target in batch["targets"].items():
+                target = target.float().reshape(-1) if key in ("valence", "arousal") else target
+                keep(f"target:{key}", target.numpy()[finite])
+    finally:
+        if model is not None:
+            model.train(was_training)
+    local = {name: np.concatenate(parts) for name, parts in columns.items()}
+    if world_size > 1:
+        if gather is None:
+            raise ValueError("predict_dataset: a sharded run (world_size > 1) needs a gather function")
+        local, errors = _merge_shards(gather((local, errors)))
+    n_classes = len(getattr(model, "class_names", []) or [])
+    empty_label = np.zeros((0, n_classes), np.float32) if multi_label else np.zeros(0, np.int64)
+    targets = {"valence": np.zeros(0, np.float32), "arousal": np.zeros(0, np.float32), label_key: empty_label}
+    targets.update({name.split(":", 1)[1]: values for name, values in local.items() if name.startswith("target:")})
+    expression = local.get("expression", np.zeros((0, n_classes), np.float32))
+    class_names = [str(c) for c in getattr(model, "class_names", [])] or \
+        [f"class_{j}" for j in range(expression.shape[1])]
+    return Predictions(
+        class_names=class_names, multi_label=multi_label, label_key=label_key,
+        index=local.get("index", np.zeros(0, np.int64)).astype(np.int64), path=[str(p) for p in local.get("path", [])],
+        expression=expression, valence=local.get("valence", np.zeros(0, np.float32)),
+        arousal=local.get("arousal", np.zeros(0, np.float32)), targets=targets,
+        errors=sorted(errors, key=lambda e: e.index),
+    )
+
+
+def _merge_shards(parts: list[tuple[dict[str, np.ndarray], list[ItemError]]]
+                  ) -> tuple[dict[str, np.ndarray], list[ItemError]]:
+    """All processes' rows in dataset order; the sampler's padding (repeated items) is dropped."""
+    shards = [local for local, _ in parts if local]
+    merged: dict[str, np.ndarray] = {}
+    if shards:
+        positions = np.concatenate([s["position"] for s in shards])
+        _, first = np.unique(positions, return_index=True)  # sorted positions, first occurrence of each
+        merged = {name: np.concatenate([s[name] for s in shards])[first] for name in shards[0]}
+    errors = {(e.index, e.reason): e for _, shard_errors in parts for e in shard_errors}
+    return merged, list(errors.values())
+
+
+def require_scored(predictions: Predictions, dataset: Dataset) -> None:
+    """Raise :class:`~emonet.errors.UserError` naming the dataset when items failed and none was scored."""
+    if predictions.n_scored == 0 and predictions.n_errors:
+        first = predictions.errors[0]
+        raise UserError(
+            f"{dataset_source(dataset)}: none of its {predictions.n_errors} items could be scored "
+            f"(first: {first.path or 'index ' + str(first.index)}: {first.reason})"
+        )
+
+
+# -- scores ------------------------------------------------------------------------------------------------
+
+def score_arrays(
+    labels: np.ndarray | None,
+    probabilities: np.ndarray,
+    valence_true: np.ndarray,
+    valence_pred: np.ndarray,
+    arousal_true: np.ndarray,
+    arousal_pred: np.ndarray,
+    class_names: Sequence[str] | None,
+    multi_label: bool,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Every metric of one set of predictions (:mod:`emonet.metrics`).
+
+    ``labels``: (N,) class indices (negative = unlabelled, left out of the label metrics) or, for multi-label
+    models, (N, C) 0/1; None skips the label metrics. Valence/arousal pairs with a NaN (missing truth) are
+    left out. Returns ``{"valence": {ccc, pcc, rmse, mae, sagr, icc, n}, "arousal": {...}, "labels": the
+    classification or multi-label summary (or None), "per_class": its per-class DataFrame (or None)}``.
+    """
+    report = M.regression_report(valence_true, valence_pred, arousal_true, arousal_pred, nan_policy="omit")
+    scores: dict[str, Any] = {"valence": report["valence"], "arousal": report["arousal"], "labels": None,
+                              "per_class": None}
+    if labels is None:
+        return scores
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if multi_label:
+        summary, per_class = M.multilabel_report(labels, probabilities, class_names, threshold=threshold)
+    else:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        labelled = labels >= 0
+        summary, per_class = M.classification_report(labels[labelled], probabilities[labelled], class_names)
+    scores["labels"], scores["per_class"] = summary, per_class
+    return scores
+
+
+def score_predictions(predictions: Predictions, threshold: float = 0.5, labels: bool = True) -> dict[str, Any]:
+    """:func:`score_arrays` of the scored items of ``predictions`` plus ``n_scored`` and ``n_errors``.
+
+    ``labels=False`` scores valence/arousal only (the dataset's labels do not match the model's classes).
+    """
+    scores = score_arrays(
+        predictions.labels if labels else None, predictions.probabilities,
+        predictions.targets["valence"], predictions.valence, predictions.targets["arousal"], predictions.arousal,
+        predictions.class_names, predictions.multi_label, threshold,
+    )
+    return {"n_scored": predictions.n_scored, "n_errors": predictions.n_errors, **scores}
+
+
+def paper_metrics(scores: dict[str, Any]) -> dict[str, Any]:
+    """The paper's view of :func:`score_arrays`: ACC, per-class accuracy, confusion matrix and
+    CCC/PCC/RMSE/SAGR of valence and arousal (plain values, JSON-ready)."""
+    summary, per_class = scores["labels"], scores["per_class"]
+    out: dict[str, Any] = {
+        "n": int(summary["n_samples"]),
+        "acc": summary["accuracy"],
+        "balanced_acc": summary["balanced_accuracy"],
+        "macro_f1": summary["macro_f1"],
+        "per_class_accuracy": {row["class"]: row["accuracy"] for _, row in per_class.iterrows()},
+        "per_class_support": {row["class"]: int(row["support"]) for _, row in per_class.iterrows()},
+        "confusion_matrix": summary["confusion_matrix"],
+        "class_names": list(summary["class_names"]),
+    }
+    for dim in ("valence", "arousal"):
+        out[dim] = {name: float(scores[dim][name]) for name in VA_METRICS}
+    return out
 
 
 def compute_metrics(
@@ -140,84 +512,31 @@ def compute_metrics(
     arousal_pred: np.ndarray,
     class_names: Sequence[str],
 ) -> dict[str, Any]:
-    """ACC, per-class accuracy, confusion matrix and CCC/PCC/RMSE/SAGR of valence and arousal.
+    """ACC, per-class accuracy, confusion matrix and CCC/PCC/RMSE/SAGR of valence and arousal (single-label).
 
     Predictions are taken as given: clip them to [-1, 1] first (:func:`predict_dataset` does).
     """
-    labels = np.asarray(labels, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
     with warnings.catch_warnings():
         # Tiny or single-class sets give NaN per-class values; the table shows them as '-'.
         warnings.simplefilter("ignore", M.MetricWarning)
-        summary, per_class = M.classification_report(labels, probabilities, class_names)
-        out: dict[str, Any] = {
-            "n": int(labels.size),
-            "acc": M.accuracy(labels, probabilities.argmax(1) if labels.size else labels),
-            "balanced_acc": summary["balanced_accuracy"],
-            "macro_f1": summary["macro_f1"],
-            "per_class_accuracy": {row["class"]: row["accuracy"] for _, row in per_class.iterrows()},
-            "per_class_support": {row["class"]: int(row["support"]) for _, row in per_class.iterrows()},
-            "confusion_matrix": summary["confusion_matrix"],
-            "class_names": list(class_names),
-        }
-        for dim, t, p in (("valence", valence_true, valence_pred), ("arousal", arousal_true, arousal_pred)):
-            fns = {"ccc": M.ccc, "pcc": M.pcc, "rmse": M.rmse, "sagr": M.sagr}
-            out[dim] = {name: float(fn(t, p)) for name, fn in fns.items()}
-    return out
+        scores = score_arrays(labels, probabilities, valence_true, valence_pred, arousal_true, arousal_pred,
+                              list(class_names), multi_label=False)
+    return paper_metrics(scores)
 
 
-@torch.no_grad()
-def predict_dataset(
-    model: nn.Module,
-    dataset: Dataset,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    flip_tta: bool = False,
-    device: str = "auto",
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Per-image predictions of ``model`` on an affect dataset (items as :mod:`emonet.data.affect_base`).
+# -- results -----------------------------------------------------------------------------------------------
 
-    The dataset's own transform is replaced by an OpenCV resize; the rest of the preprocessing, flip TTA and
-    clipping are :class:`emonet.Predictor`'s (the project's one inference path).
-    """
-    from emonet.predictor import Predictor
+@dataclass
+class EvaluationResult:
+    """Metrics (plain dict, JSON-ready) and per-image predictions (with an ``error`` column)."""
 
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
-    previous = getattr(base, "transform", None)
-    base.transform = ResizeCrop(int(getattr(model, "input_size", 256)))
-    predictor = Predictor(model, device=device, detector=None, flip_tta=flip_tta, batch_size=batch_size)
-    class_names = list(predictor.class_names)
-    rows: list[pd.DataFrame] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate_crops, persistent_workers=False)
-    try:
-        for batch in tqdm(loader, desc="evaluating", unit="batch", disable=not progress):
-            result = predictor.predict_crops(batch["image"])
-            probs = result.probabilities
-            frame = pd.DataFrame({
-                "index": batch["index"], "path": batch["path"],
-                "label": batch["label"].numpy(), "pred_label": probs.argmax(1),
-                "valence": batch["valence"].numpy().astype(np.float64), "pred_valence": result.valence,
-                "arousal": batch["arousal"].numpy().astype(np.float64), "pred_arousal": result.arousal,
-            })
-            for j, name in enumerate(class_names):
-                frame[f"p_{name}"] = probs[:, j]
-            rows.append(frame)
-    finally:
-        base.transform = previous
-    if not rows:
-        columns = ["index", "path", "label", "pred_label", "valence", "pred_valence", "arousal", "pred_arousal"]
-        return pd.DataFrame(columns=columns + [f"p_{n}" for n in class_names])
-    frame = pd.concat(rows, ignore_index=True)
-    names = np.asarray(class_names)
-    frame.insert(3, "label_name", names[frame["label"].to_numpy()])
-    frame.insert(5, "pred_name", names[frame["pred_label"].to_numpy()])
-    return frame
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(
-    model: nn.Module,
+    model_or_runner: nn.Module | Callable[[torch.Tensor], dict[str, np.ndarray]],
     dataset: Dataset,
     batch_size: int = 32,
     num_workers: int = 0,
@@ -225,12 +544,14 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
 ) -> EvaluationResult:
-    """Predict ``dataset`` with ``model`` and compute the paper's metrics.
+    """Predict ``dataset`` with the paper's protocol and compute the paper's metrics on the scored items.
 
     The model's classes must match the dataset's (``dataset.n_classes``): evaluate a 5-class checkpoint on a
-    dataset built with ``classes=5``.
+    dataset built with ``classes=5``. Items that cannot be scored are counted (``n_errors``, ``n_scored``)
+    and kept as error rows; when none can be scored, :class:`~emonet.errors.UserError` names the dataset.
     """
-    base = dataset.dataset if isinstance(dataset, Subset) else dataset
+    model = model_or_runner if isinstance(model_or_runner, nn.Module) else model_or_runner.model
+    base = _innermost(dataset)
     n_model = len(getattr(model, "class_names", []))
     n_data = int(getattr(base, "n_classes", n_model))
     if n_model != n_data:
@@ -238,18 +559,23 @@ def evaluate(
             f"the model predicts {n_model} classes but the dataset is built for {n_data}; "
             f"use --classes {n_model} (or a {n_data}-class checkpoint)"
         )
-    predictions = predict_dataset(model, dataset, batch_size, num_workers, flip_tta, device, progress)
-    class_names = list(model.class_names)
-    probs = predictions[[f"p_{n}" for n in class_names]].to_numpy(np.float64)
-    result_metrics = compute_metrics(
-        predictions["label"].to_numpy(), probs,
-        predictions["valence"].to_numpy(), predictions["pred_valence"].to_numpy(),
-        predictions["arousal"].to_numpy(), predictions["pred_arousal"].to_numpy(), class_names,
-    )
+    # The official preprocessing, whatever the dataset's own (e.g. augmenting) transform is.
+    previous = getattr(base, "transform", None)
+    base.transform = ResizeCrop(int(getattr(model, "input_size", 256)))
+    try:
+        predictions = predict_dataset(model_or_runner, dataset, batch_size, num_workers, flip_tta, device, progress,
+                                      label_key="label")
+    finally:
+        base.transform = previous
+    require_scored(predictions, dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.MetricWarning)  # NaN per-class values show as '-'
+        scores = score_predictions(predictions)
+    result_metrics = {**paper_metrics(scores), "n_scored": scores["n_scored"], "n_errors": scores["n_errors"]}
     info = {"flip_tta": bool(flip_tta), "checkpoint": getattr(model, "checkpoint_path", None)}
     if hasattr(base, "summary"):
         info["dataset"] = base.summary()
-    return EvaluationResult(result_metrics, predictions, info)
+    return EvaluationResult(result_metrics, predictions.frame(), info)
 
 
 # -- reporting ---------------------------------------------------------------------------------------------
@@ -280,6 +606,10 @@ def format_table(metrics: dict[str, Any], published: Sequence[dict[str, Any]] = 
     lines += [head, sub, "-" * len(sub), row("this model", metrics)]
     for ref in published:
         lines.append(row(ref.get("name", "published"), ref))
+    if metrics.get("n_errors"):
+        n_errors, n_scored = metrics["n_errors"], metrics.get("n_scored", metrics.get("n", 0))
+        lines += ["", f"not scored: {n_errors} of {n_errors + n_scored} items (unreadable image or non-finite model "
+                  "output; see the 'error' column of predictions.csv)"]
     notes = [f"  {ref['name']}: {ref['note']}" for ref in published if ref.get("note")]
     if notes:
         lines += ["", "published numbers, for reference:"] + notes
@@ -291,14 +621,18 @@ def format_table(metrics: dict[str, Any], published: Sequence[dict[str, Any]] = 
     return "\n".join(lines)
 
 
-def _json_ready(value: Any) -> Any:
-    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+def json_ready(value: Any) -> Any:
+    """Plain JSON types: NaN/inf -> None (strict JSON has no NaN), numpy values and arrays -> Python, paths -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, Path):
+        return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -315,7 +649,7 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "predictions": out / "predictions.csv", "table": out / "table.txt"}
     payload = {"metrics": result.metrics, "info": result.info, "published": list(published)}
-    write_text_atomic(paths["metrics"], json.dumps(_json_ready(payload), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(paths["metrics"], json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
     write_text_atomic(paths["predictions"], result.predictions.to_csv(index=False, float_format="%.6f"))
     write_text_atomic(paths["table"], (table or format_table(result.metrics, published)) + "\n")
     return paths

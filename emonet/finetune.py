@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +29,23 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from emonet.checkpoint import CheckpointError, load_model
+from emonet.classes import expression_classes
+from emonet.data.registry import build_affect_dataset
+from emonet.errors import UserError
+from emonet.evaluation import (
+    ModelInput,
+    dataset_source,
+    evaluate,
+    format_table,
+    load_weights,
+    published_reference,
+    write_results,
+)
+from emonet.fileio import check_output
 from emonet.training import Callback, FitResult, ImageTransform, TrainConfig, Trainer
 from emonet.training.config import VA_LOSSES
+from emonet.training.engine import BEST_FILE, LAST_FILE, LOG_FILE, STATE_FILE
 
 logger = logging.getLogger("emonet.finetune")
 
@@ -76,8 +92,6 @@ def adapt_expression_head(model: nn.Module, class_names: Sequence[str]) -> nn.Mo
 
 def load_starting_model(weights: str | Path, class_names: Sequence[str] | None = None) -> nn.Module:
     """Starting weights through :func:`emonet.load_model`; a missing file raises with the download hint."""
-    from emonet.evaluation import load_weights
-
     model = load_weights(weights, device="cpu")
     if getattr(model, "arch", None) != "emonet":
         raise ValueError(f"{weights}: fine-tuning needs an EmoNet checkpoint, got architecture {model.arch!r}")
@@ -114,6 +128,7 @@ class FinetuneData:
     layout: str = "auto"
     limit: int | None = None  # at most N training and N validation images (seeded random subset)
     flip_tta: bool = False  # for the final test evaluation
+    allow_shared_splits: bool = False  # let two splits read the same file (their scores are then not held out)
 
 
 def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -125,9 +140,6 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
 
 def build_datasets(data: FinetuneData, model: nn.Module, config: TrainConfig, progress: bool = True):
     """(train, val or None, test or None) datasets with the training (augmenting) and evaluation transforms."""
-    from emonet.data.registry import build_affect_dataset
-    from emonet.evaluation import ModelInput
-
     if data.dataset not in DATASETS:
         raise ValueError(f"unknown dataset format {data.dataset!r}; choose from {DATASETS}")
     train_default, val_default, test_default = DEFAULT_SPLITS[data.dataset]
@@ -159,7 +171,36 @@ def build_datasets(data: FinetuneData, model: nn.Module, config: TrainConfig, pr
             logger.info("%s: %s", name, ds.summary())
             if len(ds) == 0:
                 raise ValueError(f"{ds.name}: the {name} split is empty after filtering (dropped: {ds.dropped})")
+    shared = shared_split_files({"train": train, "val": val, "test": test})
+    if shared and not data.allow_shared_splits:
+        raise UserError(
+            "; ".join(f"{file}: {_splits_phrase(roles)} read this file" for file, roles in shared)
+            + ". Their scores would not be held out: pass separate files (csv: --data a folder holding train.csv, "
+            "val.csv and test.csv; emodataset/affectnet: --train-split/--val-split/--test-split naming different "
+            "splits), --val-split none to train without validation, or --allow-shared-splits to accept it"
+        )
     return _limit(train, data.limit, config.seed), (_limit(val, data.limit, config.seed) if val else None), test
+
+
+def shared_split_files(splits: dict[str, Dataset | None]) -> list[tuple[str, list[str]]]:
+    """The files read by more than one split, ``[(file, [split, ...])]``; compared by resolved path
+    (:func:`os.path.samefile`), so ``faces.csv`` and ``./data/../faces.csv`` are the same file."""
+    groups: list[tuple[str, list[str]]] = []
+    for role, dataset in splits.items():
+        source = dataset_source(dataset) if dataset is not None else ""
+        if not source or not os.path.exists(source):
+            continue
+        match = next((roles for file, roles in groups if os.path.samefile(file, source)), None)
+        if match is None:
+            groups.append((source, [role]))
+        else:
+            match.append(role)
+    return [(file, roles) for file, roles in groups if len(roles) > 1]
+
+
+def _splits_phrase(roles: Sequence[str]) -> str:
+    names = roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} and {roles[-1]}"
+    return f"the {names} splits {'both' if len(roles) == 2 else 'all'}"
 
 
 def finetune_config(**overrides: Any) -> TrainConfig:
@@ -226,6 +267,9 @@ def build_parser(prog: str = "finetune.py") -> argparse.ArgumentParser:
     d.add_argument("--layout", default="auto", choices=("auto", "kaggle", "csv"), help="AffectNet layout (default: auto)")
     d.add_argument("--limit", type=int, default=None, help="use at most N train and N validation images (quick runs)")
     d.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 2)")
+    d.add_argument("--allow-shared-splits", action="store_true",
+                   help="let two splits read the same file (e.g. --dataset csv --data faces.csv); refused by default "
+                   "because scores on training data are not held out; with this flag they are labelled so")
 
     m = p.add_argument_group("model and optimisation")
     m.add_argument("--weights", default="../weights/emonet_8.pth",
@@ -327,35 +371,63 @@ def main(argv: list[str] | None = None, prog: str = "finetune.py") -> int:
     """Command-line entry point (``emodataset-on-emonet/finetune.py``)."""
     args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    config: TrainConfig | None = None
     try:
         config = config_from_args(args)
-        model = load_starting_model(args.weights)
-        if args.classes is not None and args.classes != len(model.class_names):
-            from emonet.classes import expression_classes
-
-            adapt_expression_head(model, expression_classes(args.classes))
-        data = FinetuneData(
-            dataset=args.dataset, root=str(args.data), train_split=args.train_split, val_split=args.val_split,
-            test_split=args.test_split, arousal_range=args.arousal_range, cleaned_train=args.cleaned_train,
-            cleaned_eval=args.cleaned, crop=args.crop, layout=args.layout, limit=args.limit, flip_tta=args.flip_tta,
-        )
-        train, val, test = build_datasets(data, model, config, progress=config.progress)
-        result = finetune(model, train, val, config)
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        return _run(args, config)
+    except (UserError, FileNotFoundError, FileExistsError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_interrupted_note(config), file=sys.stderr)
+        return 130
+
+
+def _interrupted_note(config: TrainConfig | None) -> str:
+    """What an interrupted run leaves: the files of the last completed epoch (each written atomically)."""
+    if config is None:
+        return "interrupted: nothing written"
+    out = Path(config.output_dir)
+    kept = [name for name in (BEST_FILE, LAST_FILE, STATE_FILE, LOG_FILE) if (out / name).is_file()]
+    if not kept:
+        return f"interrupted: nothing kept in {out}"
+    return (f"interrupted: kept {', '.join(kept)} in {out} (as of the last completed epoch); continue with --resume "
+            "(the test evaluation, if any, was not written)")
+
+
+def _run(args: argparse.Namespace, config: TrainConfig) -> int:
+    # Before any work: a run folder that is an input, or an existing file, is refused.
+    check_output(config.output_dir, inputs=[args.data, args.weights, args.config], kind="dir", option="--output-dir")
+    model = load_starting_model(args.weights)
+    if args.classes is not None and args.classes != len(model.class_names):
+        adapt_expression_head(model, expression_classes(args.classes))
+    data = FinetuneData(
+        dataset=args.dataset, root=str(args.data), train_split=args.train_split, val_split=args.val_split,
+        test_split=args.test_split, arousal_range=args.arousal_range, cleaned_train=args.cleaned_train,
+        cleaned_eval=args.cleaned, crop=args.crop, layout=args.layout, limit=args.limit, flip_tta=args.flip_tta,
+        allow_shared_splits=args.allow_shared_splits,
+    )
+    train, val, test = build_datasets(data, model, config, progress=config.progress)
+    shared = shared_split_files({"train": train, "val": val, "test": test})  # only with --allow-shared-splits
+    for file, roles in shared:
+        print(f"WARNING: {file}: {_splits_phrase(roles)} read this file (--allow-shared-splits): their scores are "
+              "NOT held out", file=sys.stderr)
+    result = finetune(model, train, val, config)
     print(f"best {result.monitor} = {result.best_metric} at epoch {result.best_epoch}; "
           f"checkpoints: {result.best_path}, {result.last_path}; log: {result.log_path}")
     if test is not None:
-        from emonet.checkpoint import load_model
-        from emonet.evaluation import evaluate, format_table, published_reference, write_results
-
         best = load_model(result.best_path)
         evaluation = evaluate(best, test, batch_size=config.batch_size, num_workers=config.num_workers,
                               flip_tta=data.flip_tta, device=config.device, progress=config.progress)
         published = published_reference(data.dataset, len(best.class_names))
-        table = format_table(evaluation.metrics, published,
-                             f"{test.name}: best.pth (epoch {result.best_epoch}), flip TTA={'on' if data.flip_tta else 'off'}")
+        title = f"{test.name}: best.pth (epoch {result.best_epoch}), flip TTA={'on' if data.flip_tta else 'off'}"
+        test_shared = [(file, roles) for file, roles in shared if "test" in roles]
+        for file, roles in test_shared:
+            title += (f"\nNOT HELD OUT: {_splits_phrase(roles)} read {file} (--allow-shared-splits); this is not a "
+                      "test score")
+        if test_shared:
+            evaluation.info["shared_splits"] = {file: roles for file, roles in test_shared}
+        table = format_table(evaluation.metrics, published, title)
         write_results(evaluation, Path(result.output_dir) / "test", published, table)
         print(table)
     return 0

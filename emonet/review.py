@@ -1,8 +1,9 @@
 """Review a model's predictions on a labelled test set: predictions CSV, metrics and figures.
 
 :func:`review_predictions_with_visualization` runs a checkpoint (loaded with :func:`emonet.load_model`)
-over every row of a test set through the project's inference path (:class:`emonet.predictor.Predictor`
-on whole images, no face detection: the dataset decides the crop), then writes into ``output_dir``:
+over every row of a test set through the one evaluation path (:func:`emonet.evaluation.predict_dataset`:
+the predictor's preprocessing and runner on whole images, no face detection: the dataset decides the crop;
+unreadable images and non-finite outputs become error rows), then writes into ``output_dir``:
 
 ==============================  ==============================================================================
 ``predictions.csv``             one row per test sample (truth, prediction, errors, scores, rank)
@@ -38,7 +39,6 @@ Orders (``sort_by``):
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -51,11 +51,17 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from emonet import metrics as M
 from emonet import visualization as V
-from emonet.fileio import write_text_atomic
+from emonet.classes import EMOTIC_CATEGORIES
+from emonet.data.csv_faces import CsvFaceDataset
+from emonet.data.emotic import EmoticDataset
+from emonet.devices import resolve_device
+from emonet.evaluation import json_ready, load_weights, predict_dataset, require_scored, score_predictions
+from emonet.fileio import check_output, write_text_atomic
+from emonet.preprocess import prepare_batch as _prepare
 
 SORT_ORDERS = ("random", "best", "worst", "confidence")
 EMOTIC_DATASET_KWARGS = ("image_source", "face_detector", "va_scale", "missing_face")
@@ -71,32 +77,8 @@ __all__ = [
 # --------------------------------------------------------------------------------------------- helpers
 def prepare_batch(images: Sequence[np.ndarray], model: nn.Module) -> torch.Tensor:
     """RGB uint8 images -> the model's input tensor (resize to ``model.input_size`` with OpenCV bilinear,
-    /255, then the model's mean/std if any). Thin wrapper over :func:`emonet.predictor.prepare_batch`."""
-    from emonet.predictor import prepare_batch as _prepare
-
+    /255, then the model's mean/std if any). Thin wrapper over :func:`emonet.preprocess.prepare_batch`."""
     return _prepare(images, int(getattr(model, "input_size", 256)), getattr(model, "normalization", None))
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types; NaN/inf become null (strict JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def _collate_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Images differ in size: batches stay lists and are resized by prepare_batch.
-    return items
 
 
 # ---------------------------------------------------------------------------------------------- test set
@@ -112,11 +94,9 @@ def open_test_set(
     and arousal columns (see :mod:`emonet.data.csv_faces`). ``dataset_kwargs`` go to the dataset class
     (EMOTIC: image_source, face_detector, va_scale, missing_face; CSV: arousal_range, crop, cleaned, classes).
     """
-    from emonet.classes import EMOTIC_CATEGORIES
-
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"test CSV not found: {csv_path}")
+        raise FileNotFoundError(f"{csv_path}: test CSV not found")
     try:
         header = [str(c) for c in pd.read_csv(csv_path, nrows=0).columns]
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -130,7 +110,6 @@ def open_test_set(
             )
         if images_dir is None:
             raise ValueError(f"{csv_path}: EMOTIC needs the img_arrs/ folder (img_arrays_dir)")
-        from emonet.data.emotic import EmoticDataset
 
         return EmoticDataset(csv_path, images_dir, **kwargs), "emotic"
     bad = sorted(set(kwargs) - set(CSV_DATASET_KWARGS))
@@ -138,20 +117,30 @@ def open_test_set(
         raise ValueError(f"{csv_path}: face CSV test set does not take {bad}; accepted: {list(CSV_DATASET_KWARGS)}")
     if "classes" not in kwargs and model is not None and len(getattr(model, "class_names", [])) == 5:
         kwargs["classes"] = 5  # keep the 5-class subset (Anger -> index 4) for 5-class EmoNet checkpoints
-    from emonet.data.csv_faces import CsvFaceDataset
 
     return CsvFaceDataset(csv_path, image_root=images_dir, **kwargs), "csv"
 
 
-def _sample_id(dataset: Dataset, item: Mapping[str, Any]) -> str:
-    if "path" in item:
-        return str(item["path"])
+def _sample_id(dataset: Dataset, index: int, path: str) -> str:
+    if path:
+        return str(path)
     frame = getattr(dataset, "frame", None)
     if isinstance(frame, pd.DataFrame):
         column = "Arr_name" if getattr(dataset, "image_source", "crop") == "full" else "Crop_name"
         if column in frame.columns:
-            return str(frame.iloc[int(item["index"])][column])
-    return str(item.get("index", ""))
+            return str(frame.iloc[int(index)][column])
+    return str(index)
+
+
+def _with_error_rows(scored: pd.DataFrame, errors: Sequence[Any], dataset: Dataset) -> pd.DataFrame:
+    """``scored`` plus one row per item left out (index, id and the reason under ``error``), in dataset order."""
+    if not errors:
+        return scored
+    bad = pd.DataFrame({"index": [e.index for e in errors], "id": [_sample_id(dataset, e.index, e.path) for e in errors],
+                        "error": [e.reason for e in errors]})
+    frame = pd.concat([scored, bad], ignore_index=True).sort_values("index", kind="stable").reset_index(drop=True)
+    # Whole numbers and flags stay so in the CSV although error rows leave them empty.
+    return frame.astype({c: t for c, t in (("rank", "Int64"), ("correct", "boolean")) if c in frame.columns})
 
 
 def _label_space(dataset: Dataset, model: nn.Module, multi_label: bool) -> tuple[bool, str]:
@@ -247,17 +236,14 @@ def review_predictions_with_visualization(
     Returns:
         ``{"predictions": DataFrame, "metrics": dict, "per_class": DataFrame, "files": [Path, ...]}``.
     """
-    from tqdm.auto import tqdm
-
-    from emonet.checkpoint import load_model, resolve_device
-    from emonet.predictor import Predictor
-
     if sort_by not in SORT_ORDERS:
         raise ValueError(f"sort_by must be one of {SORT_ORDERS}, got {sort_by!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_samples < 0 or detailed_samples < 0:
         raise ValueError("num_samples and detailed_samples must be >= 0")
+    inputs = [p for p in (model_checkpoint_path, test_csv_path, img_arrays_dir) if isinstance(p, (str, os.PathLike))]
+    check_output(output_dir, inputs=inputs, kind="dir", option="output_dir")  # before any work
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -266,7 +252,7 @@ def review_predictions_with_visualization(
         model = model_checkpoint_path.to(dev).eval()
     else:
         checkpoint = str(model_checkpoint_path)
-        model = load_model(model_checkpoint_path, device=dev)
+        model = load_weights(model_checkpoint_path, device=dev)
     multi_label = bool(getattr(model, "multi_label", False))
     class_names = [str(c) for c in model.class_names]
     if isinstance(test_csv_path, Dataset):
@@ -274,43 +260,40 @@ def review_predictions_with_visualization(
     else:
         dataset, kind = open_test_set(test_csv_path, img_arrays_dir, model, dataset_kwargs)
         source = str(test_csv_path)
-    n = len(dataset)
-    if n == 0:
+    if len(dataset) == 0:
         raise ValueError(f"{source}: the test set is empty (no rows to review)")
     labels_ok, labels_why = _label_space(dataset, model, multi_label)
     if not labels_ok:
         warnings.warn(f"{source}: label metrics skipped: {labels_why}; only valence/arousal are scored",
                       UserWarning, stacklevel=2)
-    predictor = Predictor(model, device=str(dev), detector=None, flip_tta=flip_tta, batch_size=batch_size)
     timing["load_s"] = time.perf_counter() - t0
 
-    # -- inference -------------------------------------------------------------------------------------
+    # -- inference (the one evaluation path) -------------------------------------------------------------
     t0 = time.perf_counter()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=_collate_list)
-    idx, ids, true_va, pred_va, probs, truth = [], [], [], [], [], []
-    for batch in tqdm(loader, total=len(loader), desc="review", unit="batch", disable=not progress):
-        result = predictor.predict_crops([item["image"] for item in batch])
-        for item in batch:
-            idx.append(int(item["index"]))
-            ids.append(_sample_id(dataset, item))
-            true_va.append((float(item["valence"]), float(item["arousal"])))
-            if labels_ok:
-                truth.append(np.asarray(item["categories"], np.float64) if multi_label else int(item["label"]))
-        pred_va.append(np.stack([result.valence, result.arousal], axis=1))
-        probs.append(result.probabilities)
-    true_va_a = np.asarray(true_va, np.float64).reshape(-1, 2)
-    pred_va_a = np.concatenate(pred_va).astype(np.float64)
-    probs_a = np.concatenate(probs).astype(np.float64)
+    predicted = predict_dataset(model, dataset, batch_size, num_workers, flip_tta, dev, progress, desc="review")
+    require_scored(predicted, dataset)
+    n = predicted.n_scored
+    idx = predicted.index.tolist()
+    ids = [_sample_id(dataset, i, path) for i, path in zip(idx, predicted.path)]
+    true_va_a = np.stack([predicted.targets["valence"], predicted.targets["arousal"]], axis=1).astype(np.float64)
+    pred_va_a = np.stack([predicted.valence, predicted.arousal], axis=1).astype(np.float64)
+    probs_a = predicted.probabilities
     timing["inference_s"] = time.perf_counter() - t0
 
     # -- metrics ---------------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # Missing V/A truth (NaN) drops those pairs; the warning still reaches the user once.
-        warnings.simplefilter("default", M.MetricWarning)
-        va_report = M.regression_report(true_va_a[:, 0], pred_va_a[:, 0], true_va_a[:, 1], pred_va_a[:, 1],
-                                        nan_policy="omit")
+    truth_a: np.ndarray | None = None
+    if labels_ok:
+        truth_a = np.asarray(predicted.labels, np.float64 if multi_label else np.int64)
+        if not multi_label:
+            bad = truth_a[(truth_a < 0) | (truth_a >= len(class_names))]
+            if bad.size:
+                raise ValueError(f"{source}: label {int(bad[0])} outside the model's {len(class_names)} classes")
+    # Missing V/A truth (NaN) drops those pairs, and degenerate classes: MetricWarnings tell the user.
+    scores = score_predictions(predicted, threshold, labels=labels_ok)
+    va_report = {"valence": scores["valence"], "arousal": scores["arousal"]}
+    summary: dict[str, Any] = scores["labels"] or {}
+    per_class = scores["per_class"] if scores["per_class"] is not None else pd.DataFrame()
     label_term: np.ndarray | None = None
     pred_sets: np.ndarray | None = None
     table: dict[str, Any] = {"index": idx, "id": ids}
@@ -325,23 +308,12 @@ def review_predictions_with_visualization(
         pred_sets = probs_a >= threshold
     else:
         pred_idx = probs_a.argmax(axis=1)
-    summary: dict[str, Any] = {}
-    per_class = pd.DataFrame()
-    truth_a: np.ndarray | None = None
-    if labels_ok:
-        if multi_label:
-            truth_a = np.stack(truth).astype(np.float64)
-            summary, per_class = M.multilabel_report(truth_a, probs_a, class_names, threshold=threshold)
-            label_term = M.sample_f1(truth_a > 0.5, pred_sets)
-            table["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth_a]
-        else:
-            truth_a = np.asarray(truth, np.int64)
-            bad = truth_a[(truth_a < 0) | (truth_a >= len(class_names))]
-            if bad.size:
-                raise ValueError(f"{source}: label {int(bad[0])} outside the model's {len(class_names)} classes")
-            summary, per_class = M.classification_report(truth_a, probs_a, class_names)
-            label_term = (pred_idx == truth_a).astype(np.float64)
-            table["true_label"] = [class_names[i] for i in truth_a]
+    if labels_ok and multi_label:
+        label_term = M.sample_f1(truth_a > 0.5, pred_sets)
+        table["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth_a]
+    elif labels_ok:
+        label_term = (pred_idx == truth_a).astype(np.float64)
+        table["true_label"] = [class_names[i] for i in truth_a]
     if multi_label:
         # Highest score first, so that a truncated list (grid cells) shows the model's strongest labels.
         by_score = np.argsort(-probs_a, axis=1, kind="stable")
@@ -365,11 +337,13 @@ def review_predictions_with_visualization(
     prefix = "score_" if multi_label else "prob_"
     for j, name in enumerate(class_names):
         table[f"{prefix}{name}"] = probs_a[:, j]
-    predictions = pd.DataFrame(table)
+    table["error"] = ""
+    scored = pd.DataFrame(table)  # the scored items; `order` and the figures index these rows
+    predictions = _with_error_rows(scored, predicted.errors, dataset)
     metrics: dict[str, Any] = {
         "checkpoint": checkpoint, "arch": getattr(model, "arch", type(model).__name__), "test_set": source,
         "dataset_kind": kind, "images_dir": None if img_arrays_dir is None else str(img_arrays_dir),
-        "n_samples": n, "multi_label": multi_label, "class_names": class_names, "threshold": float(threshold),
+        "n_samples": len(dataset), "n_scored": n, "n_errors": predicted.n_errors, "multi_label": multi_label, "class_names": class_names, "threshold": float(threshold),
         "sort_by": sort_by, "seed": seed, "device": str(dev), "flip_tta": flip_tta,
         "valence": va_report["valence"], "arousal": va_report["arousal"],
         "mean_va_abs_error": float(np.nanmean(table["va_abs_error"])),
@@ -402,7 +376,7 @@ def review_predictions_with_visualization(
     if num_samples > 0:
         cells = []
         for p in order[:num_samples]:
-            row = predictions.iloc[int(p)]
+            row = scored.iloc[int(p)]
             cells.append({
                 "image": images[int(p)],
                 "true_labels": _row_labels(row, "true", multi_label, labels_ok),
@@ -423,7 +397,7 @@ def review_predictions_with_visualization(
             if _DETAIL_NAME.match(old.name):  # only panels this function wrote before
                 old.unlink()
     for p in order[:detailed_samples]:
-        row = predictions.iloc[int(p)]
+        row = scored.iloc[int(p)]
         r = int(row["rank"])
         if labels_ok:
             truth_vec = truth_a[p] if multi_label else np.eye(len(class_names))[truth_a[p]]
@@ -454,7 +428,7 @@ def review_predictions_with_visualization(
             detail_dir / f"{r + 1:03d}_row{int(row['index'])}.png"))
     timing["figures_s"] = time.perf_counter() - t0
     metrics["timing_s"] = timing
-    files.insert(1, write_text_atomic(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n"))
+    files.insert(1, write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2) + "\n"))
     return {"predictions": predictions, "metrics": metrics, "per_class": per_class, "files": files}
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -140,3 +141,168 @@ def test_evaluate_official_5_class_file_and_errors(tmp_path, official_checkpoint
     assert main(["--weights", str(official_checkpoint_5), "--dataset", "emodataset", "--root", str(emo),
                  "--output", str(out)]) == 2
     assert "--arousal-range" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- bad items, user mistakes
+def _corrupt_jpeg(path: Path) -> None:
+    """A real JPEG cut in half: its header is there, the image data is not (OpenCV cannot decode it)."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    path.write_bytes(encoded.tobytes()[: len(encoded) // 2])
+
+
+def _faces_csv(folder: Path, sample_images_dir: Path, rows: list[tuple]) -> Path:
+    """``rows``: (image name or a path, label, valence, arousal); sample faces are copied into ``folder``."""
+    import shutil
+
+    table = []
+    for name, label, valence, arousal in rows:
+        if (sample_images_dir / name).is_file():
+            shutil.copy(sample_images_dir / name, folder / name)
+        table.append({"path": name, "label": label, "valence": valence, "arousal": arousal})
+    pd.DataFrame(table).to_csv(folder / "faces.csv", index=False)
+    return folder / "faces.csv"
+
+
+@pytest.fixture(scope="module")
+def emonet_checkpoint(tmp_path_factory):
+    import emonet
+
+    torch.manual_seed(0)
+    return emonet.save_checkpoint(tmp_path_factory.mktemp("w") / "emonet8.pt", emonet.create_model("emonet", n_expression=8))
+
+
+def _evaluate_args(weights, csv, out, *extra: str) -> list[str]:
+    return ["--weights", str(weights), "--dataset", "csv", "--root", str(csv), "--arousal-range=-1,1",
+            "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output", str(out), *extra]
+
+
+def test_cli_corrupt_image_is_an_error_row_and_the_run_goes_on(tmp_path, sample_images_dir, emonet_checkpoint):
+    _corrupt_jpeg(tmp_path / "broken.jpg")
+    csv = _faces_csv(tmp_path, sample_images_dir, [("astronaut.jpg", "happy", 0.6, 0.3),
+                                                    ("broken.jpg", "sad", -0.5, 0.2),
+                                                    ("grace_hopper.jpg", "neutral", 0.0, -0.1)])
+    out = tmp_path / "out"
+    proc = _run_cli(*_evaluate_args(emonet_checkpoint, csv, out, "--no-progress"))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "2 images, 1 not scored" in proc.stdout and "not scored: 1 of 3 items" in proc.stdout
+    result = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert (result["n"], result["n_scored"], result["n_errors"]) == (2, 2, 1)
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert preds["index"].tolist() == [0, 1, 2] and len(preds) == 3
+    bad = preds.iloc[1]
+    assert bad["path"].endswith("broken.jpg") and "broken.jpg" in bad["error"] and "decode" in bad["error"]
+    for column in ("label", "pred_label", "pred_name", "valence", "pred_valence", "pred_arousal", "p_Happy"):
+        assert bad[column] == "", (column, bad[column])
+    good = pd.read_csv(out / "predictions.csv").iloc[[0, 2]]
+    assert good["error"].isna().all() and good["pred_valence"].abs().max() <= 1.0
+    # The metrics are those of the two scored images.
+    probs = good[[f"p_{n}" for n in MirrorModel.class_names]].to_numpy()
+    again = compute_metrics(good["label"].astype(int), probs, good["valence"], good["pred_valence"], good["arousal"],
+                            good["pred_arousal"], MirrorModel.class_names)
+    assert result["valence"]["rmse"] == pytest.approx(again["valence"]["rmse"], abs=1e-5)
+    assert result["acc"] == pytest.approx(again["acc"])
+
+
+def test_cli_every_item_bad_exits_2_naming_the_dataset(tmp_path, emonet_checkpoint):
+    _corrupt_jpeg(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    csv = _faces_csv(tmp_path, tmp_path / "none", [("a.jpg", "happy", 0.5, 0.5), ("b.jpg", "sad", -0.5, 0.1)])
+    proc = _run_cli(*_evaluate_args(emonet_checkpoint, csv, tmp_path / "out", "--no-progress"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {csv}: none of its 2 items could be scored"), proc.stderr
+    assert "a.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+class NonFiniteModel(MirrorModel):
+    """Bad outputs chosen by the image's brightness: NaN valence (dark), inf arousal (mid grey), NaN logits
+    (light grey); a white image gets finite outputs (valence 0.5, arousal 3 -> clipped to 1)."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = super().forward(x)
+        b = x.mean((1, 2, 3))
+        out["valence"] = torch.where(b < 0.2, torch.tensor(float("nan")), torch.full_like(b, 0.5))
+        out["arousal"] = torch.where((b > 0.3) & (b < 0.5), torch.tensor(float("inf")), out["arousal"])
+        out["expression"][(b > 0.6) & (b < 0.8)] = float("nan")
+        return out
+
+
+def test_non_finite_outputs_are_error_rows_never_values(tmp_path):
+    import cv2
+
+    rows = []
+    for name, grey in (("dark.png", 20), ("mid.png", 100), ("light.png", 180), ("white.png", 255)):
+        cv2.imwrite(str(tmp_path / name), np.full((32, 32, 3), grey, np.uint8))
+        rows.append({"path": name, "label": 1, "valence": 0.5, "arousal": 0.5})
+    pd.DataFrame(rows).to_csv(tmp_path / "f.csv", index=False)
+    ds = CsvFaceDataset(tmp_path / "f.csv", arousal_range=(-1, 1))
+    result = evaluate(NonFiniteModel(), ds, batch_size=4, device="cpu", progress=False)
+    preds = result.predictions
+    assert preds["error"].tolist() == ["non-finite model output (valence)", "non-finite model output (arousal)",
+                                       "non-finite model output (logits)", ""]
+    assert preds.loc[:2, ["pred_valence", "pred_arousal", "pred_label", "p_Happy"]].isna().all().all()
+    assert preds.loc[3, "pred_valence"] == 0.5 and preds.loc[3, "pred_arousal"] == 1.0  # clipped, finite
+    assert (result.metrics["n_scored"], result.metrics["n_errors"], result.metrics["n"]) == (1, 3, 1)
+    assert "not scored: 3 of 4 items" in format_table(result.metrics)
+
+
+def test_user_mistakes_print_the_file_and_exit_2(tmp_path, sample_images_dir, emonet_checkpoint, capsys):
+    from emonet.cli import main
+
+    good = _faces_csv(tmp_path, sample_images_dir, [("astronaut.jpg", "happy", 0.6, 0.3)])
+    out = tmp_path / "out"
+    # A checkpoint that is not one (real process: exit code and stderr as the user sees them).
+    bad_weights = tmp_path / "emonet_8.pth"
+    bad_weights.write_bytes(b"\x00garbage" * 50)
+    proc = _run_cli(*_evaluate_args(bad_weights, good, out, "--no-progress"))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {bad_weights}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Bad CSV columns, a missing dataset file, an output that is a file, an unknown dataset format.
+    columns = tmp_path / "columns.csv"
+    pd.DataFrame({"file": ["astronaut.jpg"], "mood": ["happy"], "v": [0.1], "a": [0.2]}).to_csv(columns, index=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for root, output, named in ((columns, out, columns), (tmp_path / "nowhere.csv", out, tmp_path / "nowhere.csv"),
+                                (good, notes, notes)):
+        assert main(["evaluate", *_evaluate_args(emonet_checkpoint, root, output, "--no-progress")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(named) in err.splitlines()[0], err
+    assert notes.read_text() == "mine"
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--weights", str(emonet_checkpoint), "--dataset", "fer2013", "--root", str(good),
+              "--output", str(out)])
+    assert exc.value.code == 2 and "invalid choice: 'fer2013'" in capsys.readouterr().err
+
+
+def test_cli_interrupt_exits_130_and_says_nothing_was_written(tmp_path, sample_images_dir, emonet_checkpoint):
+    import shutil
+    import signal
+    import threading
+    import time
+
+    rows = []
+    for i in range(40):  # about 0.3 s per face on a CPU: the run is still going when interrupted
+        shutil.copy(sample_images_dir / "astronaut.jpg", tmp_path / f"face{i:02d}.jpg")
+        rows.append((f"face{i:02d}.jpg", "happy", 0.5, 0.2))
+    csv = _faces_csv(tmp_path, sample_images_dir, rows)
+    out = tmp_path / "out"
+    args = _evaluate_args(emonet_checkpoint, csv, out)
+    args[args.index("--batch-size") + 1] = "1"
+    proc = subprocess.Popen([sys.executable, "-m", "emonet", "evaluate", *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while "evaluating" not in "".join(stderr) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C does
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(stderr)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"interrupted: no results written to {out}" in err and "Traceback" not in err
+    assert not (out / "metrics.json").exists()

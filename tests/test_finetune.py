@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -126,3 +128,75 @@ def test_missing_data_or_ambiguous_range_fails_clearly(emo, official_checkpoint_
     assert "--arousal-range" in capsys.readouterr().err
     assert main(["--data", str(tmp_path / "nowhere"), "--arousal-range", "0,1", *base]) == 2
     assert "Emodataset folder not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- shared splits, mistakes
+def _faces_csv(path: Path, sample_images_dir: Path) -> Path:
+    """A ``path,label,valence,arousal`` CSV of the three real sample faces (absolute paths)."""
+    pd.DataFrame({
+        "path": [str(sample_images_dir / f"{n}.jpg") for n in ("astronaut", "grace_hopper", "camera")],
+        "label": ["happy", "neutral", "anger"], "valence": [0.6, 0.0, -0.5], "arousal": [0.3, -0.1, 0.6],
+    }).to_csv(path, index=False)
+    return path
+
+
+def _csv_args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", "csv", "--data", str(data), "--weights", str(weights), "--arousal-range=-1,1",
+            "--epochs", "1", "--batch-size", "3", "--num-workers", "0", "--device", "cpu", "--output-dir", str(out),
+            "--no-progress", "--no-plot", *extra]
+
+
+def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
+        sample_images_dir, official_checkpoint_8, tmp_path, capsys):
+    from emonet.finetune import main
+
+    faces = _faces_csv(tmp_path / "faces.csv", sample_images_dir)
+    # One CSV file: every split reads it. Refused before training, naming the file and the way out.
+    proc = subprocess.run([sys.executable, "finetune.py", *_csv_args(faces, official_checkpoint_8, tmp_path / "r1")],
+                          cwd=REPO_ROOT / "emodataset-on-emonet", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    first = next(line for line in proc.stderr.splitlines() if line.startswith("error: "))
+    assert first.startswith(f"error: {faces}: the train and val splits both read this file"), first
+    assert "--allow-shared-splits" in first and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r1").exists()
+    # Compared by resolved path, not by name: a val.csv that links to train.csv is the same data.
+    folder = tmp_path / "split"
+    folder.mkdir()
+    _faces_csv(folder / "train.csv", sample_images_dir)
+    (folder / "val.csv").symlink_to(folder / "train.csv")
+    assert main(_csv_args(folder, official_checkpoint_8, tmp_path / "r2")) == 2
+    assert "the train and val splits both read this file" in capsys.readouterr().err
+    # Asked for explicitly: it runs, warns loudly, and the test table says it is not held out.
+    assert main(_csv_args(faces, official_checkpoint_8, tmp_path / "r3", "--test-split", "test",
+                          "--allow-shared-splits")) == 0
+    captured = capsys.readouterr()
+    assert "the train, val and test splits all read this file" in captured.err and "NOT held out" in captured.err
+    assert "NOT HELD OUT: the train, val and test splits all read" in captured.out
+    table = (tmp_path / "r3" / "test" / "table.txt").read_text()
+    assert "NOT HELD OUT" in table
+    info = json.loads((tmp_path / "r3" / "test" / "metrics.json").read_text())["info"]
+    assert info["shared_splits"] == {str(faces): ["train", "val", "test"]}
+
+
+def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_path, capsys, monkeypatch):
+    import emonet.finetune as ft
+
+    unreadable = tmp_path / "emonet_8.pth"
+    unreadable.write_bytes(b"\x80\x02 not a checkpoint" * 30)
+    base = ["--data", str(emo), "--arousal-range", "0,1", "--epochs", "2", "--batch-size", "2", "--num-workers", "0",
+            "--device", "cpu", "--no-progress", "--no-plot", "--va-loss", "mse"]
+    assert ft.main([*base, "--weights", str(unreadable), "--output-dir", str(tmp_path / "r0")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {unreadable}: ") and "Traceback" not in err
+
+    class CtrlCAfterFirstEpoch(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            raise KeyboardInterrupt
+
+    real_finetune = ft.finetune
+    monkeypatch.setattr(ft, "finetune", lambda *a, **k: real_finetune(*a, callbacks=[CtrlCAfterFirstEpoch()]))
+    out = tmp_path / "run"
+    assert ft.main([*base, "--weights", str(official_checkpoint_8), "--output-dir", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: kept best.pth, last.pth, training_state.pt, log.csv in {out}" in err and "--resume" in err
+    assert torch.load(out / "training_state.pt", weights_only=True)["epoch"] == 1

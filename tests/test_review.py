@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -229,13 +230,75 @@ def test_cli_subprocess(emotic_fixture, dual_head_checkpoint, tmp_path):
     assert len(list((out / "detailed").glob("*.png"))) == 1
 
 
-def test_cli_error_exit_code(tmp_path, capsys):
+def _review_main() -> Callable[[list[str]], int]:
+    """``inference_visualization.main`` (the script at the repository root)."""
     sys.path.insert(0, str(REPO_ROOT))
     try:
         from inference_visualization import main
     finally:
         sys.path.remove(str(REPO_ROOT))
+    return main
+
+
+def test_cli_error_exit_code(tmp_path, capsys):
+    main = _review_main()
     rc = main(["--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv"),
                "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "missing.pth" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ bad items, user mistakes
+def test_review_corrupt_image_is_an_error_row_and_counted(face_csv, sample_images_dir, tmp_path, capsys):
+    import cv2
+
+    main = _review_main()
+    ok, encoded = cv2.imencode(".jpg", np.full((48, 48, 3), 90, np.uint8))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(encoded.tobytes()[: len(encoded) // 2])  # a real JPEG cut in half
+    table = pd.read_csv(face_csv)
+    table["path"] = [str(sample_images_dir / p) for p in table["path"]]
+    table.loc[1, "path"] = str(broken)
+    csv = tmp_path / "test.csv"
+    table.to_csv(csv, index=False)
+    ckpt = emonet.save_checkpoint(tmp_path / "emonet8.pth", emonet.create_model("emonet", n_expression=8))
+    out = tmp_path / "review"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.MetricWarning)
+        code = main(["--weights", str(ckpt), "--csv", str(csv), "--output-dir", str(out), "--num-samples", "2",
+                     "--detailed-samples", "2", "--sort-by", "worst", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "reviewed 3 samples" in stdout and "not scored: 1 of 3" in stdout
+    preds = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert preds["index"].tolist() == [0, 1, 2]
+    bad = preds.iloc[1]
+    assert bad["id"] == str(broken) and str(broken) in bad["error"] and "decode" in bad["error"]
+    assert all(bad[c] == "" for c in ("pred_valence", "pred_label", "rank", "quality", "prob_Happy", "correct"))
+    assert (preds["error"] == "").tolist() == [True, False, True]
+    metrics = _strict_json(out / "metrics.json")
+    assert (metrics["n_samples"], metrics["n_scored"], metrics["n_errors"]) == (3, 2, 1)
+    scored = pd.read_csv(out / "predictions.csv").iloc[[0, 2]]
+    assert metrics["labels"]["accuracy"] == pytest.approx((scored["true_label"] == scored["pred_label"]).mean())
+    assert metrics["valence"]["mae"] == pytest.approx(scored["valence_abs_error"].mean())
+    assert sorted(scored["rank"].astype(int)) == [0, 1]
+    assert len(list((out / "detailed").glob("*.png"))) == 2
+
+
+def test_cli_user_mistakes_exit_2_naming_the_file(face_csv, sample_images_dir, tmp_path, capsys):
+    main = _review_main()
+    unreadable = tmp_path / "best.pth"
+    unreadable.write_bytes(b"PK\x03\x04 not a checkpoint" * 20)
+    columns = tmp_path / "columns.csv"
+    pd.DataFrame({"image": ["astronaut.jpg"], "mood": ["happy"], "v": [0.1], "a": [0.2]}).to_csv(columns, index=False)
+    ckpt = emonet.save_checkpoint(tmp_path / "emonet8.pth", emonet.create_model("emonet", n_expression=8))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    cases = ((unreadable, face_csv, tmp_path / "o", unreadable), (ckpt, columns, tmp_path / "o", columns),
+             (ckpt, face_csv, notes, notes))
+    for weights, csv, out, named in cases:
+        rc = main(["--weights", str(weights), "--csv", str(csv), "--arrays", str(sample_images_dir),
+                   "--output-dir", str(out), "--device", "cpu", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and str(named) in err.splitlines()[0], err
+    assert notes.read_text() == "mine" and not (tmp_path / "o").exists()

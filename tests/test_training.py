@@ -390,3 +390,66 @@ def test_cli_dispatcher_and_config_errors(tmp_path, capsys):
     assert main(["train", "--config", str(CONFIGS / "smoke.yaml"), "--data-root", str(missing),
                  "--set", "fixture_if_missing=false", "--output-dir", str(tmp_path / "o")]) == 2
     assert f"{missing}: EMOTIC data folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- validation: bad items, files
+class DamagedToyDataset(ToyDataset):
+    """A ToyDataset whose item 2 is an unreadable image file and item 5 an image that gives NaN outputs."""
+
+    def __getitem__(self, i: int) -> dict:
+        from emonet.images import ImageReadError
+
+        if i == 2:
+            raise ImageReadError(f"/data/val/img{i}.jpg: cannot decode image (corrupt, truncated or unsupported format)")
+        item = super().__getitem__(i)
+        if i == 5:
+            item["image"] = torch.full_like(item["image"], float("nan"))
+        return item
+
+
+def test_validation_scores_the_readable_items_and_reports_the_rest(tmp_path, caplog):
+    from emonet.training import compute_metrics, predict_dataset
+
+    model = tiny()
+    config = cfg(tmp_path, epochs=1)
+    train, _ = toy_sets(model, config)
+    val = DamagedToyDataset(8, build_transforms(model, config)[1], 1)
+    trainer = Trainer(model, train, val, config)
+    with caplog.at_level("WARNING", logger="emonet.training"):
+        metrics = trainer.validate()
+    assert "2 of 8 items not scored" in caplog.text and "img2.jpg" in caplog.text
+    for key in ("val_map", "val_macro_f1", "val_va_ccc", "val_loss"):
+        assert math.isfinite(metrics[key]), key
+    # Exactly the metrics of the six good items: the bad ones are left out, not zero-filled or clipped.
+    good = torch.utils.data.Subset(val, [0, 1, 3, 4, 6, 7])
+    expected = Trainer(model, train, good, config).validate()
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+    arrays = predict_dataset(model, val, device="cpu")
+    assert len(arrays["valence"]) == 6 and arrays["target"].shape == (6, 26)
+    assert compute_metrics(arrays, "multilabel", model.class_names)["val_map"] == pytest.approx(metrics["val_map"])
+
+
+def test_next_run_removes_stale_temporaries_of_its_own_files_at_start(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    # atomic_path's temporaries: "." + name + "." + mkstemp's 8 random characters + the name's suffix
+    stale = [out / name for name in (".last.pth.k2j4h5g6.pth", ".curves.png.ab12cd34.png",
+                                     ".training_state.pt.x9y8w7v6.pt", ".curves_all.png.zz_top01.png",
+                                     ".log.csv.q1w2e3r4.csv")]
+    kept = [out / name for name in (".notes.txt", "last.pth.bak", ".other.pth.abc12345.pth", ".last.pth.my.notes.pth",
+                                    ".last.pth.abc.pth", "curves.png.k2j4h5g6.png")]
+    for path in stale + kept:
+        path.write_bytes(b"left over")
+    seen_at_start: list[list[str]] = []
+
+    class AtStart(Callback):
+        def on_fit_start(self, trainer):
+            seen_at_start.append(sorted(p.name for p in out.iterdir()))
+
+    model = tiny()
+    config = cfg(tmp_path, epochs=1, output_dir=str(out))
+    Trainer(model, *toy_sets(model, config), config, callbacks=[AtStart()]).fit()
+    assert not any(p.name in seen_at_start[0] for p in stale), seen_at_start[0]  # gone before epoch 1
+    assert all(p.read_bytes() == b"left over" for p in kept)
+    assert not any(p.exists() for p in stale)

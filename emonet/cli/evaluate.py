@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emonet.errors import UserError
+
 # Same names as emonet.data.registry.DATASET_FORMATS; kept here so that building the parser stays light.
 DATASETS = ("affectnet", "emodataset", "csv")
 
@@ -51,35 +53,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _evaluate(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Results are written at the end only (each file atomically): an interrupted run leaves no partial file.
+        print(f"interrupted: no results written to {args.output} (files already there are untouched)",
+              file=sys.stderr)
+        return 130
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    # imported when the command runs (PyTorch): building the parser for --help stays fast
     from torch.utils.data import Subset
 
     from emonet.data.registry import build_affect_dataset
+    from emonet.devices import resolve_device
     from emonet.evaluation import evaluate, format_table, load_weights, published_reference, write_results
+    from emonet.fileio import check_output
 
+    # Before any work: an output that is an input, or an existing file, is refused.
+    output = check_output(args.output, inputs=[args.weights, args.root], kind="dir", option="--output")
     try:
+        device = resolve_device(args.device)
         model = load_weights(args.weights)
         n_model = len(model.class_names)
         classes = args.classes or n_model
         if classes != n_model:
-            raise ValueError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
-                             f"was given; use a {classes}-class checkpoint or --classes {n_model}")
+            raise UserError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
+                            f"was given; use a {classes}-class checkpoint or --classes {n_model}")
         split = args.split if args.split is not None else ("val" if args.dataset == "affectnet" else None)
         dataset = build_affect_dataset(args.dataset, args.root, split, classes, args.cleaned, args.arousal_range,
-                                args.crop, args.layout, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                                       args.crop, args.layout, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
+        raise UserError(str(exc)) from exc
     if len(dataset) == 0:
-        print(f"error: {dataset.name}: no images left after filtering (dropped: {dataset.dropped})", file=sys.stderr)
-        return 2
+        raise UserError(f"{dataset.name}: no images left after filtering (dropped: {dataset.dropped})")
     subset = Subset(dataset, range(min(args.limit, len(dataset)))) if args.limit else dataset
     result = evaluate(model, subset, batch_size=args.batch_size, num_workers=args.num_workers,
-                      flip_tta=args.flip_tta, device=args.device, progress=not args.no_progress)
+                      flip_tta=args.flip_tta, device=str(device), progress=not args.no_progress)
     published = published_reference(args.dataset, classes)
     summary = dataset.summary()
-    title = (f"{args.dataset} {summary.get('source', args.root)}: {result.metrics['n']} images, {classes} classes, "
-             f"cleaned={'yes' if args.cleaned else 'no'}, flip TTA={'on' if args.flip_tta else 'off'}, "
-             f"weights={args.weights}")
+    n_errors = result.metrics["n_errors"]
+    title = (f"{args.dataset} {summary.get('source', args.root)}: {result.metrics['n_scored']} images"
+             + (f", {n_errors} not scored (see the 'error' column of predictions.csv)" if n_errors else "")
+             + f", {classes} classes, cleaned={'yes' if args.cleaned else 'no'}, "
+             f"flip TTA={'on' if args.flip_tta else 'off'}, weights={args.weights}")
     if summary.get("dropped"):
         title += f"\ndropped rows: {summary['dropped']}"
     if args.dataset != "affectnet":
@@ -87,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(result.metrics, published, title)
     result.info.update({"weights": str(args.weights), "dataset_format": args.dataset, "cleaned": bool(args.cleaned),
                         "classes": classes, "limit": args.limit})
-    paths = write_results(result, args.output, published, table)
+    paths = write_results(result, output, published, table)
     print(table)
     print(f"\nwrote {paths['metrics']}, {paths['predictions']}, {paths['table']}")
     return 0

@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,23 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
+from emonet import evaluation
 from emonet.checkpoint import atomic_torch_save, save_checkpoint
+from emonet.data.emotic import category_matrix
+from emonet.devices import resolve_device
+from emonet.evaluation import (
+    Predictions,
+    class_probabilities,
+    dataset_source,
+    require_scored,
+    score_arrays,
+    score_predictions,
+)
+from emonet.fileio import remove_stale_temporaries
+from emonet.metrics import MetricWarning
 from emonet.training import distributed as du
 from emonet.training.config import TrainConfig
 from emonet.training.losses import MultiTaskLoss, compute_pos_weight
@@ -51,6 +65,8 @@ CURVES_ALL_FILE = "curves_all.png"
 CONFIG_FILE = "config.yaml"
 STATE_VERSION = 1
 TASKS = ("multilabel", "multiclass")
+# Every file a run writes into its folder (all through emonet.fileio.atomic_path).
+RUN_FILES = (STATE_FILE, BEST_FILE, LAST_FILE, LOG_FILE, CURVES_FILE, CURVES_ALL_FILE, CONFIG_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -132,8 +148,6 @@ def dataset_targets(dataset: Dataset, key: str = "categories") -> np.ndarray:
     if callable(getter):
         return np.asarray(getter(key))
     if key == "categories" and hasattr(dataset, "frame"):
-        from emonet.data.emotic import category_matrix
-
         return category_matrix(dataset.frame, getattr(dataset, "csv_path", "<csv>"))
     logger.info("reading every item of %s to collect %r targets", type(dataset).__name__, key)
     return np.stack([np.asarray(dataset[i][key]) for i in range(len(dataset))])
@@ -151,47 +165,61 @@ def _as_float(value: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def compute_metrics(predictions: dict[str, np.ndarray], task: str, class_names: Sequence[str] | None = None,
-                    prefix: str = "val_") -> dict[str, float]:
-    """Metrics from gathered predictions (see :func:`predict_dataset`), names prefixed by ``prefix``.
+# Prediction and scoring are emonet.evaluation's (the one evaluation path); these give them the training
+# log's names and the array form the notebook uses.
+def training_metrics(scores: dict[str, Any], task: str, prefix: str = "val_") -> dict[str, float]:
+    """The training log's view of :func:`emonet.evaluation.score_arrays`, names prefixed by ``prefix``.
 
     multilabel: ``map``, ``macro_f1`` (threshold 0.5), per dimension ``valence_/arousal_`` ``mae``, ``rmse``,
     ``ccc``, ``pcc``, ``sagr`` and the means ``va_mae``, ``va_rmse``, ``va_ccc``. multiclass: ``acc``,
     ``balanced_acc``, ``macro_f1`` and the same V/A metrics. V/A are in [-1, 1] space.
     """
-    from emonet import metrics as M
-
-    out: dict[str, float] = {}
-    with warnings.catch_warnings():
-        # Tiny validation sets make many classes degenerate; the NaNs in the log say enough.
-        warnings.simplefilter("ignore", getattr(M, "MetricWarning", UserWarning))
-        if task == "multilabel":
-            probs = 1.0 / (1.0 + np.exp(-predictions["expression"].astype(np.float64)))
-            summary, _ = M.multilabel_report(predictions["target"], probs, class_names=class_names)
-            out["map"] = summary["mAP"]
-            out["macro_f1"] = summary["macro_f1"]
-        else:
-            labels = predictions["target"].astype(np.int64).reshape(-1)
-            keep = labels >= 0
-            logits = predictions["expression"][keep].astype(np.float64)
-            probs = np.exp(logits - logits.max(axis=1, keepdims=True)) if len(logits) else logits
-            probs = probs / probs.sum(axis=1, keepdims=True) if len(probs) else probs
-            summary, _ = M.classification_report(labels[keep], probs, class_names=class_names)
-            out["acc"] = summary["accuracy"]
-            out["balanced_acc"] = summary["balanced_accuracy"]
-            out["macro_f1"] = summary["macro_f1"]
-        report = M.regression_report(predictions["valence_target"], predictions["valence"],
-                                     predictions["arousal_target"], predictions["arousal"], nan_policy="omit")
+    labels = scores["labels"] or {}
+    if task == "multilabel":
+        out = {"map": labels.get("mAP"), "macro_f1": labels.get("macro_f1")}
+    else:
+        out = {"acc": labels.get("accuracy"), "balanced_acc": labels.get("balanced_accuracy"),
+               "macro_f1": labels.get("macro_f1")}
     for dim in ("valence", "arousal"):
         for name in ("mae", "rmse", "ccc", "pcc", "sagr"):
-            out[f"{dim}_{name}"] = _as_float(report[dim][name])
+            out[f"{dim}_{name}"] = _as_float(scores[dim][name])
     for name in ("mae", "rmse", "ccc"):
         out[f"va_{name}"] = float(np.nanmean([out[f"valence_{name}"], out[f"arousal_{name}"]])) \
             if not (math.isnan(out[f"valence_{name}"]) and math.isnan(out[f"arousal_{name}"])) else math.nan
     return {f"{prefix}{k}": _as_float(v) for k, v in out.items()}
 
 
-@torch.no_grad()
+def compute_metrics(predictions: dict[str, np.ndarray], task: str, class_names: Sequence[str] | None = None,
+                    prefix: str = "val_") -> dict[str, float]:
+    """:func:`training_metrics` of the arrays :func:`predict_dataset` returns."""
+    multi_label = task == "multilabel"
+    with warnings.catch_warnings():
+        # Tiny validation sets make many classes degenerate; the NaNs in the log say enough.
+        warnings.simplefilter("ignore", MetricWarning)
+        scores = score_arrays(
+            predictions["target"], class_probabilities(predictions["expression"], multi_label),
+            predictions["valence_target"], predictions["valence"], predictions["arousal_target"],
+            predictions["arousal"], class_names, multi_label,
+        )
+    return training_metrics(scores, task, prefix)
+
+
+def _predict(model: nn.Module, dataset: Dataset, task: str, context: du.DistContext | None, device: Any = "auto",
+             label_key: str | None = None, batch_size: int = 32, num_workers: int = 0,
+             amp_dtype: torch.dtype | None = None, progress: bool = False) -> Predictions:
+    """:func:`emonet.evaluation.predict_dataset` as training uses it: raw (unclipped) outputs, probabilities by
+    ``task``, the class target under ``label_key``, sharded over the processes of ``context``."""
+    if context is None:
+        context = du.DistContext(device=resolve_device(device))
+    return evaluation.predict_dataset(
+        getattr(model, "module", model), dataset, batch_size, num_workers, device=context.device,
+        progress=progress and context.is_main, clip=False, multi_label=task == "multilabel",
+        label_key=label_key or ("categories" if task == "multilabel" else "expression"), amp_dtype=amp_dtype,
+        shard=(context.rank, context.world_size), gather=partial(du.all_gather_objects, context=context),
+        desc="validate",
+    )
+
+
 def predict_dataset(
     model: nn.Module,
     dataset: Dataset,
@@ -204,67 +232,35 @@ def predict_dataset(
     context: du.DistContext | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``dataset`` in eval mode; returns numpy arrays in dataset order:
-    ``expression`` (N, C) logits, ``valence``, ``arousal``, ``target``, ``valence_target``, ``arousal_target``.
-
-    Under DDP (``context`` distributed) each process predicts its shard and every process gets all rows.
+    """Run ``model`` over ``dataset`` in eval mode (:func:`emonet.evaluation.predict_dataset`, raw outputs);
+    numpy arrays in dataset order: ``expression`` (N, C) logits, ``valence``, ``arousal``, ``target``,
+    ``valence_target``, ``arousal_target``. Items that cannot be scored are left out (and logged by
+    :func:`evaluate`/validation). Under DDP (``context`` distributed) every process gets all rows.
     """
-    from emonet.checkpoint import resolve_device
-
-    label_key = label_key or ("categories" if task == "multilabel" else "expression")
-    if context is None:
-        context = du.DistContext(device=resolve_device(device))
-    device = context.device
-    sampler: Any
-    if context.distributed:
-        # Pads with repeated indices so that every process gets the same count; de-duplicated below.
-        sampler = DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, shuffle=False)
-    else:
-        sampler = SequentialSampler(dataset)
-    indices = list(iter(sampler))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in ("expression", "valence", "arousal", "target",
-                                                              "valence_target", "arousal_target")}
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext())
-    try:
-        for batch in tqdm(loader, desc="validate", leave=False, disable=not (progress and context.is_main)):
-            images = _batch_images(batch, device)
-            with autocast:
-                outputs = model(images)
-            chunks["expression"].append(outputs["expression"].float().cpu())
-            chunks["valence"].append(outputs["valence"].float().reshape(-1).cpu())
-            chunks["arousal"].append(outputs["arousal"].float().reshape(-1).cpu())
-            if label_key not in batch:
-                raise KeyError(f"dataset items have no {label_key!r} targets (keys: {sorted(batch)})")
-            chunks["target"].append(torch.as_tensor(batch[label_key]).cpu())
-            chunks["valence_target"].append(torch.as_tensor(batch["valence"]).float().reshape(-1).cpu())
-            chunks["arousal_target"].append(torch.as_tensor(batch["arousal"]).float().reshape(-1).cpu())
-    finally:
-        model.train(was_training)
-    local = {k: (torch.cat(v).numpy() if v else np.zeros((0,))) for k, v in chunks.items()}
-    if not context.distributed:
-        return local
-    gathered = du.all_gather_objects((indices, local), context)
-    n = len(dataset)
-    merged: dict[str, np.ndarray] = {}
-    for key in local:
-        first = gathered[0][1][key]
-        merged[key] = np.zeros((n, *first.shape[1:]), dtype=first.dtype)
-        for idx, part in gathered:
-            merged[key][np.asarray(idx, dtype=np.int64)] = part[key]
-    return merged
+    predictions = _predict(model, dataset, task, context, device, label_key, batch_size, num_workers, amp_dtype,
+                           progress)
+    return {"expression": predictions.expression, "valence": predictions.valence, "arousal": predictions.arousal,
+            "target": predictions.labels, "valence_target": predictions.targets["valence"],
+            "arousal_target": predictions.targets["arousal"]}
 
 
 def evaluate(model: nn.Module, dataset: Dataset, task: str = "multilabel", batch_size: int = 32,
              device: str | torch.device = "auto", num_workers: int = 0, label_key: str | None = None,
              prefix: str = "") -> dict[str, float]:
     """Metrics of ``model`` on ``dataset`` (e.g. the test split with the best checkpoint)."""
-    predictions = predict_dataset(model, dataset, task=task, batch_size=batch_size, device=device,
-                                  num_workers=num_workers, label_key=label_key)
-    return compute_metrics(predictions, task, getattr(getattr(model, "module", model), "class_names", None), prefix)
+    predictions = _predict(model, dataset, task, None, device, label_key, batch_size, num_workers)
+    return _score(predictions, dataset, task, prefix)
+
+
+def _score(predictions: Predictions, dataset: Dataset, task: str, prefix: str) -> dict[str, float]:
+    """Training metrics of the scored items; items left out are reported, a set with none scored refused."""
+    if predictions.errors:
+        logger.warning("%s: %d of %d items not scored (first: %s)", dataset_source(dataset), predictions.n_errors,
+                       predictions.n_errors + predictions.n_scored, predictions.errors[0].reason)
+    require_scored(predictions, dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        return training_metrics(score_predictions(predictions), task, prefix)
 
 
 def _batch_images(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
@@ -565,18 +561,17 @@ class Trainer:
         """Validation loss terms and metrics (``val_*``) on the whole validation set."""
         if self.val_dataset is None:
             return {}
-        predictions = predict_dataset(
-            self.model, self.val_dataset, task=self.task, batch_size=self.config.batch_size,
-            num_workers=self.config.num_workers, label_key=self.label_key, amp_dtype=self.amp_dtype,
-            context=self.context, progress=self.config.progress,
-        )
-        metrics = compute_metrics(predictions, self.task, getattr(self.model, "class_names", None))
+        predictions = _predict(self.model, self.val_dataset, self.task, self.context, label_key=self.label_key,
+                               batch_size=self.config.batch_size, num_workers=self.config.num_workers,
+                               amp_dtype=self.amp_dtype, progress=self.config.progress)
+        metrics = _score(predictions, self.val_dataset, self.task, "val_")
         # Loss over the whole set (a CCC loss over the full set, not a mean of batch CCCs).
         with torch.no_grad():
-            outputs = {k: torch.from_numpy(predictions[k]).to(self.device) for k in ("expression", "valence", "arousal")}
-            batch = {self.label_key: torch.from_numpy(predictions["target"]).to(self.device),
-                     "valence": torch.from_numpy(predictions["valence_target"]).to(self.device),
-                     "arousal": torch.from_numpy(predictions["arousal_target"]).to(self.device)}
+            outputs = {k: torch.from_numpy(getattr(predictions, k)).to(self.device)
+                       for k in ("expression", "valence", "arousal")}
+            batch = {self.label_key: torch.from_numpy(predictions.labels).to(self.device),
+                     "valence": torch.from_numpy(predictions.targets["valence"]).to(self.device),
+                     "arousal": torch.from_numpy(predictions.targets["arousal"]).to(self.device)}
             terms = self.loss_fn(outputs, batch)
         metrics.update({f"val_{k}": float(v) for k, v in terms.items()})
         return metrics
@@ -678,6 +673,11 @@ class Trainer:
                 )
             else:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
+                # A run killed while writing left .<name>.<random><suffix> files: cleared before this run writes.
+                stale = [p for name in RUN_FILES for p in remove_stale_temporaries(self.output_dir / name)]
+                if stale:
+                    logger.info("removed %d temporary file(s) left by an interrupted run in %s: %s", len(stale),
+                                self.output_dir, ", ".join(p.name for p in stale))
                 if self.config.overwrite and not self.config.resume:
                     for name in (STATE_FILE, LOG_FILE):
                         (self.output_dir / name).unlink(missing_ok=True)
@@ -711,6 +711,7 @@ class Trainer:
         log_path = self.output_dir / LOG_FILE
         arch = getattr(self.model, "arch", "model")
         try:
+            # lazy: matplotlib loads only when the curves are drawn
             from emonet.visualization import plot_training_curves
 
             frame = pd.read_csv(log_path)
