@@ -1,8 +1,8 @@
 """The main job (`make run`): every step of the pipeline at smoke scale on embedded data, one output folder.
 
 Each step runs the same command a user runs on real data (printed before it runs), in a subprocess:
-EMOTIC-format fixture -> face_visibility.py -> preprocessing.py -> training (ResNet-18 dual-head, tiny) ->
-inference_visualization.py (metrics + figures) -> video engine on a generated sample clip. When
+EMOTIC-format fixture -> visibility -> preprocess -> train (ResNet-18 dual-head, tiny) ->
+review (metrics + figures) -> video engine on a generated sample clip. When
 ``weights/emonet_8.pth`` is present, the face step and the video step use the official EmoNet; otherwise
 the video step uses the model trained in step 4 (never random weights).
 """
@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from emonet.data.fixtures import write_emotic_fixture
+from emonet.samples import write_sample_video, write_samples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,9 +43,6 @@ def _run(title: str, args: list[str], log: Path) -> float:
 
 
 def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", device: str = "auto") -> int:
-    from emonet.data.fixtures import write_emotic_fixture
-    from emonet.samples import write_sample_video, write_samples
-
     out = Path(output_dir).resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
               "--output-dir", train_dir, "--device", device, "--overwrite", "--no-progress"], logs / "4_train.log")
         checkpoint = train_dir / "best.pth"
         _run("[5/7] evaluation report (metrics + figures)",
-             ["inference_visualization.py", "--weights", checkpoint, "--csv", emotic / "normalized_dataset_test.csv",
+             ["-m", "emonet", "review", "--weights", checkpoint, "--annotations", emotic / "normalized_dataset_test.csv",
               "--arrays", emotic / "img_arrs", "--output-dir", out / "review", "--num-samples", "8",
               "--detailed-samples", "2", "--device", device, "--no-progress"], logs / "5_review.log")
         samples = out / "sample_images"

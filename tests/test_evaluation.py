@@ -88,6 +88,13 @@ def test_flip_tta_averages_the_mirror_and_predictions_are_clipped(tmp_path):
     assert plain["pred_name"].iloc[0] == "Happy" and ds.transform is None  # the dataset is left as it was
 
 
+def _evaluate_main(argv: list[str]) -> int:
+    """``python -m emonet evaluate ARGV`` in-process (exit code, output through capsys)."""
+    from emonet.cli import main
+
+    return main(["evaluate", *argv])
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emonet", "evaluate", *args], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=300)
@@ -103,6 +110,7 @@ def test_evaluate_cli_on_affectnet_csv_with_project_checkpoint(tmp_path):
     proc = _run_cli("--weights", str(weights), "--dataset", "affectnet", "--root", str(root), "--flip-tta",
                     "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
+    assert "--root is deprecated" in proc.stderr and "--output is deprecated" in proc.stderr  # old spellings work
     assert "EmoNet paper (8 cl.)" in proc.stdout and "ACC" in proc.stdout
     result = json.loads((out / "metrics.json").read_text())
     assert result["metrics"]["n"] == 3 and result["info"]["flip_tta"] is True
@@ -119,27 +127,27 @@ def test_evaluate_cli_on_affectnet_csv_with_project_checkpoint(tmp_path):
 
 
 def test_evaluate_official_5_class_file_and_errors(tmp_path, official_checkpoint_5, capsys):
-    from emonet.cli.evaluate import main
+    main = _evaluate_main
 
     kaggle = write_affectnet_fixture(tmp_path / "val_set", n=6, layout="kaggle", seed=5)
     out = tmp_path / "out5"
-    code = main(["--weights", str(official_checkpoint_5), "--dataset", "affectnet", "--root", str(tmp_path),
-                 "--limit", "2", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output", str(out),
+    code = main(["--weights", str(official_checkpoint_5), "--dataset", "affectnet", "--data-root", str(tmp_path),
+                 "--limit", "2", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output-dir", str(out),
                  "--no-progress"])
     assert code == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["metrics"]["class_names"][4] == "Anger" and result["metrics"]["n"] == 2
     assert "EmoNet paper (5 cl.)" in (out / "table.txt").read_text()
     # 5-class checkpoint asked for 8 classes; missing weights (with the download hint); ambiguous arousal.
-    assert main(["--weights", str(official_checkpoint_5), "--dataset", "affectnet", "--root", str(kaggle),
-                 "--classes", "8", "--output", str(out)]) == 2
+    assert main(["--weights", str(official_checkpoint_5), "--dataset", "affectnet", "--data-root", str(kaggle),
+                 "--classes", "8", "--output-dir", str(out)]) == 2
     assert "predicts 5 classes" in capsys.readouterr().err
-    assert main(["--weights", str(tmp_path / "missing.pth"), "--dataset", "affectnet", "--root", str(kaggle),
-                 "--output", str(out)]) == 2
+    assert main(["--weights", str(tmp_path / "missing.pth"), "--dataset", "affectnet", "--data-root", str(kaggle),
+                 "--output-dir", str(out)]) == 2
     assert "weights/download.py" in capsys.readouterr().err
     emo = write_emodataset_fixture(tmp_path / "emo", n_train=2, n_test=2)
-    assert main(["--weights", str(official_checkpoint_5), "--dataset", "emodataset", "--root", str(emo),
-                 "--output", str(out)]) == 2
+    assert main(["--weights", str(official_checkpoint_5), "--dataset", "emodataset", "--data-root", str(emo),
+                 "--output-dir", str(out)]) == 2
     assert "--arousal-range" in capsys.readouterr().err
 
 
@@ -174,8 +182,8 @@ def emonet_checkpoint(tmp_path_factory):
 
 
 def _evaluate_args(weights, csv, out, *extra: str) -> list[str]:
-    return ["--weights", str(weights), "--dataset", "csv", "--root", str(csv), "--arousal-range=-1,1",
-            "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output", str(out), *extra]
+    return ["--weights", str(weights), "--dataset", "csv", "--data-root", str(csv), "--arousal-range=-1,1",
+            "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--output-dir", str(out), *extra]
 
 
 def test_cli_corrupt_image_is_an_error_row_and_the_run_goes_on(tmp_path, sample_images_dir, emonet_checkpoint):
@@ -272,8 +280,8 @@ def test_user_mistakes_print_the_file_and_exit_2(tmp_path, sample_images_dir, em
         assert err.startswith("error: ") and str(named) in err.splitlines()[0], err
     assert notes.read_text() == "mine"
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", "--weights", str(emonet_checkpoint), "--dataset", "fer2013", "--root", str(good),
-              "--output", str(out)])
+        main(["evaluate", "--weights", str(emonet_checkpoint), "--dataset", "fer2013", "--data-root", str(good),
+              "--output-dir", str(out)])
     assert exc.value.code == 2 and "invalid choice: 'fer2013'" in capsys.readouterr().err
 
 

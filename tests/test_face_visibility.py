@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emonet.errors import UserError
-
 import emonet.visibility as visibility
 from emonet.data.emotic import EMOTIC_COLUMNS
+from emonet.errors import UserError
 from emonet.samples import sample_image
 from emonet.visibility import (
     ERROR_COLUMN,

@@ -13,13 +13,12 @@ import torch
 from conftest import REPO_ROOT
 
 import emonet
+from emonet.cli.finetune import build_parser, config_from_args
 from emonet.data.emodataset import Emodataset
 from emonet.data.fixtures import write_emodataset_fixture
 from emonet.evaluation import ModelInput
 from emonet.finetune import (
     adapt_expression_head,
-    build_parser,
-    config_from_args,
     fan_parameters_state,
     finetune,
     finetune_config,
@@ -81,7 +80,7 @@ def test_loss_option_changes_the_loss():
     mse = float(((outputs["valence"] - batch["valence"]) ** 2).mean() + ((outputs["arousal"] - batch["arousal"]) ** 2).mean())
     assert values["mse"] == pytest.approx(mse, rel=1e-5)
     # The flag reaches the config the Trainer builds its loss from.
-    args = build_parser().parse_args(["--data", "x", "--va-loss", "huber", "--cls-weight", "0.5", "--no-augment"])
+    args = build_parser().parse_args(["--data-root", "x", "--va-loss", "huber", "--cls-weight", "0.5", "--no-augment"])
     config = config_from_args(args)
     assert (config.va_loss, config.cls_weight, config.augment) == ("huber", 0.5, False)
 
@@ -101,7 +100,7 @@ def test_head_adaptation_and_weights_errors(official_checkpoint_8, tmp_path):
 
 def test_finetune_script_one_tiny_epoch_then_resume(emo, official_checkpoint_8, tmp_path):
     out = tmp_path / "run"
-    args = ["--data", str(emo), "--weights", str(official_checkpoint_8), "--arousal-range", "0,1",
+    args = ["--data-root", str(emo), "--weights", str(official_checkpoint_8), "--arousal-range", "0,1",
             "--epochs", "1", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--va-loss", "mse",
             "--output-dir", str(out), "--no-progress", "--no-plot"]
     proc = subprocess.run([sys.executable, "finetune.py", *args], cwd=REPO_ROOT / "emodataset-on-emonet",
@@ -113,7 +112,7 @@ def test_finetune_script_one_tiny_epoch_then_resume(emo, official_checkpoint_8, 
     assert model.class_names == emonet.EMONET_8_CLASSES
     assert model.checkpoint_extra["train_config"]["va_loss"] == "mse"
     # A second run in the same folder is refused, --resume continues it.
-    from emonet.finetune import main
+    from emonet.cli.finetune import main
 
     assert main(args) == 2
     assert main([*args[:7], "2", *args[8:], "--resume"]) == 0
@@ -121,12 +120,12 @@ def test_finetune_script_one_tiny_epoch_then_resume(emo, official_checkpoint_8, 
 
 
 def test_missing_data_or_ambiguous_range_fails_clearly(emo, official_checkpoint_8, tmp_path, capsys):
-    from emonet.finetune import main
+    from emonet.cli.finetune import main
 
     base = ["--weights", str(official_checkpoint_8), "--output-dir", str(tmp_path / "r"), "--no-progress"]
-    assert main(["--data", str(emo), *base]) == 2
+    assert main(["--data-root", str(emo), *base]) == 2
     assert "--arousal-range" in capsys.readouterr().err
-    assert main(["--data", str(tmp_path / "nowhere"), "--arousal-range", "0,1", *base]) == 2
+    assert main(["--data-root", str(tmp_path / "nowhere"), "--arousal-range", "0,1", *base]) == 2
     assert "Emodataset folder not found" in capsys.readouterr().err
 
 
@@ -141,14 +140,14 @@ def _faces_csv(path: Path, sample_images_dir: Path) -> Path:
 
 
 def _csv_args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:
-    return ["--dataset", "csv", "--data", str(data), "--weights", str(weights), "--arousal-range=-1,1",
+    return ["--dataset", "csv", "--data-root", str(data), "--weights", str(weights), "--arousal-range=-1,1",
             "--epochs", "1", "--batch-size", "3", "--num-workers", "0", "--device", "cpu", "--output-dir", str(out),
             "--no-progress", "--no-plot", *extra]
 
 
 def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
         sample_images_dir, official_checkpoint_8, tmp_path, capsys):
-    from emonet.finetune import main
+    from emonet.cli.finetune import main
 
     faces = _faces_csv(tmp_path / "faces.csv", sample_images_dir)
     # One CSV file: every split reads it. Refused before training, naming the file and the way out.
@@ -183,7 +182,7 @@ def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_pat
 
     unreadable = tmp_path / "emonet_8.pth"
     unreadable.write_bytes(b"\x80\x02 not a checkpoint" * 30)
-    base = ["--data", str(emo), "--arousal-range", "0,1", "--epochs", "2", "--batch-size", "2", "--num-workers", "0",
+    base = ["--data-root", str(emo), "--arousal-range", "0,1", "--epochs", "2", "--batch-size", "2", "--num-workers", "0",
             "--device", "cpu", "--no-progress", "--no-plot", "--va-loss", "mse"]
     assert ft.main([*base, "--weights", str(unreadable), "--output-dir", str(tmp_path / "r0")]) == 2
     err = capsys.readouterr().err

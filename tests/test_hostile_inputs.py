@@ -364,7 +364,7 @@ def damaged_faces_csv(kind: str) -> Callable[[Path, Shared], list[list[str]]]:
             table = pd.read_csv(path)
             table.loc[0, "valence"] = 7.5
             table.to_csv(path, index=False)
-        return [em("evaluate", "--weights", s.weights, "--dataset", "csv", "--root", path, "--output", d / "eval",
+        return [em("evaluate", "--weights", s.weights, "--dataset", "csv", "--data-root", path, "--output-dir", d / "eval",
                    "--num-workers", 0, "--device", "cpu", "--no-progress")]
     return build
 
@@ -595,22 +595,22 @@ CASES: list[Case] = [
     Case("preprocess-output-dir-is-a-file", EXIT_2, lambda d, s: [
         em("preprocess", "--data-root", annotations_copy(d, s), "--output-dir", user_file(d))], name="notes.txt"),
     Case("evaluate-output-is-a-file", EXIT_2, lambda d, s: [
-        em("evaluate", "--weights", s.weights, "--dataset", "csv", "--root", faces_csv(d, s), "--output",
+        em("evaluate", "--weights", s.weights, "--dataset", "csv", "--data-root", faces_csv(d, s), "--output-dir",
            user_file(d), "--num-workers", 0, "--device", "cpu", "--no-progress")], name="notes.txt"),
     Case("train-output-dir-is-a-file", EXIT_2, lambda d, s: [
         em("train", "--data-root", s.emotic, "--output-dir", user_file(d), "--arch", "resnet18_dual_head",
            "--no-pretrained", "--epochs", 1, "--batch-size", 2, "--limit", 2, "--num-workers", 0, "--device", "cpu",
            "--no-progress", "--no-plot")], name="notes.txt"),
     Case("finetune-output-dir-is-a-file", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data", split_folder(d, s),
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
                "--weights", s.weights, "--epochs", 1, "--batch-size", 2, "--num-workers", 0, "--device", "cpu",
                "--no-progress", "--no-plot", "--output-dir", user_file(d))], name="notes.txt"),
     Case("review-output-dir-is-a-file", EXIT_2, lambda d, s: [
-        script("inference_visualization.py", "--weights", s.weights, "--csv", faces_csv(d, s), "--output-dir",
+        script("inference_visualization.py", "--weights", s.weights, "--annotations", faces_csv(d, s), "--output-dir",
                user_file(d), "--device", "cpu", "--no-progress")], name="notes.txt"),
     # 2. no plausible-looking wrong value
     Case("finetune-one-csv-for-every-split", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data", faces_csv(d, s), "--weights",
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", faces_csv(d, s), "--weights",
                s.weights, "--epochs", 1, "--batch-size", 2, "--num-workers", 0, "--device", "cpu", "--no-progress",
                "--no-plot", "--output-dir", d / "run")], name="faces.csv"),
     Case("predict-and-video-non-finite-model-output", ERROR_ROW, build_non_finite, check=check_non_finite),
@@ -620,7 +620,7 @@ CASES: list[Case] = [
     Case("video-damaged-images-in-source-folder", ERROR_ROW, build_video_folder, check=check_video_folder,
          xfail=XFAIL_VIDEO_SKIPS),
     Case("evaluate-corrupt-image-in-csv-dataset", ERROR_ROW, lambda d, s: [
-        em("evaluate", "--weights", s.weights, "--dataset", "csv", "--root", faces_csv(d, s, bad=True), "--output",
+        em("evaluate", "--weights", s.weights, "--dataset", "csv", "--data-root", faces_csv(d, s, bad=True), "--output-dir",
            d / "eval", "--num-workers", 0, "--batch-size", 2, "--device", "cpu", "--no-progress")],
          check=check_evaluate_error_row),
     Case("video-source-is-a-zero-byte-image", EXIT_2, lambda d, s: [
@@ -660,12 +660,12 @@ CASES: list[Case] = [
         em("video", "--weights", malicious_checkpoint(d), "--source", copy(s.face, d / "face.jpg"),
            "--output", d / "out.csv", "--no-progress")], name="emonet_8.pth", check=check_no_marker),
     Case("weights-pickle-that-runs-code-finetune", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data", split_folder(d, s),
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
                "--weights", malicious_checkpoint(d), "--epochs", 1, "--num-workers", 0, "--device", "cpu",
                "--no-progress", "--no-plot", "--output-dir", d / "run")], name="emonet_8.pth", check=check_no_marker),
     Case("weights-zero-bytes-evaluate", EXIT_2, lambda d, s: [
-        em("evaluate", "--weights", put(d / "emonet_8.pth", b""), "--dataset", "csv", "--root", faces_csv(d, s),
-           "--output", d / "eval", "--num-workers", 0, "--device", "cpu")], name="emonet_8.pth"),
+        em("evaluate", "--weights", put(d / "emonet_8.pth", b""), "--dataset", "csv", "--data-root", faces_csv(d, s),
+           "--output-dir", d / "eval", "--num-workers", 0, "--device", "cpu")], name="emonet_8.pth"),
     # damaged CSVs
     Case("evaluate-csv-missing-columns", EXIT_2, damaged_faces_csv("missing columns"), name="faces.csv"),
     Case("evaluate-csv-empty-file", EXIT_2, damaged_faces_csv("empty"), name="faces.csv"),
@@ -686,7 +686,7 @@ CASES: list[Case] = [
     Case("preprocess-annotations-missing-columns", EXIT_2, damaged_annotations("missing columns", "preprocess"),
          name="annot_arrs_train.csv"),
     Case("review-csv-binary-garbage", EXIT_2, lambda d, s: [
-        script("inference_visualization.py", "--weights", s.weights, "--csv", put(d / "faces.csv", GARBAGE),
+        script("inference_visualization.py", "--weights", s.weights, "--annotations", put(d / "faces.csv", GARBAGE),
                "--output-dir", d / "review", "--device", "cpu", "--no-progress")], name="faces.csv"),
 ]
 VISIBILITY_JOB = "visibility-damaged-arrays"  # one run; each NPY_CASES entry is its own test below

@@ -222,6 +222,7 @@ def test_cli_subprocess(emotic_fixture, dual_head_checkpoint, tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    assert "--csv is deprecated" in proc.stderr  # the seed script's old spelling still works for one release
     assert "reviewed 8 samples" in proc.stdout and "mAP" in proc.stdout
     for name in ("predictions.csv", "metrics.json", "per_class_metrics.csv", "grid_confidence.png",
                  "cooccurrence.png", "va_scatter.png"):
@@ -242,7 +243,7 @@ def _review_main() -> Callable[[list[str]], int]:
 
 def test_cli_error_exit_code(tmp_path, capsys):
     main = _review_main()
-    rc = main(["--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv"),
+    rc = main(["--weights", str(tmp_path / "missing.pth"), "--annotations", str(tmp_path / "x.csv"),
                "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "missing.pth" in capsys.readouterr().err
@@ -265,7 +266,7 @@ def test_review_corrupt_image_is_an_error_row_and_counted(face_csv, sample_image
     out = tmp_path / "review"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", M.MetricWarning)
-        code = main(["--weights", str(ckpt), "--csv", str(csv), "--output-dir", str(out), "--num-samples", "2",
+        code = main(["--weights", str(ckpt), "--annotations", str(csv), "--output-dir", str(out), "--num-samples", "2",
                      "--detailed-samples", "2", "--sort-by", "worst", "--device", "cpu", "--no-progress"])
     assert code == 0
     stdout = capsys.readouterr().out
@@ -297,7 +298,7 @@ def test_cli_user_mistakes_exit_2_naming_the_file(face_csv, sample_images_dir, t
     cases = ((unreadable, face_csv, tmp_path / "o", unreadable), (ckpt, columns, tmp_path / "o", columns),
              (ckpt, face_csv, notes, notes))
     for weights, csv, out, named in cases:
-        rc = main(["--weights", str(weights), "--csv", str(csv), "--arrays", str(sample_images_dir),
+        rc = main(["--weights", str(weights), "--annotations", str(csv), "--arrays", str(sample_images_dir),
                    "--output-dir", str(out), "--device", "cpu", "--no-progress"])
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and str(named) in err.splitlines()[0], err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emonet.cli.options import add_data_root, add_device, add_output_dir, add_progress, add_weights
 from emonet.errors import UserError
 
 # Same names as emonet.data.registry.DATASET_FORMATS; kept here so that building the parser stays light.
@@ -17,19 +18,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset or a CSV of faces",
         description="Evaluate EmoNet with the official protocol (RGB, bilinear resize to 256, /255; optional "
         "flip TTA; predictions clipped to [-1, 1]). Prints the paper's table next to the published numbers "
-        "and writes metrics.json, predictions.csv and table.txt into --output.",
+        "and writes metrics.json, predictions.csv and table.txt into --output-dir.",
     )
     add_arguments(p)
     return p
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The evaluation options (shared with ``emodataset-on-emonet/finetune.py --evaluate-only``)."""
-    p.add_argument("--weights", required=True, help="checkpoint: weights/emonet_8.pth, emonet_5.pth or a project checkpoint")
+    """The evaluation options."""
+    add_weights(p)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
-    p.add_argument("--root", required=True,
-                   help="dataset folder (affectnet: Kaggle folder or folder with validation.csv; emodataset: folder "
-                   "with test_labels.csv; csv: the CSV file or its folder)")
+    add_data_root(p, "dataset folder (affectnet: Kaggle folder or folder with validation.csv; emodataset: folder "
+                   "with test_labels.csv; csv: the CSV file or its folder)", deprecated=("--root",))
     p.add_argument("--split", default=None,
                    help="split (default: affectnet 'val' = the published test set, emodataset 'test', csv: the "
                    "only CSV in --root)")
@@ -47,22 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
     p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers reading images (default 2)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
-    p.add_argument("--output", required=True, help="output folder for metrics.json, predictions.csv, table.txt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+    add_output_dir(p, "folder for metrics.json, predictions.csv, table.txt", deprecated=("--output",))
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         return _evaluate(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         # Results are written at the end only (each file atomically): an interrupted run leaves no partial file.
-        print(f"interrupted: no results written to {args.output} (files already there are untouched)",
+        print(f"interrupted: no results written to {args.output_dir} (files already there are untouched)",
               file=sys.stderr)
-        return 130
+        raise
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -75,7 +72,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from emonet.fileio import check_output
 
     # Before any work: an output that is an input, or an existing file, is refused.
-    output = check_output(args.output, inputs=[args.weights, args.root], kind="dir", option="--output")
+    output = check_output(args.output_dir, inputs=[args.weights, args.data_root], kind="dir", option="--output-dir")
     try:
         device = resolve_device(args.device)
         model = load_weights(args.weights)
@@ -85,7 +82,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
                             f"was given; use a {classes}-class checkpoint or --classes {n_model}")
         split = args.split if args.split is not None else ("val" if args.dataset == "affectnet" else None)
-        dataset = build_affect_dataset(args.dataset, args.root, split, classes, args.cleaned, args.arousal_range,
+        dataset = build_affect_dataset(args.dataset, args.data_root, split, classes, args.cleaned, args.arousal_range,
                                        args.crop, args.layout, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
         raise UserError(str(exc)) from exc
@@ -97,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     published = published_reference(args.dataset, classes)
     summary = dataset.summary()
     n_errors = result.metrics["n_errors"]
-    title = (f"{args.dataset} {summary.get('source', args.root)}: {result.metrics['n_scored']} images"
+    title = (f"{args.dataset} {summary.get('source', args.data_root)}: {result.metrics['n_scored']} images"
              + (f", {n_errors} not scored (see the 'error' column of predictions.csv)" if n_errors else "")
              + f", {classes} classes, cleaned={'yes' if args.cleaned else 'no'}, "
              f"flip TTA={'on' if args.flip_tta else 'off'}, weights={args.weights}")
@@ -112,13 +109,3 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nwrote {paths['metrics']}, {paths['predictions']}, {paths['table']}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emonet.cli.evaluate")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
