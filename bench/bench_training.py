@@ -24,7 +24,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from emonet.checkpoint import resolve_device  # noqa: E402
+from emonet.devices import resolve_device  # noqa: E402
 from emonet.models import create_model  # noqa: E402
 from emonet.training import TrainConfig, Trainer  # noqa: E402
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from emonet.checkpoint import WEIGHTS_HINT, load_model  # noqa: F401  (WEIGHTS_HINT: re-exported for callers)
+from emonet.checkpoint import load_model
 from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_region_image
 from emonet.images import read_image, to_rgb_uint8
 from emonet.inference.selection import make_runner

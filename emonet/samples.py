@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 FACE_SAMPLES = ("astronaut", "grace_hopper", "camera")
@@ -17,13 +19,14 @@ def sample_image(name: str) -> np.ndarray:
     Non-faces: ``chelsea`` (cat), ``coffee``, ``rocket``.
     """
     if name == "grace_hopper":
+        # lazy: matplotlib (heavy) is only the package that ships this photo
         import matplotlib.image as mpimg
         from matplotlib import cbook
 
         with cbook.get_sample_data("grace_hopper.jpg") as f:
             image = mpimg.imread(f, format="jpg")
         return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
-    import skimage.data
+    import skimage.data  # lazy: scikit-image (heavy) only ships these photos
 
     loaders = {n: getattr(skimage.data, n) for n in ("astronaut", "camera", "chelsea", "coffee", "rocket")}
     if name not in loaders:
@@ -41,8 +44,6 @@ def face_images() -> dict[str, np.ndarray]:
 
 def write_samples(folder: str | Path, names: tuple[str, ...] = FACE_SAMPLES + NON_FACE_SAMPLES) -> list[Path]:
     """Write sample images as JPEG files into ``folder`` and return their paths."""
-    import cv2
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -69,8 +70,6 @@ def sample_video_schedule(
     visible from then on, drifting and zooming on the left; the second face is visible from 35% to 85% on
     the right (two faces at once there). Motion is slow and periodic so an IoU tracker can follow it.
     """
-    import math
-
     if not 1 <= len(faces) <= 2:
         raise ValueError(f"faces must name 1 or 2 sample faces, got {faces}")
     w, h = size
@@ -100,10 +99,6 @@ def _sprite(name: str) -> np.ndarray:
 
 def _background(size: tuple[int, int], t: float) -> np.ndarray:
     """A face-free background: a colour gradient with a few slowly moving shapes."""
-    import math
-
-    import cv2
-
     w, h = size
     ys = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     xs = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
@@ -128,8 +123,6 @@ def write_sample_video(
     See :func:`sample_video_schedule` for the timeline (face-free opening frames, two faces at once in
     the middle). Frames are generated one at a time: nothing is held in memory.
     """
-    import cv2
-
     path = Path(path)
     codec = VIDEO_CODECS.get(path.suffix.lower())
     if codec is None:

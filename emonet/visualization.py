@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from emonet.fileio import atomic_path
+from emonet.metrics import cooccurrence_matrix
 
 TRUTH_COLOR = "#0072B2"
 PRED_COLOR = "#E69F00"
@@ -389,8 +390,6 @@ def plot_cooccurrence(
     With ``normalize`` each row is divided by the support of true label i (the diagonal is then the recall;
     off-diagonal cells show which labels are predicted alongside or instead of it).
     """
-    from emonet.metrics import cooccurrence_matrix
-
     m = cooccurrence_matrix(y_true, y_pred).astype(np.float64)
     support = np.asarray(y_true).astype(bool).sum(axis=0)
     if normalize:

@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
+from emonet import __version__
 from emonet.errors import UserError
 
 COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download"]
@@ -34,8 +35,6 @@ def _load(name: str) -> ModuleType:
 
 def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with a sub-parser per command in ``names`` (default: all available)."""
-    from emonet import __version__
-
     parser = argparse.ArgumentParser(
         prog="python -m emonet", description="Valence, arousal and expression from faces (EmoNet toolkit)."
     )

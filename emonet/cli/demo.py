@@ -18,10 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emonet.checkpoint import WEIGHTS_HINT, load_model
 from emonet.cli.options import add_output
 from emonet.cli.video import add_common_video_options, smoothing_kwargs
 from emonet.errors import UserError
+from emonet.faces import FaceDetector
 from emonet.fileio import check_outputs
+from emonet.predictor import Predictor
 from emonet.video import (
     DEFAULT_CAMERA_INDICES,
     FrameCsvWriter,
@@ -83,8 +86,6 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
 
 def check_weights(paths: list[str]) -> None:
     """Fail before anything starts when a checkpoint is missing: the demo never runs with random weights."""
-    from emonet.predictor import WEIGHTS_HINT
-
     for weights in paths:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"weights not found: {weights}. {WEIGHTS_HINT}")
@@ -92,10 +93,6 @@ def check_weights(paths: list[str]) -> None:
 
 def load_predictors(args: argparse.Namespace):
     """One Predictor per --weights, sharing one face detector; missing files fail with the download hint."""
-    from emonet.checkpoint import load_model
-    from emonet.faces import FaceDetector
-    from emonet.predictor import Predictor
-
     check_weights(args.weights)
     detector = FaceDetector(model=args.detector, min_score=args.min_face_score)
     predictors, names = [], []

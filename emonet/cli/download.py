@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 from emonet.cli.options import add_output_dir
+from emonet.errors import UserError
 
 HELP = "download the official EmoNet checkpoints into weights/ and verify them (git blob SHA-1)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    # lazy: the checkpoint records live beside the models (PyTorch); other commands never load them
     from emonet.hub import OFFICIAL_WEIGHTS, WEIGHTS_DIR
 
     p = subparsers.add_parser("download", help=HELP, description=HELP + ". The weights are CC BY-NC-ND 4.0 "
@@ -28,8 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.errors import UserError
-    from emonet.hub import OFFICIAL_WEIGHTS, download_weights, git_blob_sha1
+    from emonet.hub import OFFICIAL_WEIGHTS, download_weights, git_blob_sha1  # lazy: see add_parser
 
     unknown = [n for n in args.names if n not in OFFICIAL_WEIGHTS]
     if unknown:

@@ -8,7 +8,7 @@ import sys
 
 from emonet.cli.options import add_output, add_weights
 from emonet.fileio import check_output
-from emonet.inference.backends import tolerance_verdict
+from emonet.inference.backends import BACKEND_PRECISIONS, tolerance_verdict
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (onnx)")
     add_output(p, "output file, e.g. emonet_8.onnx (never the checkpoint itself)", deprecated=("--out",))
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+    p.add_argument("--precision", choices=list(BACKEND_PRECISIONS["onnxruntime"]), default="fp32",
                    help="fp32 (default) or int8: static quantisation calibrated on the sample faces (needs MediaPipe)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the file with PyTorch through ONNX Runtime (default on; fp32 only)")

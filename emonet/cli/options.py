@@ -15,10 +15,12 @@ import argparse
 import sys
 from typing import Any
 
-# The names accepted on the command line (the library validates them again in emonet.backends).
+from emonet.inference.backends import BACKENDS, PRECISIONS  # the library's one list (no PyTorch import)
+
+# The names accepted on the command line.
 DEVICES_HELP = "auto | cpu | cuda | cuda:N | mps (default auto)"
-BACKEND_CHOICES = ["torch", "torch-opt", "torch-compile", "onnxruntime", "auto"]
-PRECISION_CHOICES = ["fp32", "bf16", "fp16", "int8"]
+BACKEND_CHOICES = list(BACKENDS)
+PRECISION_CHOICES = list(PRECISIONS)
 DETECTOR_CHOICES = ["auto", "short", "full"]
 SMOOTHING_CHOICES = ["none", "ema", "one-euro", "emonet"]
 DEFAULT_SMOOTHING = "one-euro"  # video and demo alike; the raw values stay in valence_raw/arousal_raw

@@ -56,6 +56,7 @@ def _fmt(value) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs (PyTorch, MediaPipe): building the parser for --help stays fast
     from emonet.predictor import Predictor
 
     paths = list_images(args.inputs)

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from emonet.cli.options import add_data_root, add_output_dir
+from emonet.errors import UserError
 
 HELP = "validate EMOTIC annotations, filter by face visibility, normalise valence/arousal/dominance to [-1, 1]"
 DESCRIPTION = (
@@ -33,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs (pandas, PyTorch): building the parser for --help stays fast
     from emonet.data.emotic_preprocessing import format_report, preprocess_emotic
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -40,7 +42,6 @@ def run(args: argparse.Namespace) -> int:
         record = preprocess_emotic(args.data_root, args.output_dir, min_visibility=args.min_visibility,
                                    fit_train=args.fit_train)
     except ValueError as exc:  # invalid annotations or an impossible option
-        from emonet.errors import UserError
 
         raise UserError(str(exc)) from None
     print(format_report(record))

@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs (pandas, OpenCV): building the parser for --help stays fast
     from emonet.quickstart import run_quickstart
 
     return run_quickstart(args.output_dir, weights=args.weights, device=args.device)

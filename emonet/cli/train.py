@@ -92,6 +92,7 @@ def _parse_set(options: list[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig of a parsed command line: config file < --set < explicit flags."""
+    # imported when the command runs (PyTorch, through emonet.training): building the parser for --help stays fast
     from emonet.training.config import TrainConfig
 
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
@@ -104,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs (PyTorch, through emonet.training): building the parser for --help stays fast
     from emonet.training.distributed import env_world
 
     rank = env_world()[0]
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     # Before any work: the run folder must be a folder, and not the data or the config itself.
     check_output(config.output_dir, [config.data_root, args.config], kind="dir", option="--output-dir")
+    # imported when the command runs (PyTorch, through emonet.training): building the parser for --help stays fast
     from emonet.training.emotic import train_emotic
 
     try:

@@ -79,6 +79,8 @@ def _terminate(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported when the command runs (PyTorch, MediaPipe): building the parser for --help stays fast
+    from emonet.checkpoint import WEIGHTS_HINT
     from emonet.predictor import Predictor
     from emonet.video import VIDEO_CODECS, VideoEngine, open_source, process_video
 
@@ -92,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
     if args.detect_every < 1:
         raise UserError(f"--detect-every must be >= 1, got {args.detect_every}")
     if not Path(args.weights).exists():  # before opening a camera or generating the sample
-        from emonet.predictor import WEIGHTS_HINT
-
         raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
     source = open_source(args.source, fps=args.fps, retries=args.camera_retries)
     try:

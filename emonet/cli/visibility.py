@@ -7,6 +7,7 @@ import logging
 import sys
 
 from emonet.cli.options import add_num_workers, add_option, add_output, add_progress
+from emonet.fileio import check_outputs, write_json_atomic
 
 HELP = "add a Face_Visibility column (0-100 %%) to an EMOTIC annotation CSV (MediaPipe FaceMesh)"
 DESCRIPTION = (
@@ -40,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.fileio import check_outputs, write_json_atomic
+    # imported when the command runs (OpenCV, the worker pool): building the parser for --help stays fast
     from emonet.visibility import compute_face_visibility
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from emonet.checkpoint import resolve_device
+from emonet.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
