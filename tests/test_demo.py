@@ -169,12 +169,12 @@ def test_demo_camera_disconnect_flushes_and_ends(official_checkpoint_8, sample_v
 def test_demo_errors_missing_weights_and_camera(official_checkpoint_8, tmp_path, capsys):
     app_module = load_app_module()
     assert app_module.main(["--headless", "--weights", str(tmp_path / "emonet_8.pth")]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "weights not found" in out and "emonet_8.pth" in out and "download" in out
     if glob.glob("/dev/video*"):
         pytest.skip("this machine has cameras: cannot check the unopenable-camera message")
     assert app_module.main(["--headless", "--weights", str(official_checkpoint_8), "--camera"]) == 2
-    assert "tried index 0, 1, 2, 3" in capsys.readouterr().out
+    assert "tried index 0, 1, 2, 3" in capsys.readouterr().err
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     if sys.platform.startswith("linux"):  # window mode without a display: a message, not a Qt abort
         result = run_app("--weights", official_checkpoint_8, env=env, timeout=300)

@@ -540,9 +540,6 @@ def split_folder(d: Path, s: Shared) -> Path:
     return folder
 
 
-# Library bugs these cases reveal (owners: see the report of the commit that added this file).
-XFAIL_VIDEO_SKIPS = ("emonet.video ImageFolderSource (emonet/video/sources.py) skips an unreadable image with a UserWarning only: no error "
-                     "row, not counted in the summary; a lone unreadable --source image exits 0 with '0 frame(s)'")
 CASES: list[Case] = [
     # 1. outputs that would destroy an input, a folder or a file the user did not name as the output
     Case("predict-output-is-the-input-photo", EXIT_2, lambda d, s: [
@@ -617,15 +614,14 @@ CASES: list[Case] = [
     Case("exif-rotated-photo-seen-upright-by-predict-and-video", WORKS, build_exif, check=check_exif),
     # 3. bad data: an error row in a batch, a clear error for a file the whole run depends on
     Case("predict-symlink-loop-in-input-folder", ERROR_ROW, build_symlink_loop, check=check_symlink_loop,),
-    Case("video-damaged-images-in-source-folder", ERROR_ROW, build_video_folder, check=check_video_folder,
-         xfail=XFAIL_VIDEO_SKIPS),
+    Case("video-damaged-images-in-source-folder", ERROR_ROW, build_video_folder, check=check_video_folder),
     Case("evaluate-corrupt-image-in-csv-dataset", ERROR_ROW, lambda d, s: [
         em("evaluate", "--weights", s.weights, "--dataset", "csv", "--data-root", faces_csv(d, s, bad=True), "--output-dir",
            d / "eval", "--num-workers", 0, "--batch-size", 2, "--device", "cpu", "--no-progress")],
          check=check_evaluate_error_row),
     Case("video-source-is-a-zero-byte-image", EXIT_2, lambda d, s: [
         em("video", "--weights", s.weights, "--source", put(d / "empty.jpg", b""), "--output", d / "out.csv",
-           "--no-progress")], name="empty.jpg", also=check_zero_image_error_row, xfail=XFAIL_VIDEO_SKIPS),
+           "--no-progress")], name="empty.jpg", also=check_zero_image_error_row),
     Case("video-source-is-a-text-file-named-mp4", EXIT_2, lambda d, s: [
         em("video", "--weights", s.weights, "--source", put(d / "clip.mp4", "no video\n"), "--output", d / "out.csv",
            "--no-progress")], name="clip.mp4"),
@@ -908,5 +904,5 @@ def test_outcome_summary_matches_the_tables() -> None:
     51 clear error exit 2
     8 works correctly
     1 interrupt 130
-of which xfail (library bugs, XFAIL_* above): 2 error row, 3 clear error exit 2; skipped as root: 1 exit 2
+skipped as root: 1 exit 2
 """

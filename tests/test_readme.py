@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 README = REPO_ROOT / "README.md"
 MAX_README_LINES = 260
 SPLITS = ("train", "val", "test")
-# Flags whose value is a path the step reads (for `emonet video`, --csv is its output).
-INPUT_FLAGS = {"--csv", "--arrays", "--annotations", "--weights", "--data-root", "--config"}
+# Flags whose value is a path the step reads (outputs are --output and --output-dir in every command).
+INPUT_FLAGS = {"--arrays", "--annotations", "--weights", "--data-root", "--config"}
 ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`([^`]+)`\s*\|([^|]*)\|([^|]*)\|\s*$")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
@@ -70,8 +70,6 @@ def input_paths(command: str) -> list[str]:
     words = shlex.split(command)
     found = []
     for flag, value in zip(words, words[1:]):
-        if flag == "--csv" and "video" in words:
-            continue
         if flag in INPUT_FLAGS and "$" not in value:
             found.append(value)
     return found

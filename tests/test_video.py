@@ -354,7 +354,7 @@ def test_cli_bad_source_output_and_weights(official_checkpoint_8, sample_video, 
     err = capsys.readouterr().err
     assert "weights not found" in err and "missing.pth" in err and "download" in err
     # the old --csv spelling still works for one release, with a deprecation warning
-    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.csv")]) == 2
+    assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv")]) == 2
     assert "--csv is deprecated" in capsys.readouterr().err
     # an output that is the source clip is refused before anything is read or written
     before = sample_video.read_bytes()

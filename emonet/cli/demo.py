@@ -277,6 +277,11 @@ class DemoApp:
                     frame = next(frames, None)
                     if frame is None:
                         break
+                    if frame.image is None:  # an unreadable file of an image folder
+                        self.summary.unreadable_frames += 1
+                        if self.csv is not None:
+                            self.csv.write_error(frame.index, frame.time_s, frame.error)
+                        continue
                     _, self.canvas = self.process(frame.image, frame.index, frame.time_s)
                     self.fps.tick()
                 shown = self.hud(self.canvas)

@@ -184,8 +184,14 @@ def process_video(
     start = time.perf_counter()
     try:
         for frame in source:
-            if max_frames is not None and summary.frames >= max_frames:
+            if max_frames is not None and summary.frames + summary.unreadable_frames >= max_frames:
                 break
+            if frame.image is None:  # unreadable file of an image folder: an error row, then the next frame
+                summary.unreadable_frames += 1
+                if writer is not None:
+                    writer.write_error(frame.index, frame.time_s, frame.error)
+                bar.update(1)
+                continue
             results = engine.process(frame.image, frame.index, frame.time_s, model_ids)
             summary.frames += 1
             n_faces = len(results[0].faces)

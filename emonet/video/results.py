@@ -44,6 +44,7 @@ class VideoSummary:
     frames: int = 0
     frames_with_faces: int = 0
     faces: int = 0  # CSV rows (face x frame)
+    unreadable_frames: int = 0  # frames of an image folder that could not be read: an error row each
     tracks: int = 0  # distinct face IDs
     detections_run: int = 0
     seconds: float = 0.0
@@ -61,6 +62,8 @@ class VideoSummary:
         parts = [f"{self.frames} frame(s) from {self.source}", f"{self.faces} face row(s)",
                  f"{self.tracks} face ID(s)", f"{self.frames_with_faces} frame(s) with a face",
                  f"{self.fps:.2f} frames/s"]
+        if self.unreadable_frames:
+            parts.append(f"{self.unreadable_frames} unreadable frame(s) listed with their error")
         text = ", ".join(parts)
         for label, value in (("CSV", self.csv), ("video", self.video), ("plot", self.plot)):
             if value:

@@ -31,11 +31,16 @@ class SourceError(UserError, RuntimeError):
 
 @dataclass
 class Frame:
-    """One frame: position in the source, time in seconds, BGR uint8 image."""
+    """One frame: position in the source, time in seconds, BGR uint8 image.
+
+    A frame that could not be read (an unreadable file of an image folder) has ``image=None`` and the reason
+    in ``error``: it becomes an error row, never a silent gap.
+    """
 
     index: int
     time_s: float
-    image: np.ndarray
+    image: np.ndarray | None
+    error: str = ""
 
 
 class FrameSource:
@@ -110,7 +115,7 @@ class CaptureSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """Images of a folder (recursive, sorted by path) as frames at ``fps``; unreadable files are skipped."""
+    """Images of a folder (recursive, sorted by path) as frames at ``fps``; an unreadable file is an error frame."""
 
     def __init__(self, paths: Sequence[Path], description: str, fps: float | None = None) -> None:
         self.paths, self.description = list(paths), description
@@ -123,8 +128,8 @@ class ImageFolderSource(FrameSource):
             try:  # the one image reader (EXIF orientation applied), as `predict` reads the same file
                 image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
             except ImageReadError as exc:
-                warnings.warn(f"{exc}; frame {index} skipped", stacklevel=2)
                 self.skipped.append(path)
+                yield Frame(index, index / self.fps, None, str(exc))
                 continue
             yield Frame(index, index / self.fps, image)
 

@@ -70,6 +70,12 @@ class FrameCsvWriter:
         self._file.flush()
         self.rows = 0
 
+    def write_error(self, index: int, time_s: float, error: str) -> None:
+        """One row for a frame that could not be read: its position and the reason, no values."""
+        self._writer.writerow({"frame": index, "time_s": f"{time_s:.4f}", "error": error})
+        self.rows += 1
+        self._file.flush()
+
     def write(self, result: FrameResult, class_names: Sequence[str]) -> None:
         """Write every face of a frame result, then flush (whole rows reach the file frame by frame)."""
         for face in result.faces:
