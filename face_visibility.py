@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""Add a Face_Visibility column (0-100 %) to an EMOTIC annotation CSV: ``python face_visibility.py ARGS`` is ``python -m emonet visibility ARGS``.
-
-The code lives in :mod:`emonet.cli.visibility`; ``python -m emonet visibility --help`` lists the options.
-"""
+"""Add a Face_Visibility column (0-100 %) to an EMOTIC annotation CSV: ``python face_visibility.py ARGS`` is
+``python -m emonet visibility ARGS`` (options: ``--help``; code: :mod:`emonet.cli.visibility`)."""
 
 from __future__ import annotations
 
@@ -10,14 +8,11 @@ import sys
 from pathlib import Path
 
 # The library imports without installation when run from a checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 
-from emonet.cli import main as emonet_main  # noqa: E402
+from emonet.cli import script_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return emonet_main(["visibility", *(sys.argv[1:] if argv is None else argv)])
-
+main = script_main("visibility", prog="face_visibility.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,18 +19,14 @@ import sys
 from pathlib import Path
 
 # The library imports without installation when run from a checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 
-from emonet.cli import run_command  # noqa: E402
-from emonet.cli.review import build_parser, run  # noqa: E402
+from emonet.cli import script_main  # noqa: E402
 from emonet.review import review_predictions_with_visualization  # noqa: E402
 
 __all__ = ["main", "review_predictions_with_visualization"]
 
-
-def main(argv: list[str] | None = None) -> int:
-    return run_command(run, build_parser().parse_args(argv))
-
+main = script_main("review", prog="inference_visualization.py")
 
 if __name__ == "__main__":
     sys.exit(main())

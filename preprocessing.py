@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""Normalise EMOTIC annotations to [-1, 1]: ``python preprocessing.py ARGS`` is ``python -m emonet preprocess ARGS``.
-
-The code lives in :mod:`emonet.cli.preprocess`; ``python -m emonet preprocess --help`` lists the options.
-"""
+"""Normalise EMOTIC annotations to [-1, 1]: ``python preprocessing.py ARGS`` is ``python -m emonet preprocess
+ARGS`` (options: ``--help``; code: :mod:`emonet.cli.preprocess`)."""
 
 from __future__ import annotations
 
@@ -10,14 +8,11 @@ import sys
 from pathlib import Path
 
 # The library imports without installation when run from a checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 
-from emonet.cli import main as emonet_main  # noqa: E402
+from emonet.cli import script_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return emonet_main(["preprocess", *(sys.argv[1:] if argv is None else argv)])
-
+main = script_main("preprocess", prog="preprocessing.py")
 
 if __name__ == "__main__":
     sys.exit(main())

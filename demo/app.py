@@ -10,16 +10,17 @@ import sys
 from pathlib import Path
 
 # The library imports without installation when run from a checkout.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emonet.cli import run_command  # noqa: E402
-from emonet.cli.demo import build_parser, create_app, run  # noqa: E402, F401  (API for scripts and tests)
+from emonet.cli import command_parser, script_main  # noqa: E402
+from emonet.cli.demo import create_app  # noqa: E402, F401  (API for scripts and tests)
+
+main = script_main("demo", prog="demo/app.py")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(run, build_parser().parse_args(argv))
+def build_parser():
+    """The demo's parser (for scripts and tests that build an app themselves)."""
+    return command_parser("demo", "demo/app.py")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 from conftest import REPO_ROOT
 
 import emonet
-from emonet.cli.finetune import build_parser, config_from_args
+from emonet.cli import command_parser, script_main
+from emonet.cli.finetune import config_from_args
 from emonet.data.emodataset import Emodataset
 from emonet.data.fixtures import write_emodataset_fixture
 from emonet.evaluation import ModelInput
@@ -80,7 +81,7 @@ def test_loss_option_changes_the_loss():
     mse = float(((outputs["valence"] - batch["valence"]) ** 2).mean() + ((outputs["arousal"] - batch["arousal"]) ** 2).mean())
     assert values["mse"] == pytest.approx(mse, rel=1e-5)
     # The flag reaches the config the Trainer builds its loss from.
-    args = build_parser().parse_args(["--data-root", "x", "--va-loss", "huber", "--cls-weight", "0.5", "--no-augment"])
+    args = command_parser("finetune", "finetune.py").parse_args(["--data-root", "x", "--va-loss", "huber", "--cls-weight", "0.5", "--no-augment"])
     config = config_from_args(args)
     assert (config.va_loss, config.cls_weight, config.augment) == ("huber", 0.5, False)
 
@@ -112,7 +113,7 @@ def test_finetune_script_one_tiny_epoch_then_resume(emo, official_checkpoint_8, 
     assert model.class_names == emonet.EMONET_8_CLASSES
     assert model.checkpoint_extra["train_config"]["va_loss"] == "mse"
     # A second run in the same folder is refused, --resume continues it.
-    from emonet.cli.finetune import main
+    main = script_main("finetune", "finetune.py")
 
     assert main(args) == 2
     assert main([*args[:7], "2", *args[8:], "--resume"]) == 0
@@ -120,7 +121,7 @@ def test_finetune_script_one_tiny_epoch_then_resume(emo, official_checkpoint_8, 
 
 
 def test_missing_data_or_ambiguous_range_fails_clearly(emo, official_checkpoint_8, tmp_path, capsys):
-    from emonet.cli.finetune import main
+    main = script_main("finetune", "finetune.py")
 
     base = ["--weights", str(official_checkpoint_8), "--output-dir", str(tmp_path / "r"), "--no-progress"]
     assert main(["--data-root", str(emo), *base]) == 2
@@ -147,7 +148,7 @@ def _csv_args(data: Path, weights: Path, out: Path, *extra: str) -> list[str]:
 
 def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
         sample_images_dir, official_checkpoint_8, tmp_path, capsys):
-    from emonet.cli.finetune import main
+    main = script_main("finetune", "finetune.py")
 
     faces = _faces_csv(tmp_path / "faces.csv", sample_images_dir)
     # One CSV file: every split reads it. Refused before training, naming the file and the way out.

@@ -14,14 +14,11 @@ import sys
 from pathlib import Path
 
 # The library imports without installation when run from a checkout.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emonet.cli import main as emonet_main  # noqa: E402
+from emonet.cli import script_main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    return emonet_main(["download", *(sys.argv[1:] if argv is None else argv)])
-
+main = script_main("download", prog="weights/download.py")
 
 if __name__ == "__main__":
     sys.exit(main())

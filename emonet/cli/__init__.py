@@ -1,9 +1,11 @@
-"""``python -m emonet <command>``: one module per command, each with ``add_parser`` and ``run``.
+"""``python -m emonet <command>``: one module per command, one way to build and run each.
 
-Every name in :data:`COMMANDS` is an optional module ``emonet.cli.<name>`` exposing
-``add_parser(subparsers) -> ArgumentParser`` and ``run(args) -> int``. Modules are imported lazily: only the
-requested command's module is imported (so a slow or broken sibling never affects it); ``--help`` imports
-every module that exists and lists the ones that load.
+Every name in :data:`COMMANDS` is a module ``emonet.cli.<name>`` declaring ``HELP`` (one line),
+``DESCRIPTION``, ``add_options(parser)`` (built from the shared definitions in :mod:`emonet.cli.options`)
+and ``run(args) -> int`` (optionally ``FORMATTER``, an argparse help formatter). This module turns them into
+sub-commands, and :func:`script_main` into the seed's scripts (``face_visibility.py`` ...), so both spellings
+parse and fail the same way. Only the requested command's module is imported (fast start, isolation from a
+broken sibling); ``--help`` imports every module and lists the ones that load.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from emonet import __version__
@@ -27,10 +30,37 @@ def available_commands() -> list[str]:
 
 def _load(name: str) -> ModuleType:
     module = importlib.import_module(f"emonet.cli.{name}")
-    for attr in ("add_parser", "run"):
+    for attr in ("add_options", "run"):
         if not callable(getattr(module, attr, None)):
             raise AttributeError(f"emonet/cli/{name}.py: command module has no {attr}() function")
+    for attr in ("HELP", "DESCRIPTION"):
+        if not isinstance(getattr(module, attr, None), str):
+            raise AttributeError(f"emonet/cli/{name}.py: command module has no {attr} text")
     return module
+
+
+def _parser_kwargs(module: ModuleType) -> dict:
+    return {"description": module.DESCRIPTION, "formatter_class": getattr(module, "FORMATTER", argparse.HelpFormatter)}
+
+
+def command_parser(name: str, prog: str) -> argparse.ArgumentParser:
+    """The parser of one command on its own, named ``prog`` (the seed's scripts, tests)."""
+    module = _load(name)
+    parser = argparse.ArgumentParser(prog=prog, **_parser_kwargs(module))
+    module.add_options(parser)
+    parser.set_defaults(handler=module.run)
+    return parser
+
+
+def script_main(name: str, prog: str) -> Callable[[list[str] | None], int]:
+    """``main(argv=None) -> exit code`` of a script that is the command ``name`` under another name."""
+
+    def main(argv: list[str] | None = None) -> int:
+        args = command_parser(name, prog).parse_args(sys.argv[1:] if argv is None else argv)
+        return run_command(args.handler, args)
+
+    main.__doc__ = f"``{prog} ARGS`` = ``python -m emonet {name} ARGS``; returns the exit code."
+    return main
 
 
 def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
@@ -49,7 +79,8 @@ def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
                 raise
             print(f"warning: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
-        sub = module.add_parser(subparsers)
+        sub = subparsers.add_parser(name, help=module.HELP, **_parser_kwargs(module))
+        module.add_options(sub)
         sub.set_defaults(handler=module.run)
     return parser
 
@@ -72,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 _USER_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
-def run_command(handler, args) -> int:
+def run_command(handler: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command: user mistakes and bad data print ``error: ...`` (exit 2), Ctrl-C exits 130; no traceback.
 
     Commands write their outputs atomically or as clearly named ``.partial`` files, and say what they kept

@@ -49,20 +49,7 @@ DESCRIPTION = ("Real-time valence/arousal/expression of every face, with trackin
 )
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help=HELP, description=DESCRIPTION)
-    add_demo_options(p)
-    return p
-
-
-def build_parser(prog: str = "demo/app.py") -> argparse.ArgumentParser:
-    """The demo's parser on its own (for demo/app.py and tests)."""
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    add_demo_options(p)
-    return p
-
-
-def add_demo_options(p: argparse.ArgumentParser) -> None:
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
                    help="one or more checkpoints (official emonet_8.pth / emonet_5.pth or project checkpoints); "
                    "with several, 'm' switches between them and a side-by-side view")

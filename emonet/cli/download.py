@@ -15,22 +15,22 @@ from emonet.errors import UserError
 HELP = "download the official EmoNet checkpoints into weights/ and verify them (git blob SHA-1)"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+DESCRIPTION = (HELP + ". The weights are CC BY-NC-ND 4.0 (non-commercial research use); see weights/README.md.")
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     # lazy: the checkpoint records live beside the models (PyTorch); other commands never load them
     from emonet.hub import OFFICIAL_WEIGHTS, WEIGHTS_DIR
 
-    p = subparsers.add_parser("download", help=HELP, description=HELP + ". The weights are CC BY-NC-ND 4.0 "
-                              "(non-commercial research use); see weights/README.md.")
     p.add_argument("names", nargs="*", default=list(OFFICIAL_WEIGHTS), help=f"any of {', '.join(OFFICIAL_WEIGHTS)}")
     add_output_dir(p, "destination folder (default: weights/)", required=False, default=str(WEIGHTS_DIR),
                    deprecated=("--dir",))
     p.add_argument("--verify", action="store_true", help="only verify files already present")
     p.add_argument("--force", action="store_true", help="download again even if a verified file exists")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.hub import OFFICIAL_WEIGHTS, download_weights, git_blob_sha1  # lazy: see add_parser
+    from emonet.hub import OFFICIAL_WEIGHTS, download_weights, git_blob_sha1  # lazy: see add_options
 
     unknown = [n for n in args.names if n not in OFFICIAL_WEIGHTS]
     if unknown:

@@ -12,20 +12,15 @@ from emonet.errors import UserError
 DATASETS = ("affectnet", "emodataset", "csv")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset or a CSV of faces",
-        description="Evaluate EmoNet with the official protocol (RGB, bilinear resize to 256, /255; optional "
-        "flip TTA; predictions clipped to [-1, 1]). Prints the paper's table next to the published numbers "
-        "and writes metrics.json, predictions.csv and table.txt into --output-dir.",
-    )
-    add_arguments(p)
-    return p
+HELP = "evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset or a CSV of faces"
+DESCRIPTION = (
+    "Evaluate EmoNet with the official protocol (RGB, bilinear resize to 256, /255; optional "
+    "flip TTA; predictions clipped to [-1, 1]). Prints the paper's table next to the published numbers "
+    "and writes metrics.json, predictions.csv and table.txt into --output-dir."
+)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The evaluation options."""
+def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
     p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
     add_data_root(p, "dataset folder (affectnet: Kaggle folder or folder with validation.csv; emodataset: folder "

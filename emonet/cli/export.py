@@ -10,16 +10,16 @@ from emonet.cli.options import add_output, add_weights
 from emonet.fileio import check_output
 from emonet.inference.backends import BACKEND_PRECISIONS, tolerance_verdict
 
+HELP = "export a checkpoint to ONNX (dynamic batch, named outputs), checked with ONNX Runtime"
+DESCRIPTION = (
+    "Export EmoNet or a dual-head ResNet checkpoint to ONNX. Input 'input' (B, 3, S, S): RGB "
+    "pixels / 255 (then ImageNet mean/std for the ResNet models); outputs 'expression' (logits), 'valence', "
+    "'arousal' and, for EmoNet, 'heatmap'. The file is run with ONNX Runtime on batches of 1 and 3 and "
+    "compared with PyTorch: the max abs difference is reported and the export fails above --tolerance."
+)
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to ONNX (dynamic batch, named outputs), checked with ONNX Runtime",
-        description="Export EmoNet or a dual-head ResNet checkpoint to ONNX. Input 'input' (B, 3, S, S): RGB "
-        "pixels / 255 (then ImageNet mean/std for the ResNet models); outputs 'expression' (logits), 'valence', "
-        "'arousal' and, for EmoNet, 'heatmap'. The file is run with ONNX Runtime on batches of 1 and 3 and "
-        "compared with PyTorch: the max abs difference is reported and the export fails above --tolerance.",
-    )
+
+def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (onnx)")
     add_output(p, "output file, e.g. emonet_8.onnx (never the checkpoint itself)", deprecated=("--out",))
@@ -30,7 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="compare the file with PyTorch through ONNX Runtime (default on; fp32 only)")
     p.add_argument("--tolerance", type=float, default=None, help="max abs difference allowed by --check (default 1e-4)")
     p.add_argument("--no-heatmap", action="store_true", help="EmoNet: leave the heatmap output out of the graph outputs")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from typing import Any
 
 from emonet.checkpoint import load_model
 from emonet.classes import expression_classes
-from emonet.cli import run_command
 from emonet.cli.options import add_data_root
 from emonet.errors import UserError
 from emonet.evaluation import evaluate, format_table, published_reference, write_results
@@ -36,19 +35,6 @@ from emonet.training.engine import BEST_FILE, LAST_FILE, LOG_FILE, STATE_FILE
 HELP = "fine-tune the pretrained EmoNet on Emodataset, AffectNet or a CSV of faces"
 DESCRIPTION = ("Fine-tune EmoNet (head only by default, FAN frozen with its BatchNorm statistics kept) on "
                "Emodataset, AffectNet or a CSV of faces. See emodataset-on-emonet/README.md.")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("finetune", help=HELP, description=DESCRIPTION)
-    add_options(p)
-    return p
-
-
-def build_parser(prog: str = "finetune.py") -> argparse.ArgumentParser:
-    """The fine-tuning parser on its own (emodataset-on-emonet/finetune.py)."""
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    add_options(p)
-    return p
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -170,11 +156,6 @@ def _explicit_fields(path: str) -> set[str]:
     text = Path(path).read_text(encoding="utf-8")
     values = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
     return set(values or {})
-
-
-def main(argv: list[str] | None = None, prog: str = "finetune.py") -> int:
-    """Entry point of ``emodataset-on-emonet/finetune.py`` (same as ``python -m emonet finetune``)."""
-    return run_command(run, build_parser(prog).parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,14 +27,15 @@ from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_im
 FLOAT_FORMAT = "{:.8f}"
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "predict",
-        help="predict valence/arousal/expression for every face in images or folders",
-        description="Detect faces (MediaPipe), crop them with EmoNet's protocol and predict valence, arousal "
-        "and expression. Writes one CSV row per face; unreadable images and images without a face get a row "
-        "with the reason in the 'error' column and do not stop the run.",
-    )
+HELP = "predict valence/arousal/expression for every face in images or folders"
+DESCRIPTION = (
+    "Detect faces (MediaPipe), crop them with EmoNet's protocol and predict valence, arousal "
+    "and expression. Writes one CSV row per face; unreadable images and images without a face get a row "
+    "with the reason in the 'error' column and do not stop the run."
+)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     add_weights(p)
     add_output(p, "output CSV, one row per face (written as OUT.partial until the run completes)")
@@ -46,7 +47,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_inference(p)
     add_num_workers(p, "threads reading images ahead", 2, deprecated=("--workers",))
     add_progress(p)
-    return p
 
 
 def _fmt(value) -> str:

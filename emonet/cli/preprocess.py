@@ -27,12 +27,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "instead of the scale's bounds 1 and 10")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("preprocess", help=HELP, description=DESCRIPTION)
-    add_options(p)
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs (pandas, PyTorch): building the parser for --help stays fast
     from emonet.data.emotic_preprocessing import format_report, preprocess_emotic

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "run the pipeline end to end on embedded sample data (smoke scale)"
+DESCRIPTION = (
+    "Smoke-scale run of the whole pipeline on data generated from images shipped in installed "
+    "packages. Nothing is downloaded. See README for running on the real datasets and weights."
+)
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "quickstart",
-        help="run the pipeline end to end on embedded sample data (smoke scale)",
-        description="Smoke-scale run of the whole pipeline on data generated from images shipped in installed "
-        "packages. Nothing is downloaded. See README for running on the real datasets and weights.",
-    )
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", default="outputs/quickstart", help="where every output goes")
     p.add_argument("--weights", default="weights/emonet_8.pth",
                    help="EmoNet checkpoint for the face step (skipped with a hint when absent)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

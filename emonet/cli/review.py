@@ -15,20 +15,7 @@ from emonet.review import SORT_ORDERS, review_predictions_with_visualization
 
 HELP = "review a checkpoint on a labelled test CSV: predictions, metrics, grid, panels, confusion/co-occurrence, V/A scatter"
 DESCRIPTION = "Predict every row of a test CSV, compute metrics and write review figures."
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("review", help=HELP, description=DESCRIPTION,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_options(p)
-    return p
-
-
-def build_parser(prog: str = "inference_visualization.py") -> argparse.ArgumentParser:
-    """The review parser on its own (inference_visualization.py)."""
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_options(p)
-    return p
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter  # the defaults of the many figure options, in --help
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -57,15 +57,16 @@ _SWITCHES: list[tuple[str, str, bool, str]] = [
 ]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train",
-        help="train the ResNet dual-head model on EMOTIC (26 categories + valence/arousal)",
-        description="Train the ResNet-50/18 dual-head model on EMOTIC. Options come from --config (YAML/JSON, "
-        "see configs/) and are overridden by flags. Multi-GPU / multi-node: launch with "
-        "`torchrun --nproc_per_node N -m emonet train ...`. Outputs in --output-dir: best.pth, last.pth "
-        "(load with emonet.load_model), training_state.pt (for --resume), log.csv, curves.png, config.yaml.",
-    )
+HELP = "train the ResNet dual-head model on EMOTIC (26 categories + valence/arousal)"
+DESCRIPTION = (
+    "Train the ResNet-50/18 dual-head model on EMOTIC. Options come from --config (YAML/JSON, "
+    "see configs/) and are overridden by flags. Multi-GPU / multi-node: launch with "
+    "`torchrun --nproc_per_node N -m emonet train ...`. Outputs in --output-dir: best.pth, last.pth "
+    "(load with emonet.load_model), training_state.pt (for --resume), log.csv, curves.png, config.yaml."
+)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON training config (e.g. configs/emotic_resnet50.yaml)")
     for flag, dest, kind, text in _FLAGS:
         p.add_argument(flag, dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
@@ -75,7 +76,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="any other TrainConfig field, YAML-parsed (e.g. --set crop_scale=[0.5,1] --set hflip=0); "
                    "repeatable")
     p.add_argument("--quiet", action="store_true", help="log warnings only")
-    return p
 
 
 def _parse_set(options: list[str]) -> dict[str, Any]:

@@ -51,15 +51,16 @@ def smoothing_kwargs(args: argparse.Namespace, fps: float) -> dict:
     return {}
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "video",
-        help="valence/arousal/expression of every face of a video, webcam, image folder or stream",
-        description="Process a video as a stream: detect faces, track them with stable IDs, predict every face "
-        "of a frame in one batch, smooth each track over time, and write a per-frame CSV (flushed as it goes), "
-        "optionally an annotated video (.mp4 mp4v or .avi MJPG) and a valence/arousal plot. Always headless "
-        "(the interactive window is demo/app.py).",
-    )
+HELP = "valence/arousal/expression of every face of a video, webcam, image folder or stream"
+DESCRIPTION = (
+    "Process a video as a stream: detect faces, track them with stable IDs, predict every face "
+    "of a frame in one batch, smooth each track over time, and write a per-frame CSV (flushed as it goes), "
+    "optionally an annotated video (.mp4 mp4v or .avi MJPG) and a valence/arousal plot. Always headless "
+    "(the interactive window is demo/app.py)."
+)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
     p.add_argument("--source", default="sample",
                    help="camera index (0), video file, image folder, stream URL, or 'sample' (generated clip; default)")
@@ -70,7 +71,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns, drawn on the output video")
     p.add_argument("--summary-json", default=None, help="also write the run summary as JSON")
     add_common_video_options(p)
-    return p
 
 
 def _terminate(signum, frame) -> None:

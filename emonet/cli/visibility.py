@@ -34,12 +34,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_progress(p)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("visibility", help=HELP, description=DESCRIPTION)
-    add_options(p)
-    return p
-
-
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs (OpenCV, the worker pool): building the parser for --help stays fast
     from emonet.visibility import compute_face_visibility
