@@ -102,8 +102,10 @@ def test_csv_run_writes_new_file_and_keeps_input(small_emotic, tmp_path: Path) -
     assert not partial_path_for(out).exists()
     with pytest.raises(UserError, match="is the input CSV; pass --in-place"):
         compute_face_visibility(csv, arrays, csv, progress=False)
-    with pytest.raises(UserError, match="is an existing directory"):
+    with pytest.raises(UserError, match="is also an input of this run"):  # the arrays folder as the output
         compute_face_visibility(csv, arrays, arrays, progress=False)
+    with pytest.raises(UserError, match="is an existing directory"):
+        compute_face_visibility(csv, arrays, csv.parent, progress=False)
 
 
 def test_truncated_array_gives_nan_and_reason(small_emotic, tmp_path: Path) -> None:

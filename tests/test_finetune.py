@@ -179,13 +179,14 @@ def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
 
 
 def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_path, capsys, monkeypatch):
-    import emonet.finetune as ft
+    import emonet.cli.finetune as ft  # the command, which calls emonet.finetune.finetune
 
+    main = script_main("finetune", "finetune.py")
     unreadable = tmp_path / "emonet_8.pth"
     unreadable.write_bytes(b"\x80\x02 not a checkpoint" * 30)
     base = ["--data-root", str(emo), "--arousal-range", "0,1", "--epochs", "2", "--batch-size", "2", "--num-workers", "0",
             "--device", "cpu", "--no-progress", "--no-plot", "--va-loss", "mse"]
-    assert ft.main([*base, "--weights", str(unreadable), "--output-dir", str(tmp_path / "r0")]) == 2
+    assert main([*base, "--weights", str(unreadable), "--output-dir", str(tmp_path / "r0")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {unreadable}: ") and "Traceback" not in err
 
@@ -196,7 +197,7 @@ def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_pat
     real_finetune = ft.finetune
     monkeypatch.setattr(ft, "finetune", lambda *a, **k: real_finetune(*a, callbacks=[CtrlCAfterFirstEpoch()]))
     out = tmp_path / "run"
-    assert ft.main([*base, "--weights", str(official_checkpoint_8), "--output-dir", str(out)]) == 130
+    assert main([*base, "--weights", str(official_checkpoint_8), "--output-dir", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"interrupted: kept best.pth, last.pth, training_state.pt, log.csv in {out}" in err and "--resume" in err
     assert torch.load(out / "training_state.pt", weights_only=True)["epoch"] == 1
