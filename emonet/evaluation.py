@@ -164,13 +164,18 @@ class CatchItemErrors(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, position: int) -> tuple[int, Any]:
-        try:
-            return position, self.dataset[position]
-        except ITEM_READ_ERRORS as exc:
-            index = _base_index(self.dataset, position)
-            paths = getattr(_innermost(self.dataset), "paths", None)
-            path = str(paths[index]) if paths is not None else ""
-            return position, ItemError(index, path, str(exc) or type(exc).__name__)
+        return position, read_item(self.dataset, position)
+
+
+def read_item(dataset: Dataset, position: int) -> Any:
+    """``dataset[position]``, or an :class:`ItemError` (index, path, reason) when its image cannot be read."""
+    try:
+        return dataset[position]
+    except ITEM_READ_ERRORS as exc:
+        index = _base_index(dataset, position)
+        paths = getattr(_innermost(dataset), "paths", None)
+        path = str(paths[index]) if paths is not None else ""
+        return ItemError(index, path, str(exc) or type(exc).__name__)
 
 
 class CollateItems:

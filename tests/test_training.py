@@ -19,6 +19,7 @@ from torch import nn
 import emonet
 from emonet import metrics
 from emonet.classes import EMOTIC_CATEGORIES
+from emonet.errors import UserError
 from emonet.models.registry import register_model
 from emonet.training import (
     Callback,
@@ -428,6 +429,38 @@ def test_validation_scores_the_readable_items_and_reports_the_rest(tmp_path, cap
     arrays = predict_dataset(model, val, device="cpu")
     assert len(arrays["valence"]) == 6 and arrays["target"].shape == (6, 26)
     assert compute_metrics(arrays, "multilabel", model.class_names)["val_map"] == pytest.approx(metrics["val_map"])
+
+
+def test_unreadable_training_items_are_left_out_and_reported(tmp_path, caplog):
+    model = tiny()
+    config = cfg(tmp_path, epochs=2, batch_size=4)
+    _, val = toy_sets(model, config)
+
+    class UnreadableTrain(ToyDataset):
+        def __getitem__(self, i: int) -> dict:
+            from emonet.images import ImageReadError
+
+            if i in (3, 9):
+                raise ImageReadError(f"/data/train/img{i}.jpg: cannot decode image (corrupt, truncated or unsupported format)")
+            return super().__getitem__(i)
+
+    train = UnreadableTrain(16, build_transforms(model, config)[0])
+    trainer = Trainer(model, train, val, config)
+    with caplog.at_level("WARNING", logger="emonet.training"):
+        result = trainer.fit()
+    assert result.last_epoch == 2 and trainer.unreadable_items == 4  # 2 bad items x 2 epochs, the run went on
+    assert "epoch 1: 2 training item(s) unreadable" in caplog.text and "img3.jpg" in caplog.text
+    assert all(math.isfinite(row["train_loss"]) for row in result.history)
+
+    class NothingReadable(ToyDataset):
+        def __getitem__(self, i: int) -> dict:
+            from emonet.images import ImageReadError
+
+            raise ImageReadError(f"/data/train/img{i}.jpg: empty file")
+
+    broken = Trainer(tiny(), NothingReadable(8, build_transforms(model, config)[0]), val, cfg(tmp_path / "b", epochs=1))
+    with pytest.raises(UserError, match="none of the training items could be read"):
+        broken.fit()
 
 
 def test_next_run_removes_stale_temporaries_of_its_own_files_at_start(tmp_path):

@@ -32,17 +32,20 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
 from emonet import evaluation
 from emonet.checkpoint import atomic_torch_save, save_checkpoint
 from emonet.data.emotic import category_matrix
 from emonet.devices import resolve_device
+from emonet.errors import UserError
 from emonet.evaluation import (
+    ItemError,
     Predictions,
     class_probabilities,
     dataset_source,
+    read_item,
     require_scored,
     score_arrays,
     score_predictions,
@@ -274,6 +277,28 @@ def _batch_images(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True)
 
 
+class _ReadableItems(Dataset):
+    """The training set with each unreadable item (corrupt image or array) as an :class:`ItemError` marker:
+    :func:`_collate_readable` leaves it out of its batch, so one bad file never stops a training run."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> Any:
+        return read_item(self.dataset, position)
+
+
+def _collate_readable(items: list[Any]) -> dict[str, Any]:
+    """``default_collate`` of the readable items; the unreadable ones travel beside them as ``unreadable``."""
+    readable = [item for item in items if not isinstance(item, ItemError)]
+    batch = default_collate(readable) if readable else {}
+    batch["unreadable"] = [item for item in items if isinstance(item, ItemError)]
+    return batch
+
+
 # ------------------------------------------------------------------------------------------------ trainer
 class Trainer:
     """Train ``model`` on ``train_dataset``, validating on ``val_dataset`` every epoch.
@@ -353,6 +378,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16
                                            and self.device.type == "cuda")
         self.train_loader = self._train_loader()
+        self.unreadable_items = 0  # training items left out so far because their image could not be read
         self.loss_fn = loss_fn or self._default_loss()
         self.optimizer = self._optimizer(param_groups)
         self.schedule = self._make_schedule()
@@ -409,7 +435,8 @@ class Trainer:
         self._loader_generator = torch.Generator()
         per_rank = len(self.train_sampler)
         return DataLoader(
-            self.train_dataset, batch_size=cfg.batch_size, sampler=self.train_sampler, num_workers=cfg.num_workers,
+            _ReadableItems(self.train_dataset), batch_size=cfg.batch_size, sampler=self.train_sampler,
+            num_workers=cfg.num_workers, collate_fn=_collate_readable,
             pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker, generator=self._loader_generator,
             # A last batch of 1 breaks BatchNorm1d (EmoNet's head) and adds noise: drop it when possible.
             drop_last=per_rank > cfg.batch_size and per_rank % cfg.batch_size == 1,
@@ -540,7 +567,14 @@ class Trainer:
         count = 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.epochs}", leave=False,
                    disable=not (self.config.progress and self.is_main), dynamic_ncols=True)
+        unreadable: list[ItemError] = []
         for step, batch in enumerate(bar):
+            unreadable += batch.pop("unreadable")
+            if "image" not in batch:  # every item of this batch was unreadable
+                if self.context.world_size > 1:  # the other processes would wait for this one's gradients
+                    raise UserError(f"{dataset_source(self.train_dataset)}: a whole batch of unreadable training "
+                                    f"items ({unreadable[-1].path}: {unreadable[-1].reason}); remove the bad files")
+                continue
             terms = self.train_step(batch)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -548,6 +582,14 @@ class Trainer:
             if step % 10 == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{float(terms['loss']):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
         bar.close()
+        if unreadable and not count:
+            raise UserError(f"{dataset_source(self.train_dataset)}: none of the training items could be read "
+                            f"(first: {unreadable[0].path}: {unreadable[0].reason})")
+        if unreadable:
+            self.unreadable_items += len(unreadable)
+            logger.warning("epoch %d: %d training item(s) unreadable, left out of their batches (first: %s: %s)",
+                           epoch, len(unreadable), unreadable[0].path or f"item {unreadable[0].index}",
+                           unreadable[0].reason)
         means = {f"train_{k}": float(v) / max(count, 1) for k, v in sums.items()}
         means = du.all_reduce_mean(means, self.context)
         if not math.isfinite(means.get("train_loss", 0.0)):
