@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from emonet.boxes import box_iou
 from emonet.images import to_rgb_uint8
 
 CROP_SIZE = 256
@@ -99,14 +100,6 @@ def crop_from_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int = CR
     return crop_face(image, landmark_box(landmarks), size)
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class FaceDetector:
     """MediaPipe face detector returning every face with box and score (models ship inside the wheel).
 
@@ -170,7 +163,7 @@ class FaceDetector:
                 keypoints = np.array([(k.x * w, k.y * h) for k in det.location_data.relative_keypoints])
                 candidate = Face(box, float(det.score[0]), keypoints)
                 # Earlier detectors (short range) win on overlap: their boxes fit the crop protocol.
-                if all(_iou(candidate.box, f.box) < 0.3 for f in faces):
+                if not faces or box_iou([candidate.box], [f.box for f in faces]).max() < 0.3:
                     faces.append(candidate)
         faces.sort(key=lambda f: -f.score)
         return faces[: self.max_faces] if self.max_faces else faces

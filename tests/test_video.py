@@ -17,11 +17,12 @@ import torch
 from conftest import REPO_ROOT, SAMPLE_VIDEO_SIZE
 from torch import nn
 
+from emonet.boxes import box_iou
 from emonet.classes import EMONET_8_CLASSES
 from emonet.faces import FaceDetector
 from emonet.predictor import Predictor
 from emonet.samples import write_sample_video
-from emonet.tracking import IoUTracker, TrackSmoothers, box_iou
+from emonet.tracking import IoUTracker, TrackSmoothers
 from emonet.video import (
     CaptureSource,
     Frame,
