@@ -50,6 +50,7 @@ from emonet.checkpoint import WEIGHTS_HINT, load_model
 from emonet.errors import UserError
 from emonet.fileio import write_text_atomic
 from emonet.images import ImageReadError
+from emonet.inference.runners import forward_with_flip
 from emonet.inference.selection import make_runner
 from emonet.models.emonet import EmoNetWeights
 from emonet.preprocess import logits_to_probabilities, prepare_batch
@@ -295,14 +296,9 @@ class Predictions:
 
 def _forward(runner: Callable[[torch.Tensor], dict[str, np.ndarray]], images: torch.Tensor,
              flip_tta: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits, valence, arousal) of a batch; with flip TTA, valence/arousal averaged with the mirror (as the
-    official ``evaluate_flip``) and the logits of the unflipped face."""
-    n = images.shape[0]
-    out = runner(torch.cat([images, torch.flip(images, dims=[3])]) if flip_tta else images)
-    valence, arousal = out["valence"].reshape(-1), out["arousal"].reshape(-1)
-    if flip_tta:
-        valence, arousal = (valence[:n] + valence[n:]) / 2.0, (arousal[:n] + arousal[n:]) / 2.0
-    return out["expression"][:n], valence, arousal
+    """(logits, valence, arousal) of a batch, flip TTA as the predictor does it (:func:`forward_with_flip`)."""
+    out = forward_with_flip(runner, images, flip_tta)
+    return out["expression"], out["valence"], out["arousal"]
 
 
 def _non_finite_reason(logits: np.ndarray, valence: float, arousal: float) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 from emonet.checkpoint import load_model
 from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_region_image
 from emonet.images import read_image, to_rgb_uint8
+from emonet.inference.runners import finite_rows, forward_with_flip
 from emonet.inference.selection import make_runner
 from emonet.landmarks import decode_heatmaps
 from emonet.preprocess import logits_to_probabilities, prepare_batch
@@ -144,24 +145,15 @@ class Predictor:
 
     def _predict_tensor(self, batch: torch.Tensor) -> CropBatchResult:
         n = batch.shape[0]
-        if self.flip_tta:
-            out = self.runner(torch.cat([batch, torch.flip(batch, dims=[3])]))
-            # As the official evaluate_flip: valence/arousal averaged with the mirror, expression unflipped.
-            probs = logits_to_probabilities(out["expression"][:n], self.multi_label)
-            valence = (out["valence"][:n] + out["valence"][n:]) / 2.0
-            arousal = (out["arousal"][:n] + out["arousal"][n:]) / 2.0
-        else:
-            out = self.runner(batch)
-            probs = logits_to_probabilities(out["expression"], self.multi_label)
-            valence, arousal = out["valence"], out["arousal"]
-        landmarks = decode_heatmaps(out["heatmap"][:n], self.input_size) if self.landmarks else None
+        out = forward_with_flip(self.runner, batch, self.flip_tta)
         # A non-finite output (bad weights, overflow in reduced precision...) must not become a plausible value.
-        valid = np.isfinite(valence) & np.isfinite(arousal) & np.isfinite(probs).all(axis=1)
-        valence = np.where(valid, np.clip(valence.astype(np.float64), -1.0, 1.0), np.nan)
-        arousal = np.where(valid, np.clip(arousal.astype(np.float64), -1.0, 1.0), np.nan)
-        probs = np.where(valid[:, None], probs, np.nan)
-        if landmarks is not None:
-            landmarks = np.where(valid[:, None, None], landmarks, np.nan)
+        valid = finite_rows(out)
+        probs = np.where(valid[:, None], logits_to_probabilities(out["expression"], self.multi_label), np.nan)
+        valence = np.where(valid, np.clip(out["valence"].astype(np.float64), -1.0, 1.0), np.nan)
+        arousal = np.where(valid, np.clip(out["arousal"].astype(np.float64), -1.0, 1.0), np.nan)
+        landmarks = None
+        if self.landmarks:
+            landmarks = np.where(valid[:, None, None], decode_heatmaps(out["heatmap"][:n], self.input_size), np.nan)
         return CropBatchResult(valence, arousal, probs, landmarks, valid)
 
     # -- images -----------------------------------------------------------------------------------------

@@ -44,6 +44,29 @@ class Runner(abc.ABC):
 
 
 # -- capability checks ---------------------------------------------------------------------------------------
+def forward_with_flip(
+    runner: Callable[[torch.Tensor], dict[str, np.ndarray]], batch: torch.Tensor, flip_tta: bool = False
+) -> dict[str, np.ndarray]:
+    """The runner's outputs for ``batch``; with ``flip_tta``, as the official ``evaluate_flip``: valence and
+    arousal averaged with the horizontally mirrored faces, every other output (logits, heatmaps) from the
+    unflipped faces. The one place both the predictor and the evaluation do this."""
+    if not flip_tta:
+        out = runner(batch)
+        return {**out, "valence": out["valence"].reshape(-1), "arousal": out["arousal"].reshape(-1)}
+    n = batch.shape[0]
+    out = runner(torch.cat([batch, torch.flip(batch, dims=[3])]))
+    merged = {key: value[:n] for key, value in out.items()}
+    for key in ("valence", "arousal"):
+        values = out[key].reshape(-1)
+        merged[key] = (values[:n] + values[n:]) / 2.0
+    return merged
+
+
+def finite_rows(out: dict[str, np.ndarray]) -> np.ndarray:
+    """Per face: whether valence, arousal and every expression logit are finite (else no valid prediction)."""
+    return np.isfinite(out["valence"]) & np.isfinite(out["arousal"]) & np.isfinite(out["expression"]).all(axis=1)
+
+
 def _check_precision(device: torch.device, precision: str) -> None:
     if precision == "bf16":
         ok, why = bf16_support(device)
