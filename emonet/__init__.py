@@ -9,7 +9,7 @@ Common case::
 
 from __future__ import annotations
 
-import importlib
+from emonet.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -34,12 +34,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'emonet' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,7 +14,7 @@ Modules, each importing only the ones above it in this list:
 
 from __future__ import annotations
 
-import importlib
+from emonet.lazy import lazy_exports
 
 _EXPORTS = {
     "BACKENDS": "emonet.inference.backends",
@@ -31,12 +31,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'emonet.inference' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
