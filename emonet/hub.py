@@ -37,7 +37,10 @@ def verify_weights(path: str | os.PathLike, name: str) -> bool:
     return git_blob_sha1(path) == OFFICIAL_WEIGHTS[name].git_blob_sha1
 
 
-def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeout: float = 60.0, force: bool = False) -> Path:
+def download_weights(
+    name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeout: float = 60.0, force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Download an official checkpoint into ``dest_dir`` and verify its git blob SHA-1.
 
     Raises ``RuntimeError`` with a clear message when offline or when the checksum does not match (the
@@ -54,7 +57,7 @@ def download_weights(name: str, dest_dir: str | os.PathLike = WEIGHTS_DIR, timeo
             try:
                 with urllib.request.urlopen(info.url, timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0)
-                    with tqdm(total=total or None, unit="B", unit_scale=True, desc=name) as bar:
+                    with tqdm(total=total or None, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
                         for block in iter(lambda: response.read(1 << 20), b""):
                             out.write(block)
                             bar.update(len(block))

@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from emonet.cli.options import add_output_dir
+from emonet.cli.options import add_output_dir, add_progress
 from emonet.errors import UserError
+from emonet.fileio import check_output
 
 HELP = "download the official EmoNet checkpoints into weights/ and verify them (git blob SHA-1)"
 
@@ -27,6 +28,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    deprecated=("--dir",))
     p.add_argument("--verify", action="store_true", help="only verify files already present")
     p.add_argument("--force", action="store_true", help="download again even if a verified file exists")
+    add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in args.names if n not in OFFICIAL_WEIGHTS]
     if unknown:
         raise UserError(f"unknown checkpoint {unknown[0]!r}; choose from {', '.join(OFFICIAL_WEIGHTS)}")
+    for name in args.names:  # before any download: no checkpoint may land on a folder
+        check_output(Path(args.output_dir) / f"{name}.pth", option="--output-dir")
     status = 0
     for name in args.names:
         path = Path(args.output_dir) / f"{name}.pth"
@@ -49,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 status = 1
             continue
         try:
-            print(f"{download_weights(name, args.output_dir, force=args.force)}: downloaded and verified")
+            print(f"{download_weights(name, args.output_dir, force=args.force, progress=not args.no_progress)}: downloaded and verified")
         except RuntimeError as exc:  # network or checksum failure: the other files may still download
             print(f"error: {exc}", file=sys.stderr)
             status = 1

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from emonet.cli.options import add_output, add_weights
+from emonet.cli.options import add_output, add_progress, add_weights
 from emonet.fileio import check_output
 from emonet.inference.backends import BACKEND_PRECISIONS, tolerance_verdict
 
@@ -30,6 +30,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="compare the file with PyTorch through ONNX Runtime (default on; fp32 only)")
     p.add_argument("--tolerance", type=float, default=None, help="max abs difference allowed by --check (default 1e-4)")
     p.add_argument("--no-heatmap", action="store_true", help="EmoNet: leave the heatmap output out of the graph outputs")
+    add_progress(p, has_bar=False)
 
 
 def run(args: argparse.Namespace) -> int:

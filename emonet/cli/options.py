@@ -104,8 +104,10 @@ def add_num_workers(p: argparse.ArgumentParser, what: str, default: int, depreca
                metavar="N", help=f"{what} (default {default})")
 
 
-def add_progress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def add_progress(p: argparse.ArgumentParser, has_bar: bool = True) -> None:
+    """``--no-progress`` on every command, so that scripts can pass it everywhere."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar" if has_bar else "accepted for uniformity (this command shows no progress bar)")
 
 
 def add_smoothing(p: argparse.ArgumentParser) -> None:

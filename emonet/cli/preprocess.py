@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from emonet.cli.options import add_data_root, add_output_dir
+from emonet.cli.options import add_data_root, add_output_dir, add_progress
 from emonet.errors import UserError
 
 HELP = "validate EMOTIC annotations, filter by face visibility, normalise valence/arousal/dominance to [-1, 1]"
@@ -25,6 +25,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit-train", action="store_true",
                    help="use the training split's min/max as bounds (applied unchanged to val/test) "
                    "instead of the scale's bounds 1 and 10")
+    add_progress(p, has_bar=False)
 
 
 def run(args: argparse.Namespace) -> int:

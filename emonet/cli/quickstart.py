@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emonet.cli.options import add_progress
+
 HELP = "run the pipeline end to end on embedded sample data (smoke scale)"
 DESCRIPTION = (
     "Smoke-scale run of the whole pipeline on data generated from images shipped in installed "
@@ -16,6 +18,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="weights/emonet_8.pth",
                    help="EmoNet checkpoint for the face step (skipped with a hint when absent)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    add_progress(p, has_bar=False)
 
 
 def run(args: argparse.Namespace) -> int:
