@@ -2,13 +2,16 @@
 
 Each step runs the same command a user runs on real data (printed before it runs), in a subprocess:
 EMOTIC-format fixture -> visibility -> preprocess -> train (ResNet-18 dual-head, tiny) ->
-review (metrics + figures) -> video engine on a generated sample clip. When
-``weights/emonet_8.pth`` is present, the face step and the video step use the official EmoNet; otherwise
-the video step uses the model trained in step 4 (never random weights).
+review (metrics + figures) -> video engine on a generated sample clip. When ``weights/emonet_8.pth`` is
+missing, it is first downloaded and verified (licence printed; a few seconds' timeout, so an offline machine
+does not wait; skipped with ``offline=True`` or ``EMONET_NO_DOWNLOAD=1``). With the official EmoNet the face
+step and the video step use it; offline, the video step uses the model trained in step 4 (never random
+weights) and one line says how to get the real one.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 from emonet.data.fixtures import write_emotic_fixture
+from emonet.hub import OFFICIAL_WEIGHTS, WEIGHTS_DIR, download_weights
 from emonet.samples import write_sample_video, write_samples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,11 +46,43 @@ def _run(title: str, args: list[str], log: Path) -> float:
     return elapsed
 
 
-def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", device: str = "auto") -> int:
+# Set (to anything but 0/empty) to never download on the first run: CI, air-gapped machines.
+NO_DOWNLOAD_ENV = "EMONET_NO_DOWNLOAD"
+FIRST_RUN_TIMEOUT_S = 5.0  # per connection/read: an offline machine gives up at once, a slow link still works
+
+
+def fetch_official_weights(weights: str | os.PathLike, offline: bool = False) -> bool:
+    """Make sure the official ``emonet_8`` checkpoint is at ``weights`` (only for the default place):
+    download and verify it unless offline. Returns whether the file is there; prints one line either way."""
+    path = Path(weights)
+    if path.is_file():
+        return True
+    official = WEIGHTS_DIR / "emonet_8.pth"
+    if path.resolve() != official.resolve():
+        print(f"\n{path} not found: the EmoNet steps are skipped (no download for a path of your own)")
+        return False
+    hint = "`python -m emonet download` fetches the official EmoNet (needs internet), then run this again"
+    if offline or os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
+        print(f"\noffline run ({'--offline' if offline else NO_DOWNLOAD_ENV}): the smoke pipeline without EmoNet; {hint}")
+        return False
+    info = OFFICIAL_WEIGHTS["emonet_8"]
+    print(f"\n== [0/7] first run: downloading the official EmoNet ({info.url}); licence {info.license}: "
+          "research use only, see weights/README.md")
+    try:
+        download_weights("emonet_8", official.parent, timeout=FIRST_RUN_TIMEOUT_S)
+    except RuntimeError as exc:
+        print(f"   could not download ({str(exc).split(' (')[0]}): the smoke pipeline runs without EmoNet; {hint}")
+        return False
+    print(f"   {official}: downloaded, git blob SHA-1 verified")
+    return True
+
+
+def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", device: str = "auto",
+                   offline: bool = False) -> int:
     out = Path(output_dir).resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    have_emonet = Path(weights).is_file()
+    have_emonet = fetch_official_weights(weights, offline)
     print("SMOKE-SCALE RUN on data generated from images shipped with installed packages: it checks that every "
           "step works; its numbers mean nothing. See README (Pipeline) for the real datasets and weights.")
     start = time.perf_counter()
@@ -80,7 +116,7 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
                   out / "predictions.csv", samples], logs / "6_predict.log")
         else:
             print(f"\n== [6/7] EmoNet on the sample images: skipped, {weights} not found "
-                  "(python weights/download.py gets the official checkpoints)")
+                  "(python -m emonet download gets the official checkpoints)")
         video = write_sample_video(out / "video" / "sample.mp4", seconds=4.0, fps=10.0)
         video_weights = weights if have_emonet else checkpoint
         _run(f"[7/7] video engine on a generated clip ({'EmoNet' if have_emonet else 'the model trained in step 4'})",

@@ -50,3 +50,26 @@ def test_verify_cli(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "emonet_8.pth: checksum does NOT match" in result.stdout and "emonet_5.pth: missing" in result.stdout
+
+
+def test_first_run_fetches_the_official_weights_unless_offline(fake_official, tmp_path, monkeypatch, capsys):
+    from emonet import quickstart
+
+    monkeypatch.setattr(quickstart, "WEIGHTS_DIR", tmp_path / "weights")
+    default = tmp_path / "weights" / "emonet_8.pth"
+    monkeypatch.setenv(quickstart.NO_DOWNLOAD_ENV, "1")
+    assert not quickstart.fetch_official_weights(default) and not default.exists()
+    assert "offline run (EMONET_NO_DOWNLOAD)" in capsys.readouterr().out
+    assert not quickstart.fetch_official_weights(default, offline=True)
+    monkeypatch.delenv(quickstart.NO_DOWNLOAD_ENV)
+    # a path of the user's own is never downloaded to
+    assert not quickstart.fetch_official_weights(tmp_path / "mine.pth") and not (tmp_path / "mine.pth").exists()
+    assert quickstart.fetch_official_weights(default)  # first run: downloaded, verified, licence said
+    out = capsys.readouterr().out
+    assert "CC BY-NC-ND 4.0" in out and "SHA-1 verified" in out
+    assert default.read_bytes() == fake_official.read_bytes()
+    fake_official.unlink()  # offline from now on: the verified file is used as it is
+    assert quickstart.fetch_official_weights(default)
+    default.unlink()
+    assert not quickstart.fetch_official_weights(default)
+    assert "could not download" in capsys.readouterr().out and not default.exists()

@@ -18,6 +18,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="weights/emonet_8.pth",
                    help="EmoNet checkpoint for the face step (skipped with a hint when absent)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--offline", action="store_true",
+                   help="never download the official EmoNet on the first run (also: EMONET_NO_DOWNLOAD=1)")
     add_progress(p, has_bar=False)
 
 
@@ -25,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     # imported when the command runs (pandas, OpenCV): building the parser for --help stays fast
     from emonet.quickstart import run_quickstart
 
-    return run_quickstart(args.output_dir, weights=args.weights, device=args.device)
+    return run_quickstart(args.output_dir, weights=args.weights, device=args.device, offline=args.offline)
