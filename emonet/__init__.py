@@ -27,6 +27,7 @@ _EXPORTS = {
     "list_models": "emonet.models",
     "Predictor": "emonet.predictor",
     "FacePrediction": "emonet.predictor",
+    "to_dataframe": "emonet.predictor",
     "FaceDetector": "emonet.faces",
     "Face": "emonet.faces",
     "crop_face": "emonet.faces",

@@ -7,22 +7,36 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from emonet.checkpoint import load_model
 from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_region_image
-from emonet.images import read_image, to_rgb_uint8
+from emonet.images import ImageReadError, read_image, to_rgb_uint8
 from emonet.inference.runners import finite_rows, forward_with_flip
 from emonet.inference.selection import make_runner
 from emonet.landmarks import decode_heatmaps
 from emonet.preprocess import logits_to_probabilities, prepare_batch
 
 NON_FINITE_ERROR = "non-finite model output (NaN or inf): no valid prediction"
+NO_FACE_ERROR = "no face detected"
+# Likely-BGR heuristic: skin is redder than blue in virtually every photograph, so when the centre of the
+# detected faces' crops is on average this much bluer than red (0-255 scale), the array was probably BGR
+# (OpenCV's order). Measured on the sample faces: RGB -55 and -100, the same arrays as BGR +54 and +106,
+# grayscale 0.
+BGR_BLUE_EXCESS = 15.0
+BGR_WARNING = (
+    "the image array looks like BGR (faces are bluer than red), but it is read as RGB; pass "
+    'channel_order="bgr" for OpenCV arrays (or channel_order="rgb" to silence this), or read files with '
+    "emonet.images.read_image"
+)
 
 
 @dataclass
@@ -66,6 +80,68 @@ class CropBatchResult:
 
     def __len__(self) -> int:
         return len(self.valence)
+
+
+def _crops_look_bgr(crops: Sequence[np.ndarray]) -> bool:
+    """True when the centres of the face crops are, on average, markedly bluer than red (RGB order assumed)."""
+    centres = [c[c.shape[0] // 4: 3 * c.shape[0] // 4, c.shape[1] // 4: 3 * c.shape[1] // 4] for c in crops]
+    means = np.mean([c.reshape(-1, 3).mean(axis=0) for c in centres], axis=0)
+    return bool(means[2] - means[0] > BGR_BLUE_EXCESS)
+
+
+def prediction_columns(
+    class_names: Sequence[str], landmarks: bool = False, key_columns: Sequence[str] = ("path",)
+) -> list[str]:
+    """Columns of the prediction table (CSV, JSON, Parquet, DataFrame), in order."""
+    columns = [*key_columns, "face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
+    columns += [f"p_{c}" for c in class_names]
+    if landmarks:
+        columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
+    return columns + ["error"]
+
+
+def prediction_rows(key: dict, faces: Sequence[FacePrediction] | None, error: str = "") -> list[dict]:
+    """The table rows of one image: one per face; ``faces=None`` (unreadable, reason in ``error``) or no
+    face gives one row with the reason. ``key`` identifies the image (``{"path": ...}`` or ``{"image_index": i}``).
+
+    The one place rows are built: the ``predict`` command's files and :meth:`Predictor.predict_dataframe`.
+    """
+    if faces is None:
+        return [{**key, "error": error}]
+    if not faces:
+        return [{**key, "error": NO_FACE_ERROR}]
+    rows = []
+    for face in faces:
+        row = {**key, **face.to_row()}
+        if face.landmarks is not None and not face.error:
+            for i, (x, y) in enumerate(face.landmarks):
+                row[f"lm_x{i}"], row[f"lm_y{i}"] = float(x), float(y)
+        rows.append(row)
+    return rows
+
+
+def rows_to_dataframe(rows: Sequence[dict], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows of :func:`prediction_rows` -> DataFrame: missing numbers NaN, missing text empty, integer indices."""
+    df = pd.DataFrame(list(rows), columns=list(columns))
+    for name in ("face", "image_index"):
+        if name in df:
+            df[name] = df[name].astype("Int64")  # nullable: error rows have no face number
+    for name in ("expression", "error"):
+        df[name] = df[name].fillna("").astype(str)
+    return df
+
+
+def to_dataframe(results: Sequence[FacePrediction] | Sequence[Sequence[FacePrediction]]) -> pd.DataFrame:
+    """DataFrame of ``Predictor.predict`` (one image) or ``predict_many`` (one list per image) results.
+
+    Rows and columns as :meth:`Predictor.predict_dataframe`, with ``image_index`` the image's position.
+    """
+    per_image = [results] if results and isinstance(results[0], FacePrediction) else list(results)
+    faces = [f for group in per_image for f in group]
+    class_names = list(faces[0].probabilities) if faces else []
+    landmarks = any(f.landmarks is not None for f in faces)
+    rows = [r for i, group in enumerate(per_image) for r in prediction_rows({"image_index": i}, list(group))]
+    return rows_to_dataframe(rows, prediction_columns(class_names, landmarks, ["image_index"]))
 
 
 def default_batch_size(device: str | torch.device) -> int:
@@ -123,6 +199,7 @@ class Predictor:
         if isinstance(detector, str):
             detector = FaceDetector(model=detector, min_score=min_face_score)
         self.detector: FaceDetector | None = detector
+        self._warned_bgr = False
 
     # -- crops ------------------------------------------------------------------------------------------
     def predict_crops(self, crops: Sequence[np.ndarray]) -> CropBatchResult:
@@ -166,19 +243,71 @@ class Predictor:
         regions = [crop_region(f.box, self.input_size, self.crop_expand) for f in faces]
         return faces, regions, [crop_region_image(image, r) for r in regions]
 
-    def predict(self, image: np.ndarray | str | os.PathLike, channel_order: str = "rgb") -> list[FacePrediction]:
-        """Predict every face of one image (array or path). Returns [] when no face is found."""
+    def predict(
+        self, image: np.ndarray | str | os.PathLike, channel_order: str | None = None
+    ) -> list[FacePrediction]:
+        """Predict every face of one image (array or path). Returns [] when no face is found.
+
+        ``channel_order``: ``"rgb"`` or ``"bgr"`` for arrays; ``None`` (default) reads them as RGB and warns
+        once per predictor when the faces look BGR (see :data:`BGR_BLUE_EXCESS`).
+        """
         return self.predict_many([image], channel_order)[0]
 
     def predict_many(
-        self, images: Iterable[np.ndarray | str | os.PathLike], channel_order: str = "rgb"
+        self, images: Iterable[np.ndarray | str | os.PathLike], channel_order: str | None = None
     ) -> list[list[FacePrediction]]:
         """Predict several images, batching their faces together."""
-        located = []
+        rgbs, guessed = [], False
         for image in images:
-            rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb_uint8(image, channel_order)
-            located.append((rgb.shape[:2], *self.locate(rgb)))
+            rgb, unsure = self._as_rgb(image, channel_order)
+            rgbs.append(rgb)
+            guessed |= unsure
+        return self._predict_rgb(rgbs, check_bgr=guessed)
+
+    def predict_dataframe(
+        self, images_or_paths: Iterable[np.ndarray | str | os.PathLike], channel_order: str | None = None
+    ) -> pd.DataFrame:
+        """One row per face, with the columns of the ``predict`` command's CSV (see :func:`prediction_rows`).
+
+        Paths fill the ``path`` column, arrays an ``image_index`` column (their position in the input; both
+        columns when both are given). An unreadable image or one without a face gets one row with ``error``.
+        Images are processed ``batch_size`` at a time, so a long list of paths is never all in memory.
+        """
+        items = list(images_or_paths)
+        is_path = [isinstance(item, (str, os.PathLike)) for item in items]
+        rows: list[dict] = []
+        for start in range(0, len(items), self.batch_size):
+            keys, rgbs, errors, guessed = [], [], [], False
+            for i in range(start, min(start + self.batch_size, len(items))):
+                keys.append({"path": str(items[i])} if is_path[i] else {"image_index": i})
+                try:
+                    rgb, unsure = self._as_rgb(items[i], channel_order)
+                    guessed |= unsure
+                    rgbs.append(rgb)
+                    errors.append("")
+                except (ImageReadError, ValueError, OSError) as exc:  # an error row, as the CLI writes
+                    rgbs.append(None)
+                    errors.append(str(exc))
+            results = iter(self._predict_rgb([r for r in rgbs if r is not None], check_bgr=guessed))
+            for key, rgb, error in zip(keys, rgbs, errors):
+                rows += prediction_rows(key, None if rgb is None else next(results), error)
+        key_columns = (["path"] if any(is_path) else []) + (["image_index"] if not all(is_path) else [])
+        return rows_to_dataframe(rows, prediction_columns(self.class_names, self.landmarks, key_columns or ["path"]))
+
+    def _as_rgb(self, image: np.ndarray | str | os.PathLike, channel_order: str | None) -> tuple[np.ndarray, bool]:
+        """RGB uint8 of a path or array, and whether its channel order was assumed (colour array, no order given)."""
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image), False
+        array = np.asarray(image)
+        guessed = channel_order is None and array.ndim == 3 and array.shape[2] in (3, 4)
+        return to_rgb_uint8(array, channel_order or "rgb"), guessed
+
+    def _predict_rgb(self, rgbs: Sequence[np.ndarray], check_bgr: bool = False) -> list[list[FacePrediction]]:
+        located = [(rgb.shape[:2], *self.locate(rgb)) for rgb in rgbs]
         crops = [c for _, _, _, cs in located for c in cs]
+        if check_bgr and crops and not self._warned_bgr and _crops_look_bgr(crops):
+            self._warned_bgr = True  # once per predictor: a loop over video frames must not flood the log
+            warnings.warn(BGR_WARNING, UserWarning, stacklevel=3)
         result = self.predict_crops(crops)
         outputs, k = [], 0
         for shape, faces, regions, _ in located:
@@ -188,6 +317,17 @@ class Predictor:
                 k += 1
             outputs.append(preds)
         return outputs
+
+    def face_crops(self, image: np.ndarray, faces: Sequence[FacePrediction]) -> list[np.ndarray]:
+        """The model-input crops (RGB uint8, ``input_size`` square) of ``faces`` predicted on RGB ``image``.
+
+        The same functions as prediction (protocol crop, or the whole image resized without a detector), so
+        these are the pixels the model saw.
+        """
+        if self.detector is None:
+            resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
+            return [resized for _ in faces]
+        return [crop_region_image(image, crop_region(f.box, self.input_size, self.crop_expand)) for f in faces]
 
     def _face_prediction(
         self, index: int, face: Face, region: CropRegion | None, shape: tuple[int, int], result: CropBatchResult, k: int
