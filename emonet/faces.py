@@ -9,7 +9,6 @@ pixels. The official video demo instead fed the raw detector box, a known cause 
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from emonet.boxes import box_iou
 from emonet.images import to_rgb_uint8
+from emonet.nativelogs import configure_native_logs, native_stderr_silenced
 
 CROP_SIZE = 256
 # EmoNet's training crop: side = 200 * (w + h) / 220 around the landmark box.
@@ -117,17 +117,20 @@ class FaceDetector:
     def __init__(self, model: str = "auto", min_score: float = 0.5, max_faces: int | None = None) -> None:
         if model not in ("auto", "short", "full"):
             raise ValueError(f"model must be 'auto', 'short' or 'full', got {model!r}")
-        # Quiet MediaPipe's C++ start-up logging unless the user asked for it.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # Quiet MediaPipe's C++ start-up logging unless the user asked for it (EMONET_VERBOSE / --verbose).
+        configure_native_logs()
         import mediapipe as mp
 
         self.model, self.min_score, self.max_faces = model, min_score, max_faces
         selections = {"short": [0], "full": [1], "auto": [0, 1]}[model]
-        self._detectors = [
-            mp.solutions.face_detection.FaceDetection(model_selection=s, min_detection_confidence=min_score)
-            for s in selections
-        ]
+        # The graphs start (and log) in their own threads; a first process() returns only once they have.
+        with native_stderr_silenced():
+            self._detectors = [
+                mp.solutions.face_detection.FaceDetection(model_selection=s, min_detection_confidence=min_score)
+                for s in selections
+            ]
+            for detector in self._detectors:
+                detector.process(np.zeros((64, 64, 3), np.uint8))
         self._lock = threading.Lock()
 
     def __enter__(self) -> FaceDetector:

@@ -40,6 +40,7 @@ from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
 from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, write_csv_atomic
 from emonet.images import to_rgb_uint8
+from emonet.nativelogs import configure_native_logs, native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ def visibility_percent(points: np.ndarray, width: int, height: int) -> float:
     return 100.0 * float(inside.sum()) / float(len(points))
 
 
+# A first process() call on this waits for a MediaPipe graph's start-up (and its log lines) to finish.
+_BLANK = np.zeros((64, 64, 3), np.uint8)
+
+
 class FaceVisibility:
     """Reusable face-visibility estimator (one FaceMesh graph, one lazily created face detector).
 
@@ -79,10 +84,13 @@ class FaceVisibility:
         self.min_confidence = min_confidence
         self.pad_fraction = pad_fraction
         self.detector_fallback = detector_fallback
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-        )
+        configure_native_logs()
+        with native_stderr_silenced():  # MediaPipe logs its graph start-up (see emonet.nativelogs)
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+            )
+            self._mesh.process(_BLANK)  # returns once the graph has started (and logged)
         self._detector = None
         self._region_mesh = None
 
@@ -132,10 +140,12 @@ class FaceVisibility:
             import mediapipe as mp  # lazy: see __init__
 
             self._detector = FaceDetector(model="auto", min_score=self.min_confidence, max_faces=1)
-            self._region_mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                min_detection_confidence=max(self.min_confidence, FALLBACK_MESH_CONFIDENCE),
-            )
+            with native_stderr_silenced():
+                self._region_mesh = mp.solutions.face_mesh.FaceMesh(
+                    static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                    min_detection_confidence=max(self.min_confidence, FALLBACK_MESH_CONFIDENCE),
+                )
+                self._region_mesh.process(_BLANK)
         faces = self._detector.detect(image)
         if not faces:
             return None

@@ -24,7 +24,7 @@ LAYERS: dict[str, int] = {
     # foundations: no project imports, or only of the layers below
     "emonet.errors": 0, "emonet.classes": 0, "emonet.devices": 0, "emonet.smoothing": 0,
     "emonet.landmarks": 0, "emonet.metrics": 0, "emonet.boxes": 0,
-    "emonet.lazy": 0,
+    "emonet.lazy": 0, "emonet.nativelogs": 0,
     "emonet.fileio": 1, "emonet.images": 1, "emonet.samples": 1, "emonet.tracking": 1,
     "emonet.faces": 2, "emonet.preprocess": 2, "emonet.visualization": 2,
     # networks, then reading weights into them

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from types import ModuleType
 
 from emonet import __version__
+from emonet.cli.options import add_verbose
 from emonet.errors import UserError
+from emonet.nativelogs import configure_native_logs
 
 COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download"]
 
@@ -43,12 +45,18 @@ def _parser_kwargs(module: ModuleType) -> dict:
     return {"description": module.DESCRIPTION, "formatter_class": getattr(module, "FORMATTER", argparse.HelpFormatter)}
 
 
+def _add_command_options(module: ModuleType, parser: argparse.ArgumentParser) -> None:
+    module.add_options(parser)
+    if not any("--verbose" in action.option_strings for action in parser._actions):
+        add_verbose(parser)  # every command has it; a command may define its own
+    parser.set_defaults(handler=module.run)
+
+
 def command_parser(name: str, prog: str) -> argparse.ArgumentParser:
     """The parser of one command on its own, named ``prog`` (the seed's scripts, tests)."""
     module = _load(name)
     parser = argparse.ArgumentParser(prog=prog, **_parser_kwargs(module))
-    module.add_options(parser)
-    parser.set_defaults(handler=module.run)
+    _add_command_options(module, parser)
     return parser
 
 
@@ -80,8 +88,7 @@ def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
             print(f"warning: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
             continue
         sub = subparsers.add_parser(name, help=module.HELP, **_parser_kwargs(module))
-        module.add_options(sub)
-        sub.set_defaults(handler=module.run)
+        _add_command_options(module, sub)
     return parser
 
 
@@ -109,6 +116,8 @@ def run_command(handler: Callable[[argparse.Namespace], int | None], args: argpa
     Commands write their outputs atomically or as clearly named ``.partial`` files, and say what they kept
     before re-raising an interrupt, so nothing finished is lost here.
     """
+    # Before the command imports MediaPipe/OpenCV: their log levels are read at start-up.
+    configure_native_logs(True if getattr(args, "verbose", False) else None)  # EMONET_VERBOSE=1 also works
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:

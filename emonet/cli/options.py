@@ -3,7 +3,8 @@
 * ``--output`` is a file, ``--output-dir`` a folder, ``--data-root`` a dataset folder;
 * ``--num-workers`` parallel workers (threads or processes, said in each help text);
 * ``--device``/``--backend``/``--precision``/``--smoothing`` take the same choices everywhere;
-* ``--no-progress`` hides progress bars.
+* ``--no-progress`` hides progress bars;
+* ``--verbose`` (every command, added by :mod:`emonet.cli`) shows the native libraries' log lines.
 
 Renamed flags keep their old spelling for one release: it still works and prints a deprecation warning.
 No heavy import here: ``python -m emonet --help`` must stay fast.
@@ -108,6 +109,12 @@ def add_progress(p: argparse.ArgumentParser, has_bar: bool = True) -> None:
     """``--no-progress`` on every command, so that scripts can pass it everywhere."""
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar" if has_bar else "accepted for uniformity (this command shows no progress bar)")
+
+
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: keep MediaPipe/TensorFlow Lite/absl/glog/OpenCV log lines (quiet by default)."""
+    p.add_argument("--verbose", action="store_true",
+                   help="show the log lines of MediaPipe, TensorFlow Lite and OpenCV (hidden by default)")
 
 
 def add_smoothing(p: argparse.ArgumentParser) -> None:
