@@ -399,10 +399,8 @@ def review_predictions_with_visualization(
     for p in order[:detailed_samples]:
         row = scored.iloc[int(p)]
         r = int(row["rank"])
-        if labels_ok:
-            truth_vec = truth_a[p] if multi_label else np.eye(len(class_names))[truth_a[p]]
-        else:
-            truth_vec = np.zeros(len(class_names))
+        # No labels for these classes (EmoNet's on EMOTIC): no truth bars, so no truth legend either.
+        truth_vec = (truth_a[p] if multi_label else np.eye(len(class_names))[truth_a[p]]) if labels_ok else None
         info: dict[str, Any] = {
             "rank": r + 1, "row": int(row["index"]),
             "true valence": float(row["true_valence"]), "pred valence": float(row["pred_valence"]),

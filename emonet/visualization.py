@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
+from matplotlib.ticker import MaxNLocator
 
 from emonet.fileio import atomic_path
 from emonet.metrics import cooccurrence_matrix
@@ -30,6 +32,7 @@ ERROR_COLOR = "#D55E00"
 NEUTRAL_COLOR = "#555555"
 TRAIN_COLOR = "#009E73"
 VAL_COLOR = "#CC79A7"
+TEXT_COLOR = "#1a1a1a"
 
 # Circumplex quadrants (valence sign, arousal sign) -> name, examples (Russell 1980).
 QUADRANTS: dict[tuple[int, int], tuple[str, str]] = {
@@ -42,7 +45,7 @@ QUADRANTS: dict[tuple[int, int], tuple[str, str]] = {
 __all__ = [
     "PRED_COLOR", "QUADRANTS", "TRUTH_COLOR", "draw_label_bars", "draw_va_plane", "new_figure",
     "plot_confusion_matrix", "plot_cooccurrence", "plot_label_bars", "plot_sample_detail", "plot_sample_grid",
-    "plot_training_curves", "plot_va_plane", "plot_va_scatter", "save_figure",
+    "plot_training_curves", "plot_va_plane", "plot_va_scatter", "readable_title", "save_figure",
 ]
 
 
@@ -102,6 +105,8 @@ def draw_va_plane(
             ax.text(x, y - 0.11 * sa, examples, ha="center", va="top" if sa > 0 else "bottom", fontsize=6.5,
                     color=NEUTRAL_COLOR, style="italic")
     pred, true = _as_points(pred_va), _as_points(true_va)
+    if true is not None and not np.isfinite(true).any():
+        true = None  # no V/A truth (all missing): no empty "ground truth" legend entry
     n = max(len(p) for p in (pred, true) if p is not None) if (pred is not None or true is not None) else 0
     size = point_size if point_size is not None else (70 if n <= 5 else 25 if n <= 100 else 6)
     alpha = 1.0 if n <= 100 else 0.5
@@ -144,7 +149,7 @@ def plot_va_plane(
 def draw_label_bars(
     ax: Axes,
     scores: Any,
-    truth: Any,
+    truth: Any | None,
     class_names: Sequence[str],
     threshold: float | None = None,
     top_k: int | None = None,
@@ -154,9 +159,12 @@ def draw_label_bars(
     """Horizontal bars per class: predicted score (orange) beside the truth (blue, 0/1 or a one-hot).
 
     ``top_k`` keeps the classes with the highest score or a true label (the truth is never hidden).
+    ``truth=None`` (a dataset without these labels, e.g. EmoNet's classes on EMOTIC) draws the scores alone,
+    with no truth legend entry.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    t = np.asarray(truth, dtype=np.float64).reshape(-1)
+    has_truth = truth is not None
+    t = np.asarray(truth, dtype=np.float64).reshape(-1) if has_truth else np.zeros_like(s)
     names = list(class_names)
     if not (len(s) == len(t) == len(names)):
         raise ValueError(f"label bars: {len(s)} scores, {len(t)} truth values, {len(names)} class names")
@@ -166,8 +174,13 @@ def draw_label_bars(
         idx = np.array(sorted(keep))
     y = np.arange(len(idx))
     h = 0.4
-    ax.barh(y - h / 2, t[idx], height=h, color=TRUTH_COLOR, label="ground truth")
-    ax.barh(y + h / 2, s[idx], height=h, color=PRED_COLOR, label=score_label)
+    if has_truth:
+        ax.barh(y - h / 2, t[idx], height=h, color=TRUTH_COLOR, label="ground truth")
+        ax.barh(y + h / 2, s[idx], height=h, color=PRED_COLOR, label=score_label)
+    else:
+        ax.barh(y, s[idx], height=2 * h, color=PRED_COLOR, label=score_label)
+        if title == "Labels: prediction vs truth":
+            title = "Labels: prediction (no ground-truth labels for these classes)"
     if threshold is not None:
         ax.axvline(threshold, color=NEUTRAL_COLOR, ls="--", lw=1, label=f"threshold {threshold:g}")
     ax.set_yticks(y, [names[i] for i in idx], fontsize=8 if len(idx) <= 12 else 7)
@@ -176,7 +189,7 @@ def draw_label_bars(
             tick.set_fontweight("bold")  # true labels stand out when reading the list
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
-    ax.set_xlabel("score / truth")
+    ax.set_xlabel("score / truth" if has_truth else "score")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3, fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
@@ -185,7 +198,7 @@ def draw_label_bars(
 
 def plot_label_bars(
     scores: Any,
-    truth: Any,
+    truth: Any | None,
     class_names: Sequence[str],
     out_path: str | os.PathLike | None = None,
     threshold: float | None = None,
@@ -209,16 +222,24 @@ def _thumbnail(image: np.ndarray, max_side: int = 320) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def _short(labels: Sequence[str], limit: int = 3, width: int = 26) -> str:
-    """``"Peace, Happiness +3"``; long names are cut so that a grid cell stays readable."""
+def _short(labels: Sequence[str], limit: int = 3, width: int = 30) -> tuple[str, str]:
+    """(``"Peace, Happiness"``, ``"+3 more categories"``): long names are cut so that a grid cell stays readable;
+    the second part is empty when every label fits."""
     labels = [str(x) for x in labels]
     if not labels:
-        return "(none)"
-    more = f" +{len(labels) - limit}" if len(labels) > limit else ""
+        return "(none)", ""
+    extra = len(labels) - limit
+    more = f"+{extra} more {'category' if extra == 1 else 'categories'}" if extra > 0 else ""
     text = ", ".join(labels[:limit])
-    if len(text) + len(more) > width:
-        text = text[: max(4, width - len(more) - 1)] + "…"
-    return text + more
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return text, more
+
+
+def _tint(color: str, amount: float = 0.18) -> tuple[float, float, float]:
+    """``color`` mixed with white (``amount`` of the colour): a background that dark text reads on."""
+    rgb = np.array(to_rgb(color))
+    return tuple(float(v) for v in 1 - amount * (1 - rgb))
 
 
 def _fmt_va(va: Any) -> str:
@@ -256,7 +277,7 @@ def plot_sample_grid(
         raise ValueError("plot_sample_grid: no samples")
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    cell_w, cell_h, text_h = 3.0, 3.0, 1.05  # inches: square image, then four text lines under it
+    cell_w, cell_h, text_h = 3.0, 3.0, 1.4  # inches: square image, then two boxes of up to three lines
     top_h = 0.6 if title else 0.25
     fig = new_figure((cell_w * ncols, (cell_h + text_h) * nrows + top_h + 0.3))
     height = fig.get_figheight()
@@ -269,19 +290,21 @@ def plot_sample_grid(
         ax.imshow(_square(s["image"]))
         if s.get("caption"):
             ax.set_title(str(s["caption"]), fontsize=8.5, color=NEUTRAL_COLOR, pad=3)
-        lines = [
-            (f"truth: {_short(s.get('true_labels', []), 2)}", TRUTH_COLOR),
-            (f"        {_fmt_va(s.get('true_va'))}", TRUTH_COLOR),
-            (f"pred:  {_short(s.get('pred_labels', []), 2)}", PRED_COLOR),
-            (f"        {_fmt_va(s.get('pred_va'))}", PRED_COLOR),
-        ]
-        x = c / ncols + 0.012
-        for k, (text, color) in enumerate(lines):
-            y = (bottom - 0.05 - 0.21 * (k + 1)) / height
-            fig.text(x, y, text, fontsize=8, color=color, weight="bold", family="monospace")
+        x = c / ncols + 0.015
+        for k, (kind, labels, va, color) in enumerate((
+            ("truth:", s.get("true_labels", []), s.get("true_va"), TRUTH_COLOR),
+            ("pred: ", s.get("pred_labels", []), s.get("pred_va"), PRED_COLOR),
+        )):
+            names, more = _short(labels, 2)
+            rows = [f"{kind} {names}", *([f"       {more}"] if more else []), f"       {_fmt_va(va)}"]
+            # Dark text on a light box edged in the series colour: orange text on white is hard to read.
+            y = (bottom - 0.14 - 0.6 * k) / height
+            fig.text(x, y, "\n".join(rows), fontsize=8, color=TEXT_COLOR, family="monospace", va="top",
+                     linespacing=1.35, bbox={"boxstyle": "round,pad=0.3", "facecolor": _tint(color),
+                                             "edgecolor": color, "linewidth": 1.5})
     if title:
         fig.suptitle(title, fontsize=12, y=1 - 0.15 / height)
-    note = "blue = ground truth, orange = prediction" + (f";  {footnote}" if footnote else "")
+    note = "blue box = ground truth, orange box = prediction" + (f";  {footnote}" if footnote else "")
     fig.text(0.005, 0.05 / height, note, fontsize=8, color=NEUTRAL_COLOR)
     return _finish(fig, out_path)
 
@@ -302,7 +325,7 @@ def _metrics_text(metrics: Mapping[str, Any]) -> str:
 def plot_sample_detail(
     image: np.ndarray,
     scores: Any,
-    truth: Any,
+    truth: Any | None,
     class_names: Sequence[str],
     pred_va: Any = None,
     true_va: Any = None,
@@ -312,7 +335,10 @@ def plot_sample_detail(
     out_path: str | os.PathLike | None = None,
     score_label: str = "predicted score",
 ) -> Figure:
-    """One sample: image, label bars (prediction vs truth), VA plane with truth, and a metrics box."""
+    """One sample: image, label bars (prediction vs truth), VA plane with truth, and a metrics box.
+
+    ``truth=None`` when the dataset has no labels for ``class_names``: the bars show the scores alone.
+    """
     fig = new_figure((15, 8))
     grid = fig.add_gridspec(2, 3, width_ratios=[1.0, 1.3, 0.7], left=0.04, right=0.98, top=0.9, bottom=0.1,
                             wspace=0.35, hspace=0.45)
@@ -466,6 +492,32 @@ def _split_of(column: str) -> tuple[str, str]:
     return column, ""
 
 
+# Readable panel titles: the log's loss terms are named by their target alone ("valence" is a loss there).
+_TITLES = {
+    "loss": "total loss", "cls": "classification loss", "valence": "valence loss", "arousal": "arousal loss",
+    "map": "mAP", "acc": "accuracy", "balanced_acc": "balanced accuracy", "lr": "learning rate",
+    "learning_rate": "learning rate",
+}
+_WORDS = {"va": "valence/arousal", "f1": "F1", "ccc": "CCC", "pcc": "PCC", "mae": "MAE", "rmse": "RMSE",
+          "sagr": "SAGR", "icc": "ICC", "acc": "accuracy", "map": "mAP", "auc": "AUC"}
+_DIMENSIONS = ("valence", "arousal", "va")
+
+
+def readable_title(key: str) -> str:
+    """``va_ccc`` -> "valence/arousal CCC", ``map`` -> "mAP", ``valence`` (a loss term) -> "valence loss"."""
+    low = key.lower()
+    if low in _TITLES:
+        return _TITLES[low]
+    parts = low.split("_")
+    if len(parts) > 1 and parts[-1] in _DIMENSIONS and parts[0] not in _DIMENSIONS:
+        parts = parts[-1:] + parts[:-1]  # "ccc_valence" reads as "valence CCC"
+    return " ".join(_WORDS.get(p, p) for p in parts if p)
+
+
+def _loss_rank(key: str) -> bool:
+    return "loss" in key.lower() or key.lower() in ("cls", "valence", "arousal")
+
+
 def plot_training_curves(
     log_csv: str | os.PathLike | pd.DataFrame,
     out_png: str | os.PathLike | None = None,
@@ -498,10 +550,11 @@ def plot_training_curves(
         key, split = _split_of(str(col))
         groups.setdefault(key, []).append((str(col), split))
 
-    def order(key: str) -> tuple[int, str]:
+    def order(key: str) -> tuple[int, int, str]:
         low = key.lower()
-        rank = 0 if "loss" in low else 2 if low in ("lr", "learning_rate") or low.startswith("lr") else 1
-        return rank, key
+        rank = 0 if _loss_rank(key) else 2 if low in ("lr", "learning_rate") or low.startswith("lr") else 1
+        terms = ("loss", "cls", "valence", "arousal")  # total loss first, then its terms in the loss's order
+        return rank, terms.index(low) if low in terms else len(terms), key
 
     keys = sorted(groups, key=order)
     ncols = min(3, len(keys))
@@ -517,8 +570,9 @@ def plot_training_curves(
             ok = np.isfinite(y) & np.isfinite(x.to_numpy(dtype=np.float64))
             ax.plot(x[ok], y[ok], color=color, ls=ls, marker="o" if ok.sum() <= 30 else None, ms=3,
                     label=split or col)
-        ax.set_title(key, fontsize=10)
+        ax.set_title(readable_title(key), fontsize=10)
         ax.set_xlabel(str(x_col) if x_col is not None else "row")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, steps and rows are whole numbers
         ax.grid(alpha=0.3)
         if order(key)[0] == 2 and (df[[c for c, _ in groups[key]]] > 0).all().all():
             ax.set_yscale("log")  # learning-rate schedules span decades

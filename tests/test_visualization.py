@@ -120,8 +120,8 @@ def test_training_curves_groups(tmp_path):
     fig = V.plot_training_curves(log, tmp_path / "curves.png")
     _png_ok(tmp_path / "curves.png")
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0] == "loss" and titles[-1] == "lr"  # losses first, learning rate last
-    assert set(titles) == {"loss", "mAP", "ccc_valence", "lr"}
+    assert titles[0] == "total loss" and titles[-1] == "learning rate"  # losses first, learning rate last
+    assert set(titles) == {"total loss", "mAP", "valence CCC", "learning rate"}
     loss_ax = fig.axes[0]
     assert [ln.get_label() for ln in loss_ax.lines] == ["train", "val"]
     np.testing.assert_allclose(loss_ax.lines[0].get_xdata(), [1, 2, 3])
@@ -139,3 +139,84 @@ def test_save_figure_formats_and_permissions(tmp_path):
         path = V.save_figure(fig, tmp_path / name)
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
+
+
+# --- readable figures (issue "First run and everyday use", part 6) ----------------------------------------------
+def _training_log(epochs: int = 5) -> pd.DataFrame:
+    """The columns a real training log has: loss terms (cls/valence/arousal), metrics, lr."""
+    e = np.arange(1, epochs + 1)
+    return pd.DataFrame({
+        "epoch": e, "train_loss": 1 / e, "train_cls": 0.6 / e, "train_valence": 0.2 / e, "train_arousal": 0.2 / e,
+        "val_loss": 1.2 / e, "val_valence": 0.3 / e, "val_map": 10 + e, "val_macro_f1": 0.1 * e,
+        "val_va_ccc": 0.05 * e, "val_va_mae": 0.3 / e, "val_valence_ccc": 0.04 * e, "lr": 1e-3 / 10.0 ** e,
+    })
+
+
+def test_training_curves_readable_titles_and_integer_epoch_ticks(tmp_path):
+    fig = V.plot_training_curves(_training_log(5), tmp_path / "curves.png")
+    _png_ok(tmp_path / "curves.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == ["total loss", "classification loss", "valence loss", "arousal loss"]
+    assert {"mAP", "macro F1", "valence/arousal CCC", "valence/arousal MAE", "valence CCC"} <= set(titles)
+    assert titles[-1] == "learning rate"
+    assert not {"map", "va_ccc", "valence", "arousal", "lr"} & set(titles)  # no raw column names
+    fig.canvas.draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_title(), ticks)
+        labels = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(lab.lstrip("-").isdigit() for lab in labels), labels  # "1", "2", not "1.5"
+    assert V.readable_title("ccc_arousal") == "arousal CCC" and V.readable_title("balanced_acc") == "balanced accuracy"
+
+
+def _fig_texts(fig: Figure) -> list:
+    return [t for t in fig.texts if t.get_text()]
+
+
+def test_sample_grid_readable_boxes_and_explained_overflow(tmp_path):
+    samples = [{"image": sample_image("astronaut"), "true_labels": EMOTIC_CATEGORIES[:8], "pred_labels": ["Peace"],
+                "true_va": (0.2, 0.1), "pred_va": (0.4, -0.1)},
+               {"image": sample_image("camera"), "true_labels": ["Peace", "Esteem", "Fear"], "pred_labels": []}]
+    fig = V.plot_sample_grid(samples, tmp_path / "grid.png")
+    _png_ok(tmp_path / "grid.png")
+    boxes = [t for t in _fig_texts(fig) if t.get_text().startswith(("truth:", "pred:"))]
+    assert len(boxes) == 4  # one truth and one prediction box per sample
+    for text in boxes:
+        assert mcolors.to_hex(text.get_color()) == V.TEXT_COLOR  # dark text, not orange on white
+        patch = text.get_bbox_patch()
+        assert patch is not None  # on a background box edged in the series colour
+        edge = mcolors.to_hex(patch.get_edgecolor())
+        assert edge == (V.TRUTH_COLOR if text.get_text().startswith("truth") else V.PRED_COLOR).lower()
+        face = np.array(mcolors.to_rgb(patch.get_facecolor()))
+        assert face.min() > 0.75  # light background: dark text reads on it
+    first = boxes[0].get_text()
+    assert "+6 more categories" in first and "Peace, Affection" in first
+    assert "+1 more category" in boxes[2].get_text()
+    assert "(none)" in boxes[3].get_text()
+    assert not any("+6\n" in t.get_text() or t.get_text().endswith("+6") for t in fig.texts)
+    assert any("blue box = ground truth" in t.get_text() for t in fig.texts)
+
+
+def test_sample_detail_without_truth_has_no_truth_legend(tmp_path):
+    scores = RNG.random(len(EMOTIC_CATEGORIES))
+    fig = V.plot_sample_detail(sample_image("grace_hopper"), scores, None, EMOTIC_CATEGORIES, pred_va=(0.1, 0.2),
+                               true_va=(0.3, 0.4), threshold=0.5, out_path=tmp_path / "detail.png")
+    _png_ok(tmp_path / "detail.png")
+    bars_ax = next(ax for ax in fig.axes if ax.get_title().startswith("Labels"))
+    legend = [t.get_text() for t in bars_ax.get_legend().get_texts()]
+    assert "ground truth" not in legend and "predicted score" in legend
+    assert "no ground-truth labels" in bars_ax.get_title()
+    assert {mcolors.to_hex(b.get_facecolor()) for b in bars_ax.patches} == {V.PRED_COLOR.lower()}
+    assert bars_ax.get_xlabel() == "score"
+    va_ax = next(ax for ax in fig.axes if ax.get_title() == "Valence-arousal")
+    assert [t.get_text() for t in va_ax.get_legend().get_texts()] == ["ground truth", "prediction"]  # V/A truth exists
+    # With truth: both series and both legend entries.
+    fig = V.plot_sample_detail(sample_image("grace_hopper"), scores, np.eye(len(scores))[2], EMOTIC_CATEGORIES)
+    bars_ax = next(ax for ax in fig.axes if ax.get_title().startswith("Labels"))
+    assert [t.get_text() for t in bars_ax.get_legend().get_texts()] == ["ground truth", "predicted score"]
+    # No V/A truth either (all missing): the VA plane has no truth entry.
+    fig = V.plot_sample_detail(sample_image("grace_hopper"), scores, None, EMOTIC_CATEGORIES, pred_va=(0.1, 0.2),
+                               true_va=(float("nan"), float("nan")))
+    va_ax = next(ax for ax in fig.axes if ax.get_title() == "Valence-arousal")
+    assert [t.get_text() for t in va_ax.get_legend().get_texts()] == ["prediction"]
