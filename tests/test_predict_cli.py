@@ -128,3 +128,71 @@ def test_flip_tta_follows_official_evaluate_flip():
     assert plain.valence == pytest.approx(1.0) and tta.valence == pytest.approx(0.0, abs=1e-6)  # averaged
     assert tta.probabilities == pytest.approx(plain.probabilities)  # expression from the unflipped image
     assert tta.expression == plain.expression == "bright"
+
+
+# -- --save-annotated, --save-crops, --format -------------------------------------------------------------
+def test_save_annotated_crops_and_json(official_checkpoint_8, sample_images_dir, tmp_path):
+    from emonet.faces import crop_face
+    from emonet.images import read_image
+    from emonet.video.overlay import track_color
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(sample_images_dir / "astronaut.jpg", tmp_path / "a" / "person.jpg")
+    shutil.copy(sample_images_dir / "grace_hopper.jpg", tmp_path / "b" / "person.jpg")  # same stem
+    shutil.copy(sample_images_dir / "chelsea.jpg", tmp_path / "b" / "cat.jpg")
+    out, annotated, crops = tmp_path / "out.json", tmp_path / "annotated", tmp_path / "crops"
+    run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--save-annotated", annotated,
+            "--save-crops", crops, "--no-progress", tmp_path / "a", tmp_path / "b")
+    df = pd.read_json(out, orient="records")  # --format inferred from the suffix
+    assert df["path"].map(lambda p: p.split("/")[-2]).tolist() == ["a", "b", "b"]
+    assert df["error"].tolist() == ["", "no face detected", ""]  # b/cat.jpg sorts before b/person.jpg
+    assert not list(tmp_path.glob("out.json.partial"))
+    # crops: the 256x256 RGB crop the model saw, named <stem>_face<k>.png, prefixed by the input index
+    # when two inputs share a stem
+    assert sorted(p.name for p in crops.iterdir()) == ["0_person_face0.png", "2_person_face0.png"]
+    for row, name in ((df.iloc[0], "0_person_face0.png"), (df.iloc[2], "2_person_face0.png")):
+        saved = read_image(crops / name)
+        expected = crop_face(read_image(row["path"]), (row.x1, row.y1, row.x2, row.y2))
+        assert saved.shape == (256, 256, 3) and np.abs(saved.astype(int) - expected).mean() < 1.0
+    # annotated: every readable image, with the overlay's box drawn in face 0's colour
+    assert sorted(p.name for p in annotated.iterdir()) == ["0_person.png", "2_person.png", "cat.png"]  # a unique stem keeps its name
+    image = cv2.imread(str(annotated / "0_person.png"))
+    row = df.iloc[0]
+    edge = image[int(row.y1) + 1, int(row.x1) + 5: int(row.x2) - 5]
+    assert (np.abs(edge.astype(int) - np.array(track_color(1))).sum(axis=1) < 30).mean() > 0.8
+    assert np.array_equal(cv2.imread(str(annotated / "cat.png")), cv2.imread(str(tmp_path / "b" / "cat.jpg")))
+
+
+def test_save_dirs_and_format_are_checked_before_any_work(official_checkpoint_8, sample_images_dir, tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    shutil.copy(sample_images_dir / "astronaut.jpg", folder / "astronaut.png")
+    out = tmp_path / "o.csv"
+    # the annotated copy of shots/astronaut.png would be shots/astronaut.png
+    over = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--save-annotated", folder,
+                   folder / "astronaut.png", check=False)
+    assert over.returncode == 2 and "would write over the input image" in over.stderr
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    not_dir = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--save-crops", a_file,
+                      folder, check=False)
+    assert not_dir.returncode == 2 and "is an existing file; give a folder path" in not_dir.stderr
+    # Parquet without pyarrow: the error says how to install it, before any work
+    code = ("import sys; sys.modules['pyarrow'] = None; from emonet.cli import main; "
+            f"sys.exit(main(['predict', '--weights', {str(official_checkpoint_8)!r}, '--output', "
+            f"{str(tmp_path / 'o.parquet')!r}, {str(folder)!r}]))")
+    no_arrow = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert no_arrow.returncode == 2 and "pip install pyarrow" in no_arrow.stderr
+    assert not out.exists() and not (tmp_path / "o.parquet").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["astronaut.png"]
+
+
+def test_parquet_and_explicit_format(official_checkpoint_8, sample_images_dir, tmp_path):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "table.txt"  # an explicit --format wins over the suffix
+    run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--format", "parquet", "--no-progress",
+            sample_images_dir / "chelsea.jpg", sample_images_dir / "rocket.jpg")
+    df = pd.read_parquet(out)
+    assert df["error"].tolist() == ["no face detected"] * 2 and "p_Happy" in df.columns
+    assert df["path"].map(lambda p: p.split("/")[-1]).tolist() == ["chelsea.jpg", "rocket.jpg"]

@@ -247,3 +247,21 @@ class OverlayRenderer:
         titles = len(results) > 1 if titles is None else titles
         panels = [self.render_one(frame, r, r.model if titles else None) for r in results]
         return panels[0] if len(panels) == 1 else cv2.hconcat(panels)
+
+
+def draw_predictions(
+    image: np.ndarray, predictions: Sequence, class_names: Sequence[str], show_landmarks: bool = True,
+    show_probabilities: bool = True,
+) -> np.ndarray:
+    """A copy of a still BGR image with each face drawn as in the video overlay (box, label, V/A bars...).
+
+    ``predictions``: :class:`emonet.predictor.FacePrediction` of the image; face ``k`` is labelled and
+    coloured as track ``k + 1``.
+    """
+    canvas = image.copy()
+    for p in predictions:
+        probabilities = np.array([p.probabilities[c] for c in class_names], dtype=np.float64)
+        face = FaceResult(p.face + 1, p.box, p.score, p.valence, p.arousal, p.expression, probabilities,
+                          p.valence, p.arousal, landmarks=p.landmarks, error=p.error)
+        draw_face(canvas, face, class_names, show_landmarks, show_probabilities)
+    return canvas
