@@ -64,6 +64,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
     p.add_argument("--source", default="sample",
                    help="camera index (0), video file, image folder, stream URL, or 'sample' (generated clip; default)")
+    p.add_argument("--as-sequence", action="store_true",
+                   help="an image-folder source is the frames of one clip: track faces across images (default: "
+                   "each image is an independent photo with new face IDs)")
     add_output(p, "output CSV, one row per face per frame (flushed frame by frame)", deprecated=("--csv",))
     p.add_argument("--output-video", default=None, help="annotated output video: .mp4 (mp4v) or .avi (MJPG)")
     p.add_argument("--plot", default=None, help="valence/arousal-over-time PNG, one line per face")
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--detect-every must be >= 1, got {args.detect_every}")
     if not Path(args.weights).exists():  # before opening a camera or generating the sample
         raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
-    source = open_source(args.source, fps=args.fps, retries=args.camera_retries)
+    source = open_source(args.source, fps=args.fps, retries=args.camera_retries, as_sequence=args.as_sequence)
     try:
         predictor = Predictor(
             args.weights, device=args.device, detector=args.detector, flip_tta=args.flip_tta,

@@ -98,10 +98,24 @@ class VideoEngine:
             smoothers.drop(self.tracker.removed)
         return located, run
 
+    def new_scene(self) -> None:
+        """Forget every track and smoothing history: the next frame is unrelated to the previous ones
+        (new face IDs; IDs are never reused) and is run through the detector."""
+        self.tracker.reset()
+        for smoothers in self.smoothers:
+            smoothers.reset()
+        self._since_detection = 0
+
     def process(
-        self, image: np.ndarray, index: int, time_s: float, models: Sequence[int] | None = None
+        self, image: np.ndarray, index: int, time_s: float, models: Sequence[int] | None = None,
+        new_scene: bool = False,
     ) -> list[FrameResult]:
-        """Process one BGR frame; returns one :class:`FrameResult` per model in ``models`` (default: active)."""
+        """Process one BGR frame; returns one :class:`FrameResult` per model in ``models`` (default: active).
+
+        ``new_scene``: the frame starts a new scene (see :meth:`new_scene`).
+        """
+        if new_scene:
+            self.new_scene()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         located, detected = self._locate(rgb)
         h, w = rgb.shape[:2]
@@ -173,7 +187,8 @@ def process_video(
     names = [engine.predictors[m].class_names for m in model_ids]
     summary = VideoSummary(source=source.description)
     writer = FrameCsvWriter(csv_path, names, engine.smoothing not in ("none", None), landmarks,
-                            model_column=len(model_ids) > 1, detected_column=engine.detect_every > 1) if csv_path else None
+                            model_column=len(model_ids) > 1, detected_column=engine.detect_every > 1,
+                            image_column=source.has_paths) if csv_path else None
     video = FrameVideoWriter(output_video, source.fps) if output_video else None
     if video is not None and renderer is None:
         renderer = OverlayRenderer(engine.class_names, show_landmarks=landmarks)
@@ -189,16 +204,16 @@ def process_video(
             if frame.image is None:  # unreadable file of an image folder: an error row, then the next frame
                 summary.unreadable_frames += 1
                 if writer is not None:
-                    writer.write_error(frame.index, frame.time_s, frame.error)
+                    writer.write_error(frame.index, frame.time_s, frame.error, frame.path)
                 bar.update(1)
                 continue
-            results = engine.process(frame.image, frame.index, frame.time_s, model_ids)
+            results = engine.process(frame.image, frame.index, frame.time_s, model_ids, new_scene=frame.new_scene)
             summary.frames += 1
             n_faces = len(results[0].faces)
             summary.frames_with_faces += n_faces > 0
             if writer is not None:
                 for m, result in zip(model_ids, results):
-                    writer.write(result, engine.predictors[m].class_names)
+                    writer.write(result, engine.predictors[m].class_names, frame.path)
             summary.faces += sum(len(r.faces) for r in results)
             ids.update(f.face_id for f in results[0].faces)
             canvas = None

@@ -34,13 +34,17 @@ class Frame:
     """One frame: position in the source, time in seconds, BGR uint8 image.
 
     A frame that could not be read (an unreadable file of an image folder) has ``image=None`` and the reason
-    in ``error``: it becomes an error row, never a silent gap.
+    in ``error``: it becomes an error row, never a silent gap. ``path``: the file of an image-folder frame.
+    ``new_scene``: unrelated to the previous frame (an independent photo): the engine starts new tracks and
+    smoothing, so no face ID or smoothed value carries over.
     """
 
     index: int
     time_s: float
     image: np.ndarray | None
     error: str = ""
+    path: Path | None = None
+    new_scene: bool = False
 
 
 class FrameSource:
@@ -50,6 +54,7 @@ class FrameSource:
     fps: float = 30.0
     frame_count: int | None = None
     live: bool = False
+    has_paths: bool = False  # frames carry their file (image folders): the CSV gets an `image` column
     disconnected: bool = False  # a live source stopped delivering frames
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
@@ -115,23 +120,33 @@ class CaptureSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """Images of a folder (recursive, sorted by path) as frames at ``fps``; an unreadable file is an error frame."""
+    """Images of a folder (recursive, sorted by path) as frames at ``fps``; an unreadable file is an error frame.
 
-    def __init__(self, paths: Sequence[Path], description: str, fps: float | None = None) -> None:
+    By default every image is its own scene (``Frame.new_scene``): photos of a folder are unrelated, so two
+    people in consecutive images never share a face ID. ``as_sequence=True``: the images are the frames of
+    one clip (tracking and smoothing run across them).
+    """
+
+    has_paths = True
+
+    def __init__(self, paths: Sequence[Path], description: str, fps: float | None = None,
+                 as_sequence: bool = False) -> None:
         self.paths, self.description = list(paths), description
         self.fps = float(fps or 30.0)
         self.frame_count = len(self.paths)
+        self.as_sequence = as_sequence
         self.skipped: list[Path] = []
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
+            new_scene = not self.as_sequence
             try:  # the one image reader (EXIF orientation applied), as `predict` reads the same file
                 image = cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR)
             except ImageReadError as exc:
                 self.skipped.append(path)
-                yield Frame(index, index / self.fps, None, str(exc))
+                yield Frame(index, index / self.fps, None, str(exc), path=path, new_scene=new_scene)
                 continue
-            yield Frame(index, index / self.fps, image)
+            yield Frame(index, index / self.fps, image, path=path, new_scene=new_scene)
 
 
 class _TemporarySource(FrameSource):
@@ -140,6 +155,7 @@ class _TemporarySource(FrameSource):
     def __init__(self, inner: FrameSource, folder: str) -> None:
         self.inner, self.folder = inner, folder
         self.description, self.fps, self.frame_count, self.live = inner.description, inner.fps, inner.frame_count, inner.live
+        self.has_paths = inner.has_paths
 
     def __iter__(self) -> Iterator[Frame]:
         return iter(self.inner)
@@ -176,13 +192,15 @@ def open_camera(
 
 def open_source(
     source: str | int | os.PathLike, fps: float | None = None, retries: int = 5, retry_delay: float = 0.2,
-    sample_seconds: float = 8.0, sample_size: tuple[int, int] = (640, 480),
+    sample_seconds: float = 8.0, sample_size: tuple[int, int] = (640, 480), as_sequence: bool = False,
 ) -> FrameSource:
     """Open a frame source.
 
     ``source``: a camera index (``0``), a video file, an image folder (sorted, recursive), a single image,
     a stream URL (``rtsp://``, ``http://``...) or ``sample`` (a generated clip of the sample faces,
     :func:`emonet.samples.write_sample_video`). ``fps`` overrides the frame rate (image folders: 30).
+    ``as_sequence``: an image folder is the frames of one clip rather than independent photos
+    (:class:`ImageFolderSource`).
     Raises :class:`FileNotFoundError` for a path that does not exist and :class:`SourceError` for a source
     that exists but cannot be opened or decoded.
     """
@@ -214,7 +232,7 @@ def open_source(
         paths = list_images([path])
         if not paths:
             raise SourceError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        return ImageFolderSource(paths, f"image folder {path}", fps)
+        return ImageFolderSource(paths, f"image folder {path}", fps, as_sequence=as_sequence)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return ImageFolderSource([path], f"image {path}", fps)
     capture = cv2.VideoCapture(str(path))

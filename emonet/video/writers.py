@@ -23,10 +23,10 @@ class VideoWriteError(OSError):
 
 def csv_columns(
     class_names: Sequence[str], smoothing: bool, landmarks: bool = False, model_column: bool = False,
-    detected_column: bool = False,
+    detected_column: bool = False, image_column: bool = False,
 ) -> list[str]:
-    """CSV header: frame, time_s, face_id, box, score, valence, arousal, expression, p_<class>... then extras."""
-    columns = ["frame", "time_s", "face_id"] + (["model"] if model_column else [])
+    """CSV header: frame, [image,] time_s, face_id, box, score, valence, arousal, expression, p_<class>... then extras."""
+    columns = ["frame"] + (["image"] if image_column else []) + ["time_s", "face_id"] + (["model"] if model_column else [])
     columns += ["x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     columns += [f"p_{c}" for c in class_names]
     if smoothing:
@@ -47,11 +47,13 @@ class FrameCsvWriter:
     """Per-frame, per-face CSV written and flushed frame by frame (an interrupted run keeps its rows).
 
     ``class_names``: one list, or several (several models): the ``p_`` columns are their union in order.
+    ``image_column``: an ``image`` column with each frame's file (image-folder sources).
     """
 
     def __init__(
         self, path: str | os.PathLike, class_names: Sequence[str] | Sequence[Sequence[str]], smoothing: bool,
         landmarks: bool = False, model_column: bool = False, detected_column: bool = False,
+        image_column: bool = False,
     ) -> None:
         names = [class_names] if class_names and isinstance(class_names[0], str) else list(class_names)
         union: list[str] = []
@@ -60,7 +62,7 @@ class FrameCsvWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.landmarks = landmarks
-        self.columns = csv_columns(union, smoothing, landmarks, model_column, detected_column)
+        self.columns = csv_columns(union, smoothing, landmarks, model_column, detected_column, image_column)
         try:
             self._file = open(self.path, "w", newline="")
         except OSError as exc:
@@ -70,17 +72,21 @@ class FrameCsvWriter:
         self._file.flush()
         self.rows = 0
 
-    def write_error(self, index: int, time_s: float, error: str) -> None:
-        """One row for a frame that could not be read: its position and the reason, no values."""
-        self._writer.writerow({"frame": index, "time_s": f"{time_s:.4f}", "error": error})
+    def write_error(self, index: int, time_s: float, error: str, image: str | os.PathLike | None = None) -> None:
+        """One row for a frame that could not be read: its position (and file) and the reason, no values."""
+        self._writer.writerow({"frame": index, "image": "" if image is None else str(image),
+                               "time_s": f"{time_s:.4f}", "error": error})
         self.rows += 1
         self._file.flush()
 
-    def write(self, result: FrameResult, class_names: Sequence[str]) -> None:
-        """Write every face of a frame result, then flush (whole rows reach the file frame by frame)."""
+    def write(self, result: FrameResult, class_names: Sequence[str], image: str | os.PathLike | None = None) -> None:
+        """Write every face of a frame result, then flush (whole rows reach the file frame by frame).
+
+        ``image``: the frame's file, for the ``image`` column.
+        """
         for face in result.faces:
             row = {
-                "frame": result.index, "time_s": f"{result.time_s:.4f}", "face_id": face.face_id, "model": result.model,
+                "frame": result.index, "image": "" if image is None else str(image), "time_s": f"{result.time_s:.4f}", "face_id": face.face_id, "model": result.model,
                 "x1": f"{face.box[0]:.2f}", "y1": f"{face.box[1]:.2f}", "x2": f"{face.box[2]:.2f}", "y2": f"{face.box[3]:.2f}",
                 "score": "" if math.isnan(face.score) else f"{face.score:.6f}",
                 "valence": _number(face.valence), "arousal": _number(face.arousal), "expression": face.expression,
