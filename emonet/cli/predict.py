@@ -33,7 +33,7 @@ FLOAT_FORMAT = "{:.8f}"
 HELP = "predict valence/arousal/expression for every face in images or folders"
 DESCRIPTION = (
     "Detect faces (MediaPipe), crop them with EmoNet's protocol and predict valence, arousal "
-    "and expression. Writes one CSV row per face; unreadable images and images without a face get a row "
+    "and expression. Writes one row per face (CSV, JSON or Parquet); unreadable images and images without a face get a row "
     "with the reason in the 'error' column and do not stop the run."
 )
 
