@@ -61,10 +61,16 @@ def test_export_cli(exported):
 
 def test_export_cli_int8_reports_its_verdict(official_checkpoint_8, model, tmp_path):
     path = tmp_path / "emonet_8_int8.onnx"
-    result = run_cli("export", "--weights", official_checkpoint_8, "--output", path, "--precision", "int8")
+    summary = tmp_path / "report.json"
+    result = run_cli("export", "--weights", official_checkpoint_8, "--output", path, "--precision", "int8",
+                     "--summary-json", summary)
     assert result.returncode == 0, result.stdout + result.stderr
     verdict = next(s for s in result.stdout.splitlines() if s.startswith("int8 on 24 held-out face crops"))
     assert ("within the documented tolerance" in verdict) != ("auto will not use int8" in verdict)
+    assert "{" not in result.stdout  # a readable summary, not a raw dict; the figures go to --summary-json
+    assert json.loads(summary.read_text())["accuracy"]["n_faces"] == 24
+    bar = result.stderr.replace("\r", "\n")
+    assert "int8 export: 100%" in bar and "evaluating against fp32" in bar  # minutes: a progress bar
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["precision"] == "int8" and meta["calibration_faces"] == "48"
     x = check_inputs(model, 2)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
@@ -324,16 +326,25 @@ def crops_to_batch(model: nn.Module, crops: Sequence[np.ndarray]) -> torch.Tenso
 class _CropReader:
     """ONNX Runtime calibration reader over preprocessed batches."""
 
-    def __init__(self, batch: torch.Tensor, batch_size: int = 2) -> None:
+    def __init__(self, batch: torch.Tensor, batch_size: int = 2, on_batch: Callable[[], Any] | None = None) -> None:
         # batches of 2: MinMax ranges merge exactly across batches, and ONNX Runtime's peak memory while
         # calibrating grows with the batch (about 2.9 GB at 2, 8.1 GB at 8 for EmoNet)
         self._batches = [batch[i: i + batch_size].numpy() for i in range(0, len(batch), batch_size)]
         self._index = 0
+        self._seen = 0  # batches handed out at least once (a rewind must not advance a progress bar twice)
+        self._on_batch = on_batch
+
+    def __len__(self) -> int:
+        return len(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._index >= len(self._batches):
             return None
         self._index += 1
+        if self._index > self._seen:
+            self._seen = self._index
+            if self._on_batch is not None:
+                self._on_batch()
         return {INPUT_NAME: self._batches[self._index - 1]}
 
     def rewind(self) -> None:
@@ -348,12 +359,15 @@ def quantize_int8(
     n_eval: int = 24,
     calibration_crops: Sequence[np.ndarray] | None = None,
     with_heatmap: bool = True,
+    progress: bool = False,
 ) -> ExportReport:
     """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration).
 
     Calibrates on ``calibration_crops`` (default: :func:`face_crops` with ``n_calibration`` crops) and
     reports the accuracy against the fp32 PyTorch model on ``n_eval`` other augmented crops.
     The final fully-connected layers stay fp32 (negligible time, they carry valence/arousal directly).
+    ``progress`` shows a tqdm bar on stderr (export, calibration batches, quantisation, evaluation batches):
+    the whole takes minutes on a CPU.
     """
     # optional dependency: onnxruntime is imported only when a model is quantised
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -366,41 +380,63 @@ def quantize_int8(
     prepared = int8_ready_copy(model)
     crops = list(calibration_crops) if calibration_crops is not None else face_crops(n_calibration, seed=0)
     calib = crops_to_batch(model, crops)
-    with tempfile.TemporaryDirectory(prefix="emonet-int8-") as tmpdir:
-        fp32_path, pre_path = Path(tmpdir) / "fp32.onnx", Path(tmpdir) / "pre.onnx"
-        _torch_export(_TupleOutputs(prepared, names).eval(), example_input(model, 2), fp32_path, names, opset)
-        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-        with atomic_path(path) as tmp:
-            quantize_static(
-                str(pre_path), str(tmp), _CropReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=["Conv", "Concat", "Add", "MaxPool", "Resize", "AveragePool"],
-            )
-            _write_metadata(tmp, model, {"opset": opset, "emonet_export_version": EXPORT_VERSION, "precision": "int8",
-                                         "calibration_faces": len(crops)})
-            report = ExportReport(str(path), opset, "int8", names)
-            if n_eval:
-                report.accuracy = evaluate_onnx(tmp, model, face_crops(n_eval, seed=1, rotate=8.0))
+    bar = tqdm(desc="int8 export", unit="step", disable=not progress, file=sys.stderr)
+
+    def step(what: str) -> None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(1)
+
+    reader = _CropReader(calib, on_batch=lambda: step("calibrating"))
+    bar.total = 3 + len(reader) + (-(-n_eval // _EVAL_BATCH) if n_eval else 0)  # export, pre-process, quantise
+    try:
+        with tempfile.TemporaryDirectory(prefix="emonet-int8-") as tmpdir:
+            fp32_path, pre_path = Path(tmpdir) / "fp32.onnx", Path(tmpdir) / "pre.onnx"
+            _torch_export(_TupleOutputs(prepared, names).eval(), example_input(model, 2), fp32_path, names, opset)
+            step("exported fp32 graph")
+            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+            step("pre-processed")
+            with atomic_path(path) as tmp:
+                quantize_static(
+                    str(pre_path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    op_types_to_quantize=["Conv", "Concat", "Add", "MaxPool", "Resize", "AveragePool"],
+                )
+                step("quantised")
+                _write_metadata(tmp, model, {"opset": opset, "emonet_export_version": EXPORT_VERSION,
+                                             "precision": "int8", "calibration_faces": len(crops)})
+                report = ExportReport(str(path), opset, "int8", names)
+                if n_eval:
+                    report.accuracy = evaluate_onnx(tmp, model, face_crops(n_eval, seed=1, rotate=8.0),
+                                                    on_batch=lambda: step("evaluating against fp32"))
+    finally:
+        bar.close()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def evaluate_onnx(path: str | os.PathLike, model: nn.Module, crops: Sequence[np.ndarray]) -> dict[str, float]:
-    """Accuracy of an ONNX file against the fp32 PyTorch model on face crops (see :func:`agreement`)."""
+_EVAL_BATCH = 8
+
+
+def evaluate_onnx(path: str | os.PathLike, model: nn.Module, crops: Sequence[np.ndarray],
+                  on_batch: Callable[[], Any] | None = None) -> dict[str, float]:
+    """Accuracy of an ONNX file against the fp32 PyTorch model on face crops (see :func:`agreement`);
+    ``on_batch`` is called after each batch of 8 (a progress bar)."""
     batch = crops_to_batch(model, crops)
     session = make_session(path)
     names = [o.name for o in session.get_outputs()]
     got: dict[str, list[np.ndarray]] = {n: [] for n in names}
     ref: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for i in range(0, len(batch), 8):
-        x = batch[i: i + 8]
+    for i in range(0, len(batch), _EVAL_BATCH):
+        x = batch[i: i + _EVAL_BATCH]
         for name, value in zip(names, session.run(names, {INPUT_NAME: x.numpy()})):
             got[name].append(value)
         with torch.inference_mode():
             out = model(x)
         for name in names:
             ref[name].append(out[name].float().numpy())
+        if on_batch is not None:
+            on_batch()
     cat = {n: np.concatenate(v) for n, v in got.items()}
     return agreement({n: np.concatenate(v) for n, v in ref.items()}, cat, bool(getattr(model, "multi_label", False)))
 
