@@ -61,6 +61,8 @@ def test_demo_headless_from_demo_folder(official_checkpoint_8, sample_video, tmp
                      "--screenshot-dir", shots)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 frame(s)" in result.stdout and "screenshot:" in result.stdout
+    assert "demo: 100%" in result.stderr.replace("\r", "\n") and "5/5" in result.stderr  # the video command's bar
+    assert "W0000" not in result.stderr and "inference_feedback_manager" not in result.stderr  # quiet MediaPipe
     df = pd.read_csv(out_csv)
     assert sorted(set(df["frame"])) == [2, 3, 4] and df["face_id"].nunique() == 1
     assert "valence_raw" in df.columns  # the demo smooths (One-Euro) by default
@@ -70,6 +72,13 @@ def test_demo_headless_from_demo_folder(official_checkpoint_8, sample_video, tmp
     image = cv2.imread(str(shot))
     row = df[df.frame == 3].iloc[0]  # the screenshot is taken after frame index 3 (4 frames processed)
     assert box_edge_colour_fraction(image, (row.x1, row.y1, row.x2, row.y2), track_color(int(row.face_id))) > 0.8
+
+
+def test_demo_headless_no_progress_hides_the_bar(official_checkpoint_8, sample_video, tmp_path):
+    result = run_app("--headless", "--no-progress", "--weights", official_checkpoint_8, "--source", sample_video,
+                     "--max-frames", 1, "--output", tmp_path / "demo.csv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 frame(s)" in result.stdout and "demo:" not in result.stderr
 
 
 def test_demo_model_switch_runs_each_model(official_checkpoint_8, official_checkpoint_5, sample_video, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from emonet.checkpoint import WEIGHTS_HINT, load_model
 from emonet.cli.options import add_output
@@ -254,6 +255,11 @@ class DemoApp:
         args = self.args
         frames = iter(self.source)
         start = time.perf_counter()
+        total = self.source.frame_count if args.max_frames is None else \
+            min(self.source.frame_count or args.max_frames, args.max_frames)
+        # Headless runs get the video command's bar (known length only); a window shows its own FPS.
+        bar = tqdm(total=total, unit="frame", desc="demo", file=sys.stderr,
+                   disable=window or getattr(args, "no_progress", False) or total is None)
         try:
             if window:
                 cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
@@ -268,9 +274,11 @@ class DemoApp:
                         self.summary.unreadable_frames += 1
                         if self.csv is not None:
                             self.csv.write_error(frame.index, frame.time_s, frame.error)
+                        bar.update(1)
                         continue
                     _, self.canvas = self.process(frame.image, frame.index, frame.time_s)
                     self.fps.tick()
+                    bar.update(1)
                 shown = self.hud(self.canvas)
                 if self.recorder is not None and not self.paused:
                     self.recorder.write(shown)
@@ -288,6 +296,7 @@ class DemoApp:
         except KeyboardInterrupt:
             self.summary.interrupted = True
         finally:
+            bar.close()
             self.close()
             if window:
                 cv2.destroyAllWindows()
