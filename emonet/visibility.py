@@ -91,6 +91,7 @@ class FaceVisibility:
                 min_detection_confidence=min_confidence,
             )
             self._mesh.process(_BLANK)  # returns once the graph has started (and logged)
+        self._face_seen: set[int] = set()  # meshes that have processed a face (and logged about it)
         self._detector = None
         self._region_mesh = None
 
@@ -114,7 +115,14 @@ class FaceVisibility:
     def _mesh_points(self, image: np.ndarray, mesh: Any = None) -> np.ndarray | None:
         if self._mesh is None:
             raise RuntimeError("FaceVisibility is closed")
-        result = (mesh or self._mesh).process(np.ascontiguousarray(image))
+        mesh = mesh or self._mesh
+        if id(mesh) in self._face_seen:
+            result = mesh.process(np.ascontiguousarray(image))
+        else:  # the landmark calculators log once, on the first face they see
+            with native_stderr_silenced():
+                result = mesh.process(np.ascontiguousarray(image))
+            if result.multi_face_landmarks:
+                self._face_seen.add(id(mesh))
         if not result.multi_face_landmarks:
             return None
         h, w = image.shape[:2]

@@ -64,3 +64,16 @@ def test_native_stderr_silenced_restores_stderr(tmp_path):
         result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
                                 text=True, timeout=60)
         assert result.stderr == expected
+
+
+def test_face_mesh_is_quiet_by_default():
+    # FaceMesh logs at its start and again on the first face it sees (landmark_projection_calculator).
+    script = ("from emonet.visibility import FaceVisibility\nfrom emonet.samples import sample_image\n"
+              "with FaceVisibility() as v:\n"
+              "    assert v.landmarks(sample_image('astronaut')[0:300, 100:350]) is not None\n"
+              "    assert v.landmarks(sample_image('grace_hopper')) is not None\n")
+    env = {k: v for k, v in os.environ.items() if k != "EMONET_VERBOSE"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert noise_lines(result.stderr) == [], result.stderr
