@@ -113,7 +113,8 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
         if have_emonet:
             _run("[6/7] EmoNet on the sample images",
                  ["-m", "emonet", "predict", "--weights", weights, "--device", device, "--output",
-                  out / "predictions.csv", samples], logs / "6_predict.log")
+                  out / "predictions.csv", "--save-annotated", out / "annotated_images", samples],
+                 logs / "6_predict.log")
         else:
             print(f"\n== [6/7] EmoNet on the sample images: skipped, {weights} not found "
                   "(python -m emonet download gets the official checkpoints)")
@@ -129,6 +130,7 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Everything is under {out}:")
     for path in ("data/emotic_visibility/visibility_train.png", "data/emotic/normalization.json", "train/log.csv",
                  "train/curves.png", "train/best.pth", "review/metrics.json", "review/va_scatter.png",
-                 "video/frames.csv", "video/annotated.mp4", "video/valence_arousal.png"):
+                 "video/frames.csv", "video/annotated.mp4", "video/valence_arousal.png",
+                 *(("predictions.csv", "annotated_images") if have_emonet else ())):
         print(f"  {out / path}{'' if (out / path).exists() else '  (missing)'}")
     return 0

@@ -1,3 +1,4 @@
+import json
 import shutil
 import subprocess
 import sys
@@ -35,9 +36,13 @@ def mixed_folder(tmp_path_factory, sample_images_dir):
 
 def test_predict_cli_end_to_end(official_checkpoint_8, mixed_folder, tmp_path):
     out = tmp_path / "out.csv"
+    summary = tmp_path / "summary.json"
     result = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--flip-tta",
-                     "--landmarks", "--batch-size", "2", mixed_folder)
+                     "--landmarks", "--batch-size", "2", "--summary-json", summary, mixed_folder)
     assert "face(s)" in result.stdout
+    counts = json.loads(summary.read_text())
+    assert (counts["faces"], counts["unreadable_images"], counts["invalid_faces"]) == (3, 1, 0)
+    assert counts["images"] == 5 and counts["output"] == str(out) and counts["format"] == "csv"
     df = pd.read_csv(out)
     base = ["path", "face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     assert list(df.columns[:10]) == base

@@ -24,7 +24,7 @@ from emonet.cli.options import (
     add_weights,
 )
 from emonet.errors import UserError
-from emonet.fileio import atomic_path, check_output
+from emonet.fileio import atomic_path, check_output, check_outputs, write_json_atomic
 from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 
 FLOAT_FORMAT = "{:.8f}"
@@ -61,6 +61,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
     add_inference(p)
     add_num_workers(p, "threads reading images ahead", 2, deprecated=("--workers",))
+    p.add_argument("--summary-json", metavar="FILE", help="also write the run summary (counts, outputs) as JSON")
     add_progress(p)
 
 
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     partial = output.with_name(output.name + ".partial")
     if fmt == "csv":
         check_output(partial, [*paths, args.weights], kind="file", option="--output")
+    check_outputs({"--output": output, "--summary-json": args.summary_json}, [*args.inputs, *paths, args.weights])
     stems = output_stems(paths)
     others = [*args.inputs, args.weights, output]
     annotated_dir = crops_dir = None
@@ -216,4 +218,11 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{counts['invalid']} face(s) with an invalid (non-finite) model output")
     print(f"{counts['faces']} face(s) from {len(paths)} image(s) written to {output}"
           + (f"; {' and '.join(notes)} listed with their error" if notes else ""))
+    if args.summary_json:
+        write_json_atomic(args.summary_json, {
+            "images": len(paths), "faces": counts["faces"], "unreadable_images": counts["unreadable"],
+            "invalid_faces": counts["invalid"], "output": str(output), "format": fmt,
+            "annotated_dir": str(annotated_dir) if annotated_dir else None,
+            "crops_dir": str(crops_dir) if crops_dir else None, "weights": str(args.weights),
+        })
     return 0
