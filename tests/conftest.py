@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
+from emonet.classes import EMONET_8_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,3 +102,22 @@ def sample_video_schedule_list() -> list:
 
     n = round(SAMPLE_VIDEO_SECONDS * SAMPLE_VIDEO_FPS)
     return sample_video_schedule(n, SAMPLE_VIDEO_FPS, SAMPLE_VIDEO_SIZE)
+
+
+class ColourModel(nn.Module):
+    """A tiny model following the project's conventions whose outputs depend on the crop's colours.
+
+    Engine tests that do not check EmoNet itself use it: two different faces give different outputs, and
+    a forward costs microseconds instead of EmoNet's ~0.3 s per face on this CPU.
+    """
+
+    arch, multi_label, input_size, normalization = "colour-test", False, 32, None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.class_names = list(EMONET_8_CLASSES)
+        self.mix = nn.Parameter(torch.linspace(-2, 2, 3 * 8).view(3, 8), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        m = x.mean(dim=(2, 3))
+        return {"expression": m @ self.mix, "valence": m[:, 0] - m[:, 2], "arousal": m[:, 1] - 0.5}

@@ -11,13 +11,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import REPO_ROOT
-from torch import nn
+from conftest import REPO_ROOT, ColourModel
 
 import emonet
 from emonet.checkpoint import load_model
-from emonet.classes import EMONET_8_CLASSES
 from emonet.predictor import BGR_WARNING, Predictor
 from emonet.samples import sample_image
 
@@ -25,22 +22,6 @@ from emonet.samples import sample_image
 @pytest.fixture(scope="module")
 def model(official_checkpoint_8):
     return load_model(official_checkpoint_8, device=None)
-
-
-class TinyModel(nn.Module):
-    """Project conventions, colour-dependent outputs, microseconds per face: for tests about the API around
-    the model (the warning looks at the crops, not at the model)."""
-
-    arch, multi_label, input_size, normalization = "tiny-test", False, 32, None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.class_names = list(EMONET_8_CLASSES)
-        self.mix = nn.Parameter(torch.linspace(-2, 2, 3 * 8).view(3, 8), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> dict:
-        m = x.mean(dim=(2, 3))
-        return {"expression": m @ self.mix, "valence": m[:, 0] - m[:, 2], "arousal": m[:, 1] - 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +60,7 @@ def test_dataframe_equals_the_cli_csv(official_checkpoint_8, model, inputs, tmp_
 
 def test_arrays_get_an_image_index_and_to_dataframe_agrees():
     astronaut, chelsea = sample_image("astronaut"), sample_image("chelsea")
-    predictor = Predictor(TinyModel())
+    predictor = Predictor(ColourModel())
     try:
         df = predictor.predict_dataframe([astronaut, chelsea, np.zeros((4, 4, 5), np.uint8)], channel_order="rgb")
         results = predictor.predict_many([astronaut, chelsea], channel_order="rgb")
@@ -105,7 +86,7 @@ def _warnings_of(call) -> list[str]:
 def test_bgr_array_warns_once_per_predictor_rgb_does_not():
     rgb = [sample_image("astronaut"), sample_image("grace_hopper"), sample_image("camera")]  # camera: grayscale
     bgr = [cv2.cvtColor(image, cv2.COLOR_RGB2BGR) for image in rgb]
-    model = TinyModel()
+    model = ColourModel()
     predictor = Predictor(model)
     try:
         assert _warnings_of(lambda: predictor.predict_many(rgb)) == []

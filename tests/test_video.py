@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import REPO_ROOT, SAMPLE_VIDEO_SIZE
-from torch import nn
+from conftest import REPO_ROOT, SAMPLE_VIDEO_SIZE, ColourModel
 
 from emonet.boxes import box_iou
 from emonet.classes import EMONET_8_CLASSES
@@ -38,25 +36,6 @@ from emonet.video import (
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
-
-
-class ColourModel(nn.Module):
-    """A tiny model following the project's conventions whose outputs depend on the crop's colours.
-
-    Engine tests that do not check EmoNet itself use it: two different faces give different outputs, and
-    a forward costs microseconds instead of EmoNet's ~0.3 s per face on this CPU.
-    """
-
-    arch, multi_label, input_size, normalization = "colour-test", False, 32, None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.class_names = list(EMONET_8_CLASSES)
-        self.mix = nn.Parameter(torch.linspace(-2, 2, 3 * 8).view(3, 8), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> dict:
-        m = x.mean(dim=(2, 3))
-        return {"expression": m @ self.mix, "valence": m[:, 0] - m[:, 2], "arousal": m[:, 1] - 0.5}
 
 
 @pytest.fixture(scope="module")
