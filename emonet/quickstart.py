@@ -71,7 +71,7 @@ def fetch_official_weights(weights: str | os.PathLike, offline: bool = False) ->
     try:
         download_weights("emonet_8", official.parent, timeout=FIRST_RUN_TIMEOUT_S)
     except RuntimeError as exc:
-        print(f"   could not download ({str(exc).split(' (')[0]}): the smoke pipeline runs without EmoNet; {hint}")
+        print(f"   could not download it ({exc.__cause__ or exc}): the smoke pipeline runs without EmoNet; {hint}")
         return False
     print(f"   {official}: downloaded, git blob SHA-1 verified")
     return True
