@@ -843,7 +843,8 @@ def test_predict_image_case(name: str, predicted_images) -> None:
             assert row["expression"] == reference["expression"]
 
 
-def test_interrupted_predict_keeps_a_named_partial_file(tmp_path, shared) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_interrupted_predict_keeps_a_named_partial_file(tmp_path, shared, signum) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(30):
@@ -862,7 +863,7 @@ def test_interrupted_predict_keeps_a_named_partial_file(tmp_path, shared) -> Non
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "predict ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 
@@ -118,6 +120,8 @@ def run_command(handler: Callable[[argparse.Namespace], int | None], args: argpa
     """
     # Before the command imports MediaPipe/OpenCV: their log levels are read at start-up.
     configure_native_logs(True if getattr(args, "verbose", False) else None)  # EMONET_VERBOSE=1 also works
+    # `kill` / a container stop (SIGTERM) ends a command like Ctrl-C: it keeps what is finished and says so.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
@@ -130,6 +134,13 @@ def run_command(handler: Callable[[argparse.Namespace], int | None], args: argpa
         where = f"{exc.filename}: " if getattr(exc, "filename", None) and str(exc.filename) not in str(exc) else ""
         print(f"error: {where}{exc.strerror or exc}" if where else f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

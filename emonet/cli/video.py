@@ -8,7 +8,6 @@ See README, "Video".
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
 from emonet.cli.options import (
@@ -76,11 +75,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_common_video_options(p)
 
 
-def _terminate(signum, frame) -> None:
-    # SIGTERM (e.g. `kill`, a container stop) ends the run like Ctrl-C: outputs are closed cleanly.
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs (PyTorch, MediaPipe): building the parser for --help stays fast
     from emonet.checkpoint import WEIGHTS_HINT
@@ -116,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
+    try:  # Ctrl-C and SIGTERM (see emonet.cli.run_command) stop it cleanly: outputs closed, summary says so
         summary = process_video(
             engine, source, csv_path=args.output, output_video=args.output_video, plot=args.plot,
             max_frames=args.max_frames, landmarks=args.landmarks, progress=not args.no_progress,
@@ -125,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # an output that cannot be written (disk full, ...)
         raise UserError(str(exc)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
         source.close()
         engine.close()
     print(summary)
