@@ -72,7 +72,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file or folder (through links; also before it exists)."""
     try:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist (yet), or is a broken link or a link loop
@@ -97,7 +98,7 @@ def check_output(
         raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
     target = Path(path).expanduser()
     for item in inputs:
-        if item is not None and str(item) != "" and _same_file(target, Path(item).expanduser()):
+        if item is not None and str(item) != "" and same_file(target, Path(item).expanduser()):
             raise UserError(f"{option} {target}: is also an input of this run ({item}); choose another output path")
     if kind == "file" and target.is_dir():
         raise UserError(f"{option} {target}: is an existing directory; give a file path")
@@ -147,7 +148,7 @@ def check_outputs(
             continue
         target = check_output(path, inputs, kind="file", option=option)
         for other, other_path in checked.items():
-            if _same_file(target, other_path):
+            if same_file(target, other_path):
                 raise UserError(f"{option} {target}: is also the {other} output; give each output its own path")
         checked[option] = target
     return checked

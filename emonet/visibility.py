@@ -38,7 +38,7 @@ import numpy as np
 
 from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
-from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, write_csv_atomic
+from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, same_file, write_csv_atomic
 from emonet.images import to_rgb_uint8
 from emonet.nativelogs import configure_native_logs, native_stderr_silenced
 
@@ -365,7 +365,7 @@ def compute_face_visibility(
         raise ValueError("give exactly one of output_csv or in_place=True")
     output = csv_path if in_place else Path(output_csv)
     if not in_place:
-        if output.exists() and csv_path.exists() and os.path.samefile(output, csv_path) or output.resolve() == csv_path.resolve():
+        if same_file(output, csv_path):
             raise UserError(f"--output {output}: is the input CSV; pass --in-place (in_place=True) to replace it")
         check_output(output, [arrays_dir, histogram], kind="file", option="--output")
     if histogram is not None:

@@ -109,15 +109,15 @@ def run(args: argparse.Namespace) -> int:
     paths = list_images(args.inputs)
     if not paths:
         raise UserError(f"no images found in {' '.join(args.inputs)} ({', '.join(IMAGE_EXTENSIONS)})")
-    # Before any work: the output must not replace an input image or a folder, and must be writable.
-    output = check_output(args.output, [*args.inputs, *paths, args.weights], kind="file", option="--output")
+    # Before any work: no output may replace an input image, a folder or another output, and each must be writable.
+    inputs = [*args.inputs, *paths, args.weights]
+    output = check_outputs({"--output": args.output, "--summary-json": args.summary_json}, inputs)["--output"]
     fmt = args.format or FORMATS.get(output.suffix.lower(), "csv")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UserError(f"--output {output}: writing Parquet needs pyarrow, which is not installed: pip install pyarrow")
     partial = output.with_name(output.name + ".partial")
     if fmt == "csv":
-        check_output(partial, [*paths, args.weights], kind="file", option="--output")
-    check_outputs({"--output": output, "--summary-json": args.summary_json}, [*args.inputs, *paths, args.weights])
+        check_output(partial, inputs, kind="file", option="--output")
     stems = output_stems(paths)
     others = [*args.inputs, args.weights, output]
     annotated_dir = crops_dir = None
