@@ -24,7 +24,8 @@ from emonet.cli.options import add_verbose
 from emonet.errors import UserError
 from emonet.nativelogs import configure_native_logs
 
-COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download"]
+COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download",
+            "app", "batch"]
 
 
 def available_commands() -> list[str]:
