@@ -1,40 +1,83 @@
 """Video engine shared by ``python -m emonet video`` and the demo: detection, tracking, prediction, smoothing.
 
-Frames are processed as a stream (one frame in memory at a time, whatever the video length):
+Frames are processed as a stream (a few frames in memory at a time, whatever the video length):
 
 1. :func:`emonet.video.sources.open_source` reads a webcam index, a video file, an image folder, a stream
    URL or ``sample`` (a generated clip of the sample faces).
-2. :class:`VideoEngine` detects faces (every ``detect_every`` frames, tracking in between), gives each a
-   stable ID (:class:`emonet.tracking.IoUTracker`), predicts every face of the frame in one batch through
-   :meth:`emonet.predictor.Predictor.predict_crops` and smooths each track over time.
+2. :class:`VideoEngine` runs each frame through three stages (see ``docs/video-demo.md``):
+
+   a. :meth:`VideoEngine.locate` (CPU, no model): detection every ``detect_every`` frames, tracking in
+      between (:class:`emonet.tracking.IoUTracker`, stable IDs), crop regions and model-input crops ->
+      :class:`~emonet.video.results.LocatedFrame`. Keeps the tracker state: call it in frame order.
+   b. :func:`predict_located` / :meth:`VideoEngine.predict`: one batched forward over the crops of one or
+      many located frames (even of different videos) through :meth:`emonet.predictor.Predictor.predict_crops`.
+   c. :meth:`VideoEngine.finish`: per-track smoothing in frame order -> :class:`~emonet.video.results.FrameResult`.
+
+   :meth:`VideoEngine.process` is the three in a row, for one frame.
 3. :func:`process_video` writes a per-frame CSV (flushed every frame), an optional annotated video and a
    valence/arousal-over-time plot (:mod:`emonet.video.writers`), and returns a
-   :class:`~emonet.video.results.VideoSummary`.
+   :class:`~emonet.video.results.VideoSummary`. For files and folders, decoding and stage (a) run in a
+   background thread feeding a small bounded queue, so they overlap the model forward (PyTorch and ONNX
+   Runtime release the GIL); live sources are processed frame by frame (no queue, no added latency).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emonet.faces import FaceDetector, crop_region, crop_region_image
-from emonet.predictor import NON_FINITE_ERROR
+from emonet.faces import CropRegion, FaceDetector, crop_region, crop_region_image
+from emonet.predictor import NON_FINITE_ERROR, CropBatchResult, Predictor
 from emonet.tracking import IoUTracker, TrackSmoothers
 from emonet.video.overlay import OverlayRenderer
-from emonet.video.results import FaceResult, FrameResult, VideoSummary
+from emonet.video.results import FaceResult, FrameResult, LocatedFace, LocatedFrame, VideoSummary
 from emonet.video.sources import Frame, FrameSource
 from emonet.video.writers import FrameCsvWriter, FrameVideoWriter, plot_tracks
+
+# Located frames waiting for the model when decoding overlaps it (files): enough to absorb a slow detection
+# frame, small enough that memory stays a few frames.
+QUEUE_FRAMES = 3
+
+
+def crop_faces(predictor: Predictor, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> tuple[list[CropRegion], list[np.ndarray]]:
+    """Crop regions and model-input crops (RGB uint8) of ``boxes`` in ``rgb`` for ``predictor``.
+
+    The one place the video engine builds crops (the crop protocol is the predictor's).
+    """
+    regions = [crop_region(box, predictor.input_size, predictor.crop_expand) for box in boxes]
+    return regions, [crop_region_image(rgb, r) for r in regions]
+
+
+def _take(batch: CropBatchResult, start: int, stop: int) -> CropBatchResult:
+    return CropBatchResult(
+        batch.valence[start:stop], batch.arousal[start:stop], batch.probabilities[start:stop],
+        None if batch.landmarks is None else batch.landmarks[start:stop], batch.valid[start:stop],
+    )
+
+
+def predict_located(predictor: Predictor, frames: Sequence[LocatedFrame], model: int = 0) -> list[CropBatchResult]:
+    """Stage (b): predict the crops of ``frames`` for model index ``model`` in one call; one result per frame.
+
+    The frames may come from different videos and be in any order (the model has no state); the crops are
+    batched ``predictor.batch_size`` at a time.
+    """
+    counts = [len(f.crops[model]) for f in frames]
+    batch = predictor.predict_crops([c for f in frames for c in f.crops[model]])
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    return [_take(batch, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # -- engine ----------------------------------------------------------------------------------------------
 class VideoEngine:
-    """Detection + tracking + batched prediction + per-track smoothing, one frame at a time.
+    """Detection + tracking + batched prediction + per-track smoothing, in three stages (see the module doc).
 
     Args:
         predictors: one :class:`~emonet.predictor.Predictor` or several (the demo switches between them);
@@ -82,83 +125,188 @@ class VideoEngine:
             self.smoothers[index].reset()
         self.active = index
 
-    def _locate(self, rgb: np.ndarray) -> tuple[list[tuple[int, np.ndarray, float]], bool]:
-        """(track id, box, score) of the faces to predict in this frame, and whether detection ran."""
-        run = self._since_detection % self.detect_every == 0 or not self.tracker.visible_tracks
-        if run:
-            faces = self.detector.detect(rgb)
-            ids = self.tracker.update([f.box for f in faces], [f.score for f in faces])
-            self._since_detection = 1
-            self.detections_run += 1
-            located = [(i, np.asarray(f.box, dtype=np.float64), float(f.score)) for i, f in zip(ids, faces)]
-        else:
-            self._since_detection += 1
-            located = [(t.id, t.box.copy(), t.score) for t in self.tracker.predict()]
-        for smoothers in self.smoothers:
-            smoothers.drop(self.tracker.removed)
-        return located, run
-
     def new_scene(self) -> None:
-        """Forget every track and smoothing history: the next frame is unrelated to the previous ones
-        (new face IDs; IDs are never reused) and is run through the detector."""
-        self.tracker.reset()
+        """Forget every track and smoothing history now: the next frame is unrelated to the previous ones
+        (new face IDs; IDs are never reused) and is run through the detector.
+
+        Between stages, pass ``new_scene=True`` to :meth:`locate` instead: the tracker is reset there and
+        the smoothing histories when :meth:`finish` reaches that frame.
+        """
+        self._reset_tracking()
         for smoothers in self.smoothers:
             smoothers.reset()
+
+    def _reset_tracking(self) -> None:
+        self.tracker.reset()
         self._since_detection = 0
 
-    def process(
+    # -- stage (a): locate -----------------------------------------------------------------------------
+    def locate(
         self, image: np.ndarray, index: int, time_s: float, models: Sequence[int] | None = None,
         new_scene: bool = False,
-    ) -> list[FrameResult]:
-        """Process one BGR frame; returns one :class:`FrameResult` per model in ``models`` (default: active).
+    ) -> LocatedFrame:
+        """Stage (a), CPU only: faces of one BGR frame (detected or tracked), their crops for ``models``.
 
-        ``new_scene``: the frame starts a new scene (see :meth:`new_scene`).
+        Updates the tracker: call it for every frame of a video, in frame order, on this engine.
         """
         if new_scene:
-            self.new_scene()
+            self._reset_tracking()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        located, detected = self._locate(rgb)
+        run = self._since_detection % self.detect_every == 0 or not self.tracker.visible_tracks
+        if run:
+            found = self.detector.detect(rgb)
+            ids = self.tracker.update([f.box for f in found], [f.score for f in found])
+            self._since_detection = 1
+            self.detections_run += 1
+            faces = [LocatedFace(i, np.asarray(f.box, dtype=np.float64), float(f.score)) for i, f in zip(ids, found)]
+        else:
+            self._since_detection += 1
+            faces = [LocatedFace(t.id, t.box.copy(), t.score) for t in self.tracker.predict()]
         h, w = rgb.shape[:2]
-        results = []
+        located = LocatedFrame(index, time_s, (w, h), run, faces, removed=list(self.tracker.removed),
+                               new_scene=new_scene)
         for m in (self.active,) if models is None else models:
-            predictor, smoothers = self.predictors[m], self.smoothers[m]
-            regions = [crop_region(box, predictor.input_size, predictor.crop_expand) for _, box, _ in located]
-            crops = [crop_region_image(rgb, r) for r in regions]
-            batch = predictor.predict_crops(crops)  # every face of the frame in one batch
+            located.regions[m], located.crops[m] = crop_faces(self.predictors[m], rgb, [f.box for f in faces])
+        return located
+
+    # -- stage (b): model ------------------------------------------------------------------------------
+    def predict(self, frames: Sequence[LocatedFrame]) -> list[dict[int, CropBatchResult]]:
+        """Stage (b): one batched forward per model over the crops of all ``frames``; per frame, the
+        model index -> :class:`~emonet.predictor.CropBatchResult` that :meth:`finish` takes."""
+        outputs: list[dict[int, CropBatchResult]] = [{} for _ in frames]
+        for m in dict.fromkeys(m for f in frames for m in f.models):  # every model, in first-seen order
+            chosen = [i for i, f in enumerate(frames) if m in f.crops]
+            for i, result in zip(chosen, predict_located(self.predictors[m], [frames[i] for i in chosen], m)):
+                outputs[i][m] = result
+        return outputs
+
+    # -- stage (c): finish -----------------------------------------------------------------------------
+    def finish(self, located: LocatedFrame, outputs: Mapping[int, CropBatchResult]) -> list[FrameResult]:
+        """Stage (c): smooth each track and build one :class:`FrameResult` per model of ``located``.
+
+        Updates the smoothing histories: call it for every frame of a video, in frame order.
+        """
+        if located.new_scene:
+            for smoothers in self.smoothers:
+                smoothers.reset()
+        for smoothers in self.smoothers:
+            smoothers.drop(located.removed)
+        w, h = located.size
+        results = []
+        for m in located.models:
+            predictor, smoothers, batch = self.predictors[m], self.smoothers[m], outputs[m]
             faces = []
-            for k, ((track_id, box, score), region) in enumerate(zip(located, regions)):
-                x1, y1, x2, y2 = (float(v) for v in box)
+            for k, (face, region) in enumerate(zip(located.faces, located.regions[m])):
+                x1, y1, x2, y2 = (float(v) for v in face.box)
                 clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h)))
                 if not batch.valid[k]:  # never smoothed into the track's history, never labelled
                     nan = float("nan")
                     faces.append(FaceResult(
-                        track_id, clipped, score, nan, nan, "", np.full(len(predictor.class_names), nan), nan, nan,
-                        detected=detected, error=NON_FINITE_ERROR,
+                        face.track_id, clipped, face.score, nan, nan, "", np.full(len(predictor.class_names), nan),
+                        nan, nan, detected=located.detected, error=NON_FINITE_ERROR,
                     ))
                     continue
                 raw = np.concatenate([[batch.valence[k], batch.arousal[k]], batch.probabilities[k]])
-                smooth = smoothers(track_id, raw, time_s)
+                smooth = smoothers(face.track_id, raw, located.time_s)
                 probs = smooth[2:]
                 faces.append(FaceResult(
-                    face_id=track_id,
+                    face_id=face.track_id,
                     box=clipped,
-                    score=score,
+                    score=face.score,
                     valence=float(np.clip(smooth[0], -1, 1)),
                     arousal=float(np.clip(smooth[1], -1, 1)),
                     expression=predictor.class_names[int(np.argmax(probs))],
                     probabilities=probs,
                     valence_raw=float(raw[0]),
                     arousal_raw=float(raw[1]),
-                    detected=detected,
+                    detected=located.detected,
                     landmarks=None if batch.landmarks is None else region.to_image(batch.landmarks[k]),
                 ))
-            results.append(FrameResult(index, time_s, self.names[m], faces, detected))
+            results.append(FrameResult(located.index, located.time_s, self.names[m], faces, located.detected))
         return results
+
+    def process(
+        self, image: np.ndarray, index: int, time_s: float, models: Sequence[int] | None = None,
+        new_scene: bool = False,
+    ) -> list[FrameResult]:
+        """Process one BGR frame (the three stages in a row); one :class:`FrameResult` per model in ``models``
+        (default: the active one). ``new_scene``: the frame starts a new scene (see :meth:`new_scene`).
+        """
+        located = self.locate(image, index, time_s, models, new_scene=new_scene)
+        return self.finish(located, self.predict([located])[0])
 
     def close(self) -> None:
         for predictor in self.predictors:
             predictor.close()
         self.detector.close()
+
+
+# -- pipeline --------------------------------------------------------------------------------------------
+_END = object()
+
+
+class _Prefetcher:
+    """Iterates ``items`` in a background thread, handing them over through a bounded queue, in order.
+
+    An exception raised while iterating (by the source or the locate stage) is re-raised by the consumer,
+    after the items that came before it. :meth:`close` stops the thread and waits for it (so the caller may
+    then release the source it reads).
+    """
+
+    def __init__(self, items: Iterator, maxsize: int) -> None:
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emonet-video-locate", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                if not self._put((True, item)):
+                    return
+            self._put((True, _END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            self._put((False, exc))
+        finally:
+            close = getattr(self._items, "close", None)
+            if close is not None:  # a generator: its cleanup runs in this thread, not at garbage collection
+                close()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator:
+        while True:
+            ok, item = self._queue.get()
+            if not ok:
+                raise item
+            if item is _END:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _located_frames(
+    engine: VideoEngine, source: Iterable[Frame], models: Sequence[int], max_frames: int | None
+) -> Iterator[tuple[Frame, LocatedFrame | None]]:
+    """Stage (a) over a source, in frame order: (frame, located frame), or (frame, None) for an unreadable one."""
+    for n, frame in enumerate(source):
+        if max_frames is not None and n >= max_frames:
+            return
+        if frame.image is None:
+            yield frame, None
+        else:
+            yield frame, engine.locate(frame.image, frame.index, frame.time_s, models, new_scene=frame.new_scene)
 
 
 def process_video(
@@ -173,6 +321,8 @@ def process_video(
     renderer=None,
     progress: bool = True,
     on_frame: Callable[[Frame, list[FrameResult], np.ndarray | None], None] | None = None,
+    overlap: bool = True,
+    batch_frames: int = 1,
 ) -> VideoSummary:
     """Run ``engine`` over ``source`` headless and write the outputs as it goes.
 
@@ -180,9 +330,19 @@ def process_video(
     column and side-by-side panels). ``renderer``: an :class:`emonet.video.overlay.OverlayRenderer` (created
     when an output video is asked for). Ctrl-C stops cleanly: files are closed and the summary says
     ``interrupted``. Memory does not grow with the video length.
+
+    ``overlap``: for files and folders, decode and locate (detection, tracking, crops) in a background
+    thread, at most :data:`QUEUE_FRAMES` frames ahead, while the model runs. ``batch_frames``: predict the
+    faces of this many consecutive frames in one forward. Live sources (cameras, streams) ignore both: each
+    frame is read only once the previous one is done (no added latency). Outputs are the same either way
+    (up to floating-point differences between batch sizes for ``batch_frames`` > 1).
     """
     if plot is not None and csv_path is None:
         raise ValueError("a plot needs a CSV path (the plot is drawn from the CSV at the end)")
+    if batch_frames < 1:
+        raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
+    if source.live:
+        overlap, batch_frames = False, 1
     model_ids = [engine.active] if models is None else list(models)
     names = [engine.predictors[m].class_names for m in model_ids]
     summary = VideoSummary(source=source.description)
@@ -196,37 +356,60 @@ def process_video(
     # A bar only when the length is known (files, folders, --max-frames); live sources print the summary only.
     bar = tqdm(total=total, unit="frame", desc="video", disable=not progress or total is None, file=sys.stderr)
     ids: set[int] = set()
+    pending: list[tuple[Frame, LocatedFrame]] = []
+
+    def emit(frame: Frame, results: list[FrameResult]) -> None:
+        summary.frames += 1
+        summary.frames_with_faces += len(results[0].faces) > 0
+        if writer is not None:
+            for m, result in zip(model_ids, results):
+                writer.write(result, engine.predictors[m].class_names, frame.path)
+        summary.faces += sum(len(r.faces) for r in results)
+        ids.update(f.face_id for f in results[0].faces)
+        canvas = None
+        if video is not None or on_frame is not None and renderer is not None:
+            canvas = renderer.render(frame.image, results)
+        if video is not None:
+            video.write(canvas)
+        if on_frame is not None:
+            on_frame(frame, results, canvas)
+        bar.update(1)
+
+    def flush() -> None:  # stages (b) and (c) for the pending frames, in frame order
+        outputs = engine.predict([located for _, located in pending])
+        for (frame, located), output in zip(pending, outputs):
+            emit(frame, engine.finish(located, output))
+        pending.clear()
+
     start = time.perf_counter()
+    stream = _located_frames(engine, source, model_ids, max_frames)
+    prefetcher = _Prefetcher(stream, QUEUE_FRAMES) if overlap else None
+    items = iter(prefetcher if prefetcher is not None else stream)
     try:
-        for frame in source:
-            if max_frames is not None and summary.frames + summary.unreadable_frames >= max_frames:
+        while True:
+            try:
+                frame, located = next(items)
+            except StopIteration:
                 break
-            if frame.image is None:  # unreadable file of an image folder: an error row, then the next frame
+            except Exception:
+                flush()  # the frames read before the source failed keep their rows
+                raise
+            if located is None:  # unreadable file of an image folder: an error row, then the next frame
+                flush()
                 summary.unreadable_frames += 1
                 if writer is not None:
                     writer.write_error(frame.index, frame.time_s, frame.error, frame.path)
                 bar.update(1)
                 continue
-            results = engine.process(frame.image, frame.index, frame.time_s, model_ids, new_scene=frame.new_scene)
-            summary.frames += 1
-            n_faces = len(results[0].faces)
-            summary.frames_with_faces += n_faces > 0
-            if writer is not None:
-                for m, result in zip(model_ids, results):
-                    writer.write(result, engine.predictors[m].class_names, frame.path)
-            summary.faces += sum(len(r.faces) for r in results)
-            ids.update(f.face_id for f in results[0].faces)
-            canvas = None
-            if video is not None or on_frame is not None and renderer is not None:
-                canvas = renderer.render(frame.image, results)
-            if video is not None:
-                video.write(canvas)
-            if on_frame is not None:
-                on_frame(frame, results, canvas)
-            bar.update(1)
+            pending.append((frame, located))
+            if len(pending) >= batch_frames:
+                flush()
+        flush()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
+        if prefetcher is not None:
+            prefetcher.close()
         bar.close()
         summary.seconds = time.perf_counter() - start
         if writer is not None:

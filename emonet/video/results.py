@@ -73,3 +73,38 @@ class VideoSummary:
         if self.disconnected:
             text += "\n  the source stopped delivering frames (disconnected); outputs were flushed"
         return text
+
+
+@dataclass
+class LocatedFace:
+    """A face to predict in a located frame: its track ID, box (image pixels, not clipped) and detector score."""
+
+    track_id: int
+    box: np.ndarray  # (4,) float64 x1, y1, x2, y2
+    score: float
+
+
+@dataclass
+class LocatedFrame:
+    """What the locate stage (:meth:`emonet.video.engine.VideoEngine.locate`) hands to the model stage.
+
+    Holds no image: only the faces, and per model index the crop regions and the model-input crops (RGB
+    uint8, ``input_size`` square), so it is small and picklable (it can travel between processes).
+    ``removed``: track IDs dropped while locating this frame; ``new_scene``: the frame started a new scene.
+    The finish stage applies both to the smoothing histories, in frame order.
+    """
+
+    index: int
+    time_s: float
+    size: tuple[int, int]  # (width, height) of the frame
+    detected: bool  # the detector ran on this frame
+    faces: list[LocatedFace]
+    regions: dict[int, list] = field(default_factory=dict)  # model index -> CropRegion per face
+    crops: dict[int, list[np.ndarray]] = field(default_factory=dict)  # model index -> crop per face
+    removed: list[int] = field(default_factory=list)
+    new_scene: bool = False
+
+    @property
+    def models(self) -> list[int]:
+        """Model indices this frame was cropped for (the ones the finish stage returns results for)."""
+        return list(self.crops)
