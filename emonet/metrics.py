@@ -47,8 +47,8 @@ import pandas as pd
 __all__ = [
     "BootstrapCI", "MetricWarning", "accuracy", "average_precision", "best_f1_threshold", "bootstrap_ci", "ccc",
     "classification_report", "confusion_matrix", "cooccurrence_matrix", "flatten_metrics", "icc", "icc_3_1",
-    "mae", "mean_average_precision", "multilabel_report", "pcc", "precision_recall_f1", "regression_report",
-    "rmse", "sagr", "sample_f1",
+    "grouped_va_report", "mae", "mean_average_precision", "metrics_from_moments", "multilabel_report", "pcc",
+    "precision_recall_f1", "regression_report", "rmse", "sagr", "sample_f1", "va_moments",
 ]
 
 REGRESSION_METRICS = ("ccc", "pcc", "rmse", "mae", "sagr", "icc")
@@ -587,3 +587,135 @@ def classification_report(
         "class_names": names,
     }
     return summary, per_class
+
+
+# ------------------------------------------------------------------------------------ videos: pooled vs mean
+VIDEO_METRICS = ("ccc", "pcc", "rmse", "sagr")
+# Sufficient statistics of one group of (truth, prediction) pairs: every video metric of a union of groups
+# is a function of their sums, so a bootstrap over videos is a (resamples x videos) matrix product.
+_MOMENTS = ("n", "st", "sp", "stt", "spp", "stp", "sse", "agree")
+
+
+def va_moments(y_true: Any, y_pred: Any) -> np.ndarray:
+    """``[n, sum t, sum p, sum t^2, sum p^2, sum t*p, sum (t-p)^2, sign agreements]`` of finite pairs."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if t.shape != p.shape:
+        raise ValueError(f"va_moments: y_true has {t.size} values but y_pred has {p.size}")
+    keep = np.isfinite(t) & np.isfinite(p)
+    t, p = t[keep], p[keep]
+    return np.array([t.size, t.sum(), p.sum(), (t * t).sum(), (p * p).sum(), (t * p).sum(), ((t - p) ** 2).sum(),
+                     (np.sign(t) == np.sign(p)).sum()], dtype=np.float64)
+
+
+def metrics_from_moments(moments: np.ndarray) -> dict[str, np.ndarray]:
+    """CCC, PCC, RMSE, SAGR from :func:`va_moments` rows (``(..., 8)``; a sum of rows = the pooled pairs).
+
+    Same definitions and degenerate values as :func:`ccc`, :func:`pcc`, :func:`rmse`, :func:`sagr` (no
+    warnings: NaN where undefined, CCC 0 when exactly one side is constant).
+    """
+    m = np.asarray(moments, dtype=np.float64)
+    n, st, sp, stt, spp, stp, sse, agree = (m[..., k] for k in range(len(_MOMENTS)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mt, mp = st / n, sp / n
+        vt = np.maximum(stt / n - mt * mt, 0.0)
+        vp = np.maximum(spp / n - mp * mp, 0.0)
+        cov = stp / n - mt * mp
+        # Relative tolerance: sums of squares of constant series leave rounding noise, not variance.
+        tiny_t = vt <= 1e-12 * np.maximum(stt / n, 1e-300)
+        tiny_p = vp <= 1e-12 * np.maximum(spp / n, 1e-300)
+        vt, vp = np.where(tiny_t, 0.0, vt), np.where(tiny_p, 0.0, vp)
+        denom = vt + vp + (mt - mp) ** 2
+        ccc_v = np.where(tiny_t | tiny_p, np.where(denom > 0, 0.0, np.nan), 2.0 * cov / denom)
+        pcc_v = np.where(tiny_t | tiny_p, np.nan, np.clip(cov / np.sqrt(vt * vp), -1.0, 1.0))
+        out = {"ccc": ccc_v, "pcc": pcc_v, "rmse": np.sqrt(sse / n), "sagr": agree / n}
+    empty = n <= 0
+    return {k: np.where(empty, np.nan, v) for k, v in out.items()}
+
+
+def grouped_va_report(
+    groups: Any,
+    valence_true: Any,
+    valence_pred: Any,
+    arousal_true: Any,
+    arousal_pred: Any,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Video metrics: pooled over all frames (the ABAW protocol) and per video, with bootstrap CIs over videos.
+
+    ``groups``: the video of each frame. Pairs with a NaN (an error row) are left out. Returns::
+
+        {"pooled": {"valence": {ccc, pcc, rmse, sagr, n, <m>_ci}, "arousal": {...}, "abaw", "abaw_ci"},
+         "per_video_mean": {"valence": {...}, "arousal": {...}, "abaw", "abaw_ci", "n_videos"},
+         "per_video": DataFrame (video, n, valence_ccc, ..., arousal_sagr, abaw)}
+
+    ``abaw`` = (CCC valence + CCC arousal) / 2. The intervals resample whole videos with replacement
+    (frames of a video are not independent): the pooled metrics are recomputed on the resampled frames, the
+    per-video means averaged over the resampled videos (videos where a metric is undefined are left out of
+    its mean, e.g. PCC of a video with constant truth).
+    """
+    g = pd.Series(np.asarray(groups).reshape(-1)).astype(str)
+    arrays = {"valence": (valence_true, valence_pred), "arousal": (arousal_true, arousal_pred)}
+    videos = list(dict.fromkeys(g))
+    codes = pd.Categorical(g, categories=videos).codes
+    moments: dict[str, np.ndarray] = {}
+    for dim, (t, p) in arrays.items():
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        p = np.asarray(p, dtype=np.float64).reshape(-1)
+        if not len(t) == len(p) == len(g):
+            raise ValueError(f"grouped_va_report: {dim}: {len(t)} truths, {len(p)} predictions, {len(g)} groups")
+        moments[dim] = np.stack([va_moments(t[codes == k], p[codes == k]) for k in range(len(videos))]) \
+            if videos else np.zeros((0, len(_MOMENTS)))
+    per_video = pd.DataFrame({"video": videos, "n": moments["valence"][:, 0].astype(np.int64) if videos else []})
+    for dim in arrays:
+        for name, values in metrics_from_moments(moments[dim]).items():
+            per_video[f"{dim}_{name}"] = values
+    per_video["abaw"] = (per_video["valence_ccc"] + per_video["arousal_ccc"]) / 2.0
+    scored = per_video["n"].to_numpy() > 0
+    rng = np.random.default_rng(seed)
+    n_videos = int(scored.sum())
+    # counts[b, k]: how often video k is drawn in resample b (only videos with scored frames are drawn).
+    counts = np.zeros((max(int(n_boot), 0), len(videos)))
+    if n_videos and n_boot > 0:
+        draws = rng.choice(np.flatnonzero(scored), size=(int(n_boot), n_videos), replace=True)
+        for b in range(int(n_boot)):
+            counts[b] = np.bincount(draws[b], minlength=len(videos))
+    alpha = (1.0 - confidence) / 2.0
+
+    def interval(samples: np.ndarray) -> list[float]:
+        samples = samples[np.isfinite(samples)]
+        if samples.size == 0:
+            return [math.nan, math.nan]
+        low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+        return [float(low), float(high)]
+
+    pooled: dict[str, Any] = {}
+    mean: dict[str, Any] = {"n_videos": n_videos}
+    boot_pooled_ccc, boot_mean_ccc = {}, {}
+    for dim in arrays:
+        point = metrics_from_moments(moments[dim].sum(axis=0))
+        boot = metrics_from_moments(counts @ moments[dim]) if len(counts) else {}
+        pooled[dim] = {name: float(point[name]) for name in VIDEO_METRICS}
+        pooled[dim]["n"] = int(moments[dim][:, 0].sum())
+        mean[dim] = {}
+        for name in VIDEO_METRICS:
+            values = per_video[f"{dim}_{name}"].to_numpy(dtype=np.float64)
+            defined = np.isfinite(values) & scored
+            mean[dim][name] = float(values[defined].mean()) if defined.any() else math.nan
+            if len(counts):
+                pooled[dim][f"{name}_ci"] = interval(boot[name])
+                weights = counts * defined[None, :]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    boot_mean = (weights @ np.where(defined, values, 0.0)) / weights.sum(axis=1)
+                mean[dim][f"{name}_ci"] = interval(boot_mean)
+                if name == "ccc":
+                    boot_pooled_ccc[dim], boot_mean_ccc[dim] = boot["ccc"], boot_mean
+        mean[dim]["n_videos"] = int((np.isfinite(per_video[f"{dim}_ccc"].to_numpy(dtype=np.float64)) & scored).sum())
+    pooled["abaw"] = (pooled["valence"]["ccc"] + pooled["arousal"]["ccc"]) / 2.0
+    mean["abaw"] = (mean["valence"]["ccc"] + mean["arousal"]["ccc"]) / 2.0
+    if len(counts):
+        pooled["abaw_ci"] = interval((boot_pooled_ccc["valence"] + boot_pooled_ccc["arousal"]) / 2.0)
+        mean["abaw_ci"] = interval((boot_mean_ccc["valence"] + boot_mean_ccc["arousal"]) / 2.0)
+    return {"pooled": pooled, "per_video_mean": mean, "per_video": per_video}

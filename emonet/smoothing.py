@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -118,3 +119,104 @@ def make_smoother(kind: str, **kwargs):
     if kind not in kinds:
         raise ValueError(f"unknown smoothing {kind!r}; choose from none, {', '.join(kinds)}")
     return kinds[kind](**kwargs)
+
+
+# -- offline smoothing of whole sequences (video evaluation) and its tuning ------------------------------
+
+# Names accepted by evaluate's --smoothing (emonet5 = the 5-frame weights, as the video command's "emonet").
+SMOOTHING_ALIASES = {"emonet5": "emonet", "oneeuro": "one-euro", "one_euro": "one-euro", "raw": "none"}
+SMOOTHING_KINDS = ("none", "ema", "one-euro", "emonet")
+# Parameters each kind accepts (keyword arguments of its smoother), and the grid --tune-on searches.
+SMOOTHING_PARAMETERS = {"none": (), "ema": ("alpha",), "one-euro": ("min_cutoff", "beta", "d_cutoff"),
+                        "emonet": ()}
+TUNING_GRID: dict[str, list[dict[str, float]]] = {
+    "none": [{}],
+    "emonet": [{}],
+    "ema": [{"alpha": a} for a in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)],
+    "one-euro": [{"min_cutoff": c, "beta": b} for c in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+                 for b in (0.0, 0.05, 0.2, 0.5, 2.0)],
+}
+
+
+@dataclass(frozen=True)
+class SmoothingSetting:
+    """One smoothing to measure: a kind (``none``, ``ema``, ``one-euro``, ``emonet``) and its parameters
+    (keyword arguments of the smoother; empty = its defaults)."""
+
+    kind: str
+    params: tuple[tuple[str, float], ...] = ()
+    tuned: bool = False
+
+    @property
+    def kwargs(self) -> dict[str, float]:
+        return dict(self.params)
+
+    @property
+    def label(self) -> str:
+        """``one-euro(min_cutoff=0.5,beta=0.05)``; ``emonet5`` for the 5-frame weights."""
+        name = "emonet5" if self.kind == "emonet" else self.kind
+        if not self.params:
+            return name
+        return f"{name}({','.join(f'{k}={v:g}' for k, v in self.params)})"
+
+    def with_params(self, params: dict[str, float], tuned: bool = False) -> SmoothingSetting:
+        return SmoothingSetting(self.kind, tuple(sorted(params.items())), tuned)
+
+
+def parse_smoothing_settings(text: str) -> list[SmoothingSetting]:
+    """``"none,ema,one-euro:min_cutoff=0.5:beta=0.1,emonet5"`` -> settings (order kept, duplicates dropped).
+
+    Raises ValueError naming the bad item.
+    """
+    settings: list[SmoothingSetting] = []
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        name, *assignments = item.split(":")
+        kind = SMOOTHING_ALIASES.get(name.strip().lower(), name.strip().lower())
+        if kind not in SMOOTHING_KINDS:
+            raise ValueError(f"--smoothing {item!r}: unknown smoothing {name!r}; choose from none, ema, one-euro, "
+                             "emonet5 (parameters as ema:alpha=0.3 or one-euro:min_cutoff=0.5:beta=0.1)")
+        params: dict[str, float] = {}
+        for assignment in assignments:
+            key, sep, value = assignment.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in SMOOTHING_PARAMETERS[kind]:
+                allowed = ", ".join(SMOOTHING_PARAMETERS[kind]) or "none"
+                raise ValueError(f"--smoothing {item!r}: {assignment!r} is not a parameter of {kind} "
+                                 f"(parameters: {allowed}; written key=value)")
+            try:
+                params[key] = float(value)
+            except ValueError:
+                raise ValueError(f"--smoothing {item!r}: {key} must be a number, got {value!r}") from None
+        make_smoother(kind, **params)  # the smoother's own checks (e.g. alpha in (0, 1])
+        setting = SmoothingSetting(kind, tuple(sorted(params.items())))
+        if setting not in settings:
+            settings.append(setting)
+    if not settings:
+        raise ValueError("--smoothing: give at least one of none, ema, one-euro, emonet5")
+    return settings
+
+
+def smooth_sequence(values: np.ndarray, times: np.ndarray, frames: np.ndarray, setting: SmoothingSetting,
+                    max_gap: int = 10) -> np.ndarray:
+    """Smooth the rows of ``values`` (N, D) of one video, given in frame order, offline.
+
+    The same smoother objects as live video (:func:`make_smoother`, one per face track), run frame after
+    frame. ``times`` (seconds) make One-Euro time-aware across skipped frames; a jump of more than ``max_gap``
+    frames (a stretch without a scored face) starts a fresh smoother, as a lost and re-found track would.
+    NaN rows (frames not scored) pass through as NaN and never enter the history.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full_like(values, np.nan)
+    if setting.kind == "none":
+        return values.copy()
+    smoother = make_smoother(setting.kind, **setting.kwargs)
+    previous: int | None = None
+    for i in range(len(values)):
+        if not np.isfinite(values[i]).all():
+            continue
+        frame = int(frames[i])
+        if previous is not None and frame - previous > max_gap:
+            smoother.reset()
+        previous = frame
+        out[i] = smoother(values[i], float(times[i]))
+    return out

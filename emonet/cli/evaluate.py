@@ -8,15 +8,23 @@ import sys
 from emonet.cli.options import add_data_root, add_device, add_output_dir, add_progress, add_weights
 from emonet.errors import UserError
 
-# Same names as emonet.data.registry.DATASET_FORMATS; kept here so that building the parser stays light.
-DATASETS = ("affectnet", "emodataset", "csv")
+# Same names as emonet.data.registry.DATASET_FORMATS / VIDEO_DATASET_FORMATS; kept here so that building the
+# parser stays light.
+IMAGE_DATASETS = ("affectnet", "emodataset", "csv")
+VIDEO_DATASETS = ("afew-va", "affwild2", "video-csv")
+DATASETS = IMAGE_DATASETS + VIDEO_DATASETS
+DEFAULT_VIDEO_SMOOTHING = "none,ema,one-euro,emonet5"
 
 
-HELP = "evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset or a CSV of faces"
+HELP = ("evaluate a checkpoint (ACC, CCC, PCC, RMSE, SAGR) on AffectNet, Emodataset, a CSV of faces, or video "
+        "(AFEW-VA, Aff-Wild2, per-frame CSV) with temporal smoothing side by side")
 DESCRIPTION = (
     "Evaluate EmoNet with the official protocol (RGB, bilinear resize to 256, /255; optional "
     "flip TTA; predictions clipped to [-1, 1]). Prints the paper's table next to the published numbers "
-    "and writes metrics.json, predictions.csv and table.txt into --output-dir."
+    "and writes metrics.json, predictions.csv and table.txt into --output-dir. Video datasets (afew-va, "
+    "affwild2, video-csv): every annotated frame is predicted once, each --smoothing setting is applied per "
+    "video in frame order, and each is scored pooled over all frames (ABAW score = (CCC_V + CCC_A) / 2) and "
+    "per video (bootstrap CIs over videos); see docs/video-evaluation.md."
 )
 
 
@@ -27,7 +35,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "with test_labels.csv; csv: the CSV file or its folder)", deprecated=("--root",))
     p.add_argument("--split", default=None,
                    help="split (default: affectnet 'val' = the published test set, emodataset 'test', csv: the "
-                   "only CSV in --root)")
+                   "only CSV in --root; afew-va 'all', or train/val/test = clips 1-360/361-480/481-600, or clip "
+                   "numbers such as 1-300; affwild2 'val' (or train); video-csv: every row, or a value of its "
+                   "'split' column)")
     p.add_argument("--cleaned", action="store_true",
                    help="keep only rows passing the official cleaned-set rules (the published AffectNet numbers use them)")
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (official evaluate_flip)")
@@ -35,9 +45,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="5 or 8 (default: the checkpoint's). 5 keeps AffectNet labels 0,1,2,3,6 with Anger as index 4")
     p.add_argument("--arousal-range", default="auto",
                    help="emodataset/csv arousal range: auto (detect when unambiguous), '0,1' (mapped with x*2-1) or '-1,1'")
-    p.add_argument("--crop", default="auto", choices=("auto", "none", "landmarks", "detect"),
-                   help="face crops: none (images are faces), landmarks (official 68-landmark crop), detect "
-                   "(MediaPipe + EmoNet crop); auto = landmarks for the original AffectNet CSV, else none")
+    p.add_argument("--crop", default="auto", choices=("auto", "none", "landmarks", "detect", "mesh", "detector", "refine"),
+                   help="face crops: none (images are faces), landmarks (official 68-landmark crop), mesh or detect "
+                   "(MediaPipe detector, then the box of FaceMesh's 68 iBUG-layout points, as predict --crop mesh), "
+                   "detector (the detector box, as before --crop existed; detect meant this then); auto = landmarks "
+                   "for the original AffectNet CSV, else none. refine is not available here (predict/video only)")
     p.add_argument("--layout", default="auto", choices=("auto", "kaggle", "csv"), help="AffectNet layout (default: detected)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
     p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
@@ -45,6 +57,29 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_device(p)
     add_output_dir(p, "folder for metrics.json, predictions.csv, table.txt", deprecated=("--output",))
     add_progress(p)
+    video = p.add_argument_group("video datasets (afew-va, affwild2, video-csv)")
+    video.add_argument("--smoothing", default=DEFAULT_VIDEO_SMOOTHING, metavar="LIST",
+                       help="comma-separated smoothing settings, each scored on the same per-frame predictions: none, "
+                       "ema, one-euro, emonet5 (EmoNet's 5-frame weights); parameters as ema:alpha=0.3 or "
+                       f"one-euro:min_cutoff=0.5:beta=0.1 (default {DEFAULT_VIDEO_SMOOTHING})")
+    video.add_argument("--tune-on", default=None, metavar="SPLIT",
+                       help="tune the parameters of each smoothing given without parameters on this split (best pooled "
+                       "ABAW score) and report --split with them; must differ from --split")
+    video.add_argument("--frames", default="auto", choices=("auto", "cropped", "videos"),
+                       help="affwild2: the organisers' cropped_aligned faces or the raw videos (detector + tracker); "
+                       "auto = cropped when <data-root>/cropped_aligned exists")
+    video.add_argument("--frames-root", default=None, metavar="DIR",
+                       help="video-csv: folder with <video>/ frame folders or <video>.<ext> files (default: the CSV's folder)")
+    video.add_argument("--fps", type=float, default=None,
+                       help="frame rate for frame times (default: the video file's; AFEW-VA 25; image frames 30)")
+    video.add_argument("--max-gap", type=int, default=10, metavar="FRAMES",
+                       help="smoothing restarts after a jump of more than this many frames without a scored face (default 10)")
+    video.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over videos for the CIs (default 1000)")
+    video.add_argument("--max-videos", type=int, default=None, help="evaluate only the first N videos (quick check)")
+    video.add_argument("--figures", type=int, default=3, metavar="N",
+                       help="timeline figures of the N worst and N best videos, and the circumplex density (0: none)")
+    video.add_argument("--predictions-format", default="csv", choices=("csv", "parquet"),
+                       help="per-frame predictions file format (default csv)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.dataset in VIDEO_DATASETS:
+        return _evaluate_video(args)
     # imported when the command runs (PyTorch): building the parser for --help stays fast
     from torch.utils.data import Subset
 
@@ -66,6 +103,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from emonet.evaluation import evaluate, format_table, load_weights, published_reference, write_results
     from emonet.fileio import check_output
 
+    if args.crop == "refine":
+        raise UserError("evaluate --crop refine is not supported (it needs a second forward on a new crop of each "
+                        "image); use --crop mesh, or predict --crop refine on the images")
     # Before any work: an output that is an input, or an existing file, is refused.
     output = check_output(args.output_dir, inputs=[args.weights, args.data_root], kind="dir", option="--output-dir")
     try:
@@ -103,4 +143,71 @@ def _evaluate(args: argparse.Namespace) -> int:
     paths = write_results(result, output, published, table)
     print(table)
     print(f"\nwrote {paths['metrics']}, {paths['predictions']}, {paths['table']}")
+    return 0
+
+
+def _video_crop(crop: str) -> str:
+    """The video readers' crop mode from --crop (a detector-based method means the detector)."""
+    return crop if crop in ("auto", "none", "landmarks", "detect") else "detect"
+
+
+def _evaluate_video(args: argparse.Namespace) -> int:
+    from emonet.data.registry import build_video_dataset
+    from emonet.devices import resolve_device
+    from emonet.evaluation import load_weights
+    from emonet.fileio import check_output
+    from emonet.smoothing import parse_smoothing_settings
+    from emonet.video_evaluation import evaluate_video, format_video_table, write_video_results
+
+    output = check_output(args.output_dir, inputs=[args.weights, args.data_root, args.frames_root], kind="dir",
+                          option="--output-dir")
+    if args.tune_on is not None and args.tune_on.strip().lower() == (args.split or "").strip().lower():
+        raise UserError(f"--tune-on {args.tune_on}: the smoothing must be tuned on another split than the reported "
+                        f"--split {args.split} (tuning on the reported split inflates its scores)")
+    for option, value in (("--n-boot", args.n_boot), ("--max-gap", args.max_gap), ("--figures", args.figures)):
+        if value < 0:
+            raise UserError(f"{option} {value}: must be 0 or more")
+    if args.fps is not None and not args.fps > 0:
+        raise UserError(f"--fps {args.fps}: must be positive")
+    try:
+        settings = parse_smoothing_settings(args.smoothing)
+        device = resolve_device(args.device)
+        model = load_weights(args.weights)
+        crop = _video_crop(args.crop)
+
+        def build(split):
+            dataset = build_video_dataset(args.dataset, args.data_root, split, crop, args.frames, args.fps,
+                                          args.frames_root)
+            if args.max_videos:
+                dataset = dataset.subset_videos(dataset.videos[: args.max_videos])
+            if args.limit:
+                dataset = dataset.head(args.limit)
+            if len(dataset) == 0:
+                raise UserError(f"{dataset.source}: no annotated frame to evaluate (dropped: {dataset.dropped})")
+            return dataset
+
+        dataset = build(args.split)
+        tune_dataset = build(args.tune_on) if args.tune_on is not None else None
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
+        raise UserError(str(exc)) from exc
+    shared = sorted(set(tune_dataset.videos) & set(dataset.videos)) if tune_dataset is not None else []
+    if shared:
+        raise UserError(f"--tune-on {args.tune_on} and --split {args.split or '(default)'} share {len(shared)} videos "
+                        f"(e.g. {shared[0]}); tune the smoothing on a split disjoint from the reported one")
+    result = evaluate_video(model, dataset, settings, tune_dataset, args.tune_on, batch_size=args.batch_size,
+                            num_workers=args.num_workers, flip_tta=args.flip_tta, device=str(device),
+                            progress=not args.no_progress, max_gap=args.max_gap, n_boot=args.n_boot)
+    summary = dataset.summary()
+    title = (f"{args.dataset} {summary['source']}: {summary['videos']} videos, {result.info['n_scored']} frames "
+             f"scored of {summary['frames']} annotated, crop={summary['crop']}, flip TTA="
+             f"{'on' if args.flip_tta else 'off'}, weights={args.weights}")
+    if summary.get("dropped"):
+        title += f"\nleft out while reading: {summary['dropped']}"
+    table = format_video_table(result, title)
+    result.info.update({"weights": str(args.weights), "dataset_format": args.dataset, "split": args.split,
+                        "tune_on": args.tune_on, "smoothing": args.smoothing, "limit": args.limit,
+                        "max_videos": args.max_videos})
+    paths = write_video_results(result, output, table, args.predictions_format, args.figures)
+    print(table)
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -323,3 +323,138 @@ def write_affectnet_fixture(root: str | os.PathLike, n: int = 16, layout: str = 
                "expression", "valence", "arousal"]
     pd.DataFrame(rows, columns=columns).to_csv(root / "validation.csv", index=False)
     return root
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video V/A datasets: AFEW-VA (clip folders + NNN.json), Aff-Wild2 (ABAW VA annotations + cropped_aligned or
+# raw videos). Frames show the real sample faces moving a little; V/A follow smooth trajectories.
+# ----------------------------------------------------------------------------------------------------------
+
+def va_trajectory(n: int, seed: int, scale: float = 0.8) -> np.ndarray:
+    """(n, 2) smooth valence/arousal in [-scale, scale]: a slow sine per dimension, phase and period by seed."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=np.float64)
+    periods = rng.uniform(max(n, 4) * 0.6, max(n, 4) * 1.6, 2)
+    phases = rng.uniform(0, 2 * np.pi, 2)
+    return np.stack([scale * np.sin(2 * np.pi * t / periods[k] + phases[k]) for k in range(2)], 1)
+
+
+def _face_sprite(source: str, side: int, context: float = 2.0) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A square view of a sample face (``context`` x the face box), resized to ``side``; and the face box
+    (x1, y1, x2, y2) inside it."""
+    image = sample_image(source)
+    x1, y1, x2, y2 = _AFFECT_FACE_BOXES[source]
+    size = context * max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    x0, y0 = int(round(cx - size / 2)), int(round(cy - size / 2))
+    s = int(round(size))
+    padded = np.zeros((s, s, 3), np.uint8)
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + s, w), min(y0 + s, h)
+    padded[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    ratio = side / s
+    sprite = cv2.resize(padded, (side, side), interpolation=cv2.INTER_AREA)
+    return sprite, ((x1 - x0) * ratio, (y1 - y0) * ratio, (x2 - x0) * ratio, (y2 - y0) * ratio)
+
+
+def _scene(size: tuple[int, int], sprites: list[tuple[np.ndarray, int, int]], shade: int) -> np.ndarray:
+    """A plain gradient background (w, h) with sprites pasted at (x0, y0)."""
+    w, h = size
+    ys = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    frame = (np.array([60, 70, 80], np.float32) + shade + 60 * ys + np.zeros((1, w, 1), np.float32)).clip(0, 255)
+    frame = frame.astype(np.uint8)
+    for sprite, x0, y0 in sprites:
+        s = sprite.shape[0]
+        frame[y0: y0 + s, x0: x0 + s] = sprite
+    return np.ascontiguousarray(frame)
+
+
+def write_afew_va_fixture(root: str | os.PathLike, n_clips: int = 4, n_frames: int = 6, seed: int = 0) -> Path:
+    """Write a small AFEW-VA under ``root``: clip folders ``001``.., frames ``00000.png``.. (320x240 scenes of
+    a real sample face drifting), and ``NNN/NNN.json`` with per-frame integer valence/arousal in [-10, 10] and
+    68 landmarks spanning the face (synthetic shape). Returns ``root``."""
+    root = Path(root)
+    sources = list(_AFFECT_FACE_BOXES)
+    rng = np.random.default_rng(seed)
+    for c in range(1, int(n_clips) + 1):
+        clip = root / f"{c:03d}"
+        clip.mkdir(parents=True, exist_ok=True)
+        sprite, box = _face_sprite(sources[(c - 1) % len(sources)], 180)
+        va = np.rint(10 * va_trajectory(n_frames, seed * 1000 + c, 0.9)).astype(int)
+        frames = {}
+        for i in range(int(n_frames)):
+            x0, y0 = 70 + int(round(10 * np.sin(i / 3.0))), 30 + int(round(5 * np.cos(i / 4.0)))
+            scene = _scene((320, 240), [(sprite, x0, y0)], 10 * c)
+            if not cv2.imwrite(str(clip / f"{i:05d}.png"), cv2.cvtColor(scene, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"{clip / f'{i:05d}.png'}: cannot write PNG")
+            face = (box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0)
+            frames[f"{i:05d}"] = {"valence": int(va[i, 0]), "arousal": int(va[i, 1]),
+                                  "landmarks": np.round(_face_landmarks(face, rng), 2).tolist()}
+        (clip / f"{c:03d}.json").write_text(json.dumps({"video_id": f"{c:03d}", "frames": frames}), encoding="utf-8")
+    return root
+
+
+def write_affwild2_fixture(
+    root: str | os.PathLike, n_frames: int = 12, videos: bool = True, seed: int = 0
+) -> Path:
+    """Write a small Aff-Wild2 (ABAW VA track) under ``root``; returns ``root``.
+
+    * ``Annotations/VA_Estimation_Challenge/Train_Set/``: ``solo_a.txt``, ``pair_left.txt``;
+      ``Validation_Set/``: ``solo_b.txt``, ``pair_right.txt`` (header ``valence,arousal``, one line per frame,
+      values rounded to 3 decimals). Frames 2 and 3 of every video are ``-5,-5`` (invalid), and ``solo_b``
+      frame 5 has ``-5`` for arousal only.
+    * ``cropped_aligned/<video>/00001.jpg`` (1-based): 112x112 face crops; frame 7 (``00008.jpg``) of every
+      video is missing (no face found by the organisers).
+    * with ``videos``: ``videos/solo_a.mp4``, ``videos/solo_b.mp4`` (one face) and ``videos/pair.mp4`` (640x360,
+      astronaut on the left, grace_hopper on the right).
+    """
+    root = Path(root)
+    people = {"solo_a": ["astronaut"], "solo_b": ["grace_hopper"], "pair": ["astronaut", "grace_hopper"]}
+    annotated = {"Train_Set": ["solo_a", "pair_left"], "Validation_Set": ["solo_b", "pair_right"]}
+    sprite_side = 200
+    sprites = {name: _face_sprite(name, sprite_side) for name in ("astronaut", "grace_hopper")}
+    for k, (folder, names) in enumerate(annotated.items()):
+        target = root / "Annotations" / "VA_Estimation_Challenge" / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for j, video in enumerate(names):
+            va = va_trajectory(n_frames, seed * 100 + 10 * k + j)
+            lines = ["valence,arousal"]
+            for i in range(int(n_frames)):
+                v, a = (f"{x:.3f}" for x in va[i])
+                if i in (2, 3):
+                    v, a = "-5", "-5"
+                if video == "solo_b" and i == 5:
+                    a = "-5"
+                lines.append(f"{v},{a}")
+            (target / f"{video}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            base = video.rsplit("_", 1)[0] if video.startswith("pair") else video
+            person = people[base][1 if video.endswith("_right") else 0]
+            sprite, box = sprites[person]
+            crops = root / "cropped_aligned" / video
+            crops.mkdir(parents=True, exist_ok=True)
+            for i in range(int(n_frames)):
+                if i == 7:
+                    continue
+                x1, y1, x2, y2 = box
+                side = 1.3 * max(x2 - x1, y2 - y1)
+                cx, cy = (x1 + x2) / 2 + 2 * np.sin(i), (y1 + y2) / 2
+                y0, x0 = int(cy - side / 2), int(cx - side / 2)
+                face = sprite[max(y0, 0): int(y0 + side), max(x0, 0): int(x0 + side)]
+                _write_jpeg(crops / f"{i + 1:05d}.jpg", cv2.resize(face, (112, 112), interpolation=cv2.INTER_AREA))
+    if videos:
+        (root / "videos").mkdir(parents=True, exist_ok=True)
+        for base, faces in people.items():
+            path = root / "videos" / f"{base}.mp4"
+            size = (640, 360)
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, size)
+            if not writer.isOpened():
+                raise OSError(f"{path}: OpenCV cannot open an mp4v video writer")
+            try:
+                for i in range(int(n_frames)):
+                    dx = int(round(6 * np.sin(i / 2.0)))
+                    placed = [(sprites[f][0], (40 if len(faces) > 1 else 220) + 360 * n + dx, 80)
+                              for n, f in enumerate(faces)]
+                    writer.write(cv2.cvtColor(_scene(size, placed, 0), cv2.COLOR_RGB2BGR))
+            finally:
+                writer.release()
+    return root

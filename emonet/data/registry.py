@@ -16,8 +16,13 @@ from emonet.data.affect_base import AffectFaceDataset
 from emonet.data.affectnet import AffectNet
 from emonet.data.csv_faces import CsvFaceDataset
 from emonet.data.emodataset import Emodataset
+from emonet.data.video_va import VIDEO_DATASETS, build_video_dataset
 
 DATASET_FORMATS = ("affectnet", "emodataset", "csv")
+# Video V/A datasets (one item per annotated frame): emonet.data.video_va, scored by emonet.video_evaluation.
+VIDEO_DATASET_FORMATS = VIDEO_DATASETS
+
+__all__ = ["DATASET_FORMATS", "VIDEO_DATASET_FORMATS", "build_affect_dataset", "build_video_dataset"]
 
 
 def build_affect_dataset(
