@@ -1,0 +1,139 @@
+"""A batch job end to end: the inputs still to do -> an engine (stages 1-2) -> finish -> shards + ledger.
+
+:func:`run_job` is the driver loop shared by both engines: it finishes scored chunks in order
+(:class:`~emonet.batch.pipeline.Assembler`), gathers finished inputs into shards of about ``shard_rows`` rows
+(or every ``shard_seconds``), writes them with the ledger (:class:`~emonet.batch.output.BatchOutput`), shows
+one bar (inputs done / total, faces/s) and returns the summary (counts, errors, time per stage).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from emonet.batch.engines import RayOptions, run_local, run_ray, shutdown_ray
+from emonet.batch.inputs import InputItem
+from emonet.batch.output import BatchOutput
+from emonet.batch.pipeline import STAGES, Assembler, BatchConfig, Finished
+
+DEFAULT_SHARD_ROWS = 20_000
+DEFAULT_SHARD_SECONDS = 60.0
+MAX_LISTED_ERRORS = 100  # the summary lists this many unreadable inputs (all are in the ledger and the rows)
+
+
+def run_job(
+    items: Sequence[InputItem], config: BatchConfig, out: BatchOutput, engine: str = "local",
+    ray_options: RayOptions | None = None, progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS,
+    shard_seconds: float = DEFAULT_SHARD_SECONDS, assembler: Assembler | None = None, verbose: bool = False,
+) -> dict:
+    """Process the inputs of ``items`` that ``out`` has not finished; returns the summary dict.
+
+    Ctrl-C / SIGTERM: the inputs finished so far are written (one last shard) and the summary says
+    ``interrupted``; then the interrupt is re-raised. A rerun resumes with the inputs not in the ledger.
+    """
+    todo = [(i, item) for i, item in enumerate(items) if item.source not in out.done]
+    assembler = assembler or Assembler(config)
+    summary = {
+        "engine": engine, "address": (ray_options.address if ray_options and engine == "ray" else None),
+        "output_dir": str(out.folder), "inputs": len(items), "already_done": len(items) - len(todo),
+        "processed": 0, "remaining": len(todo), "images": 0, "videos": 0, "unreadable_inputs": 0,
+        "inputs_without_faces": 0, "frames": 0, "rows": 0, "faces": 0, "invalid_faces": 0, "errors": [],
+        "seconds": 0.0, "frames_per_s": 0.0, "faces_per_s": 0.0, "stage_seconds": {},
+        "shards_written": 0, "adopted_shards": out.adopted, "redone_lost_inputs": len(out.lost),
+        "interrupted": False,
+    }
+    pending: list[Finished] = []
+    last_flush = time.monotonic()
+    start = time.perf_counter()
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="input", desc="batch",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            t0 = time.perf_counter()
+            out.write_shard([(f.source, f.kind, f.error, f.rows) for f in pending])
+            assembler.seconds["write"] += time.perf_counter() - t0
+            pending.clear()
+        last_flush = time.monotonic()
+
+    def count(finished: Finished) -> None:
+        summary["processed"] += 1
+        summary["remaining"] -= 1
+        if finished.kind in ("image", "video"):
+            summary[finished.kind + "s"] += 1
+        if finished.error:
+            summary["unreadable_inputs"] += 1
+            if len(summary["errors"]) < MAX_LISTED_ERRORS:
+                summary["errors"].append({"source": finished.source, "error": finished.error})
+        faces = [r for r in finished.rows if r.get("face_id") is not None]
+        if not finished.error and not faces:
+            summary["inputs_without_faces"] += 1
+        summary["frames"] += finished.frames
+        summary["rows"] += len(finished.rows)
+        summary["faces"] += sum(not r.get("error") for r in faces)
+        summary["invalid_faces"] += sum(bool(r.get("error")) for r in faces)
+
+    chunks = None
+    try:
+        if engine == "local":
+            chunks = run_local(todo, config)
+        else:
+            chunks = run_ray(todo, config, ray_options or RayOptions(), verbose)
+        for chunk in chunks:
+            for finished in assembler.add(chunk):
+                count(finished)
+                pending.append(finished)
+                bar.update(1)
+            elapsed = time.perf_counter() - start
+            if progress and elapsed > 0:
+                bar.set_postfix_str(f"{summary['faces'] / elapsed:.1f} faces/s", refresh=False)
+            if sum(len(f.rows) for f in pending) >= shard_rows or pending and time.monotonic() - last_flush >= shard_seconds:
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        summary["interrupted"] = True
+        flush()  # what is finished is kept: the rerun starts after it
+        raise
+    finally:
+        if chunks is not None:
+            chunks.close()  # stops the locate thread or the Ray pipeline
+        if engine == "ray":
+            shutdown_ray()
+        bar.close()
+        seconds = time.perf_counter() - start
+        summary["seconds"] = round(seconds, 3)
+        summary["frames_per_s"] = round(summary["frames"] / seconds, 3) if seconds > 0 else 0.0
+        summary["faces_per_s"] = round(summary["faces"] / seconds, 3) if seconds > 0 else 0.0
+        summary["stage_seconds"] = {s: round(assembler.seconds.get(s, 0.0), 3) for s in STAGES}
+        summary["shards_written"] = out.shards_written
+        out.write_summary(summary)
+    return summary
+
+
+def describe_summary(summary: dict) -> str:
+    """One readable paragraph of a job summary."""
+    text = (f"{summary['processed']} input(s) processed ({summary['images']} image(s), {summary['videos']} "
+            f"video(s), {summary['frames']} frame(s)), {summary['already_done']} already done; "
+            f"{summary['faces']} face row(s), {summary['faces_per_s']:.2f} faces/s, {summary['frames_per_s']:.2f} frames/s "
+            f"in {summary['seconds']:.1f} s ({summary['engine']} engine)")
+    notes = []
+    if summary["unreadable_inputs"]:
+        notes.append(f"{summary['unreadable_inputs']} unreadable input(s) listed with their error")
+    if summary["inputs_without_faces"]:
+        notes.append(f"{summary['inputs_without_faces']} input(s) without a face")
+    if summary["invalid_faces"]:
+        notes.append(f"{summary['invalid_faces']} face(s) with an invalid (non-finite) model output")
+    if summary["adopted_shards"]:
+        notes.append(f"{summary['adopted_shards']} shard(s) of an interrupted run taken into the ledger")
+    if notes:
+        text += "\n  " + "; ".join(notes)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items())
+    text += f"\n  time per stage (summed over workers): {stages}"
+    text += f"\n  output: {summary['output_dir']}/rows (Parquet), ledger.jsonl, summary.json"
+    if summary["interrupted"]:
+        text += f"\n  interrupted: {summary['remaining']} input(s) left; rerun the same command to resume"
+    return text

@@ -1,0 +1,280 @@
+"""The output folder of a batch job: Parquet shards, the ledger of finished inputs, the job record, the lock.
+
+Layout of ``OUT``::
+
+    OUT/rows/part-<run>-<n>.parquet   the dataset: one row per face per frame (pd.read_parquet("OUT/rows"))
+    OUT/ledger.jsonl                  one line per finished input: source, kind, rows, error, shard
+    OUT/job.json                      the options that decide the rows (a rerun must use the same)
+    OUT/summary.json                  the last run's counts and time per stage
+    OUT/rows.csv                      with --format csv: every row of the dataset as one CSV
+
+Crash safety. All rows of one input are in one shard. A shard is written to a hidden temporary file and
+renamed (:func:`emonet.fileio.atomic_path`), then its inputs are appended to the ledger. A run killed
+between the rename and the ledger line leaves an *orphan* shard: the shard's Parquet metadata lists the
+inputs it completes, so the next run adopts it into the ledger instead of redoing (and duplicating) them.
+A torn last ledger line is cut off. An input is done when the ledger names it and its shard exists, so
+deleting a shard makes the next run redo its inputs. One run at a time per folder (an ``flock`` lock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emonet.errors import UserError
+from emonet.fileio import atomic_path, check_output, write_json_atomic
+
+ROWS_DIR, LEDGER, JOB, SUMMARY, CSV_NAME, LOCK = "rows", "ledger.jsonl", "job.json", "summary.json", "rows.csv", ".lock"
+METADATA_KEY = b"emonet.batch.inputs"  # Parquet key-value metadata: the inputs a shard completes
+SHARD_PATTERN = re.compile(r"part-[0-9a-z-]+\.parquet")
+# atomic_path's temporaries: ".<name>.<8 random characters><suffix>"
+TEMPORARY_PATTERN = re.compile(r"\.(part-[0-9a-z-]+\.parquet|rows\.csv|job\.json|summary\.json)\.[a-z0-9_]{8}\.(parquet|csv|json)")
+
+
+class OutputError(UserError):
+    """The output folder cannot be used (not writable, another run holds it, another job's options)."""
+
+
+def batch_columns(class_names: Sequence[str], smoothing: bool, landmarks: bool, extra: Sequence[str] = ()) -> list[str]:
+    """Columns of the batch dataset, in order (fixed for a job: every shard has them all)."""
+    columns = ["source", "kind", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "score",
+               "valence", "arousal", "expression", *[f"p_{c}" for c in class_names]]
+    if smoothing:
+        columns += ["valence_raw", "arousal_raw"]
+    columns += ["detected", *extra]
+    if landmarks:
+        columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
+    return columns + ["error"]
+
+
+_TEXT = {"source", "kind", "expression", "error", "crop_method"}
+_INTEGER = {"frame", "face_id", "crop_x0", "crop_y0", "crop_side"}
+
+
+def arrow_schema(columns: Sequence[str], text: Sequence[str] = ()):
+    """The pyarrow schema of ``columns``: text, nullable integers, a boolean ``detected``, floats elsewhere."""
+    import pyarrow as pa  # lazy: the dataset writer is the only user
+
+    def kind(name: str):
+        if name in _TEXT or name in text:
+            return pa.string()
+        if name in _INTEGER:
+            return pa.int64()
+        if name == "detected":
+            return pa.bool_()
+        return pa.float64()
+
+    return pa.schema([pa.field(name, kind(name)) for name in columns])
+
+
+@dataclass
+class LedgerEntry:
+    source: str
+    kind: str
+    rows: int
+    error: str
+    shard: str
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class BatchOutput:
+    """The output folder of one run, opened (checked, locked, reconciled) by :func:`open_output`."""
+
+    folder: Path
+    columns: list[str]
+    text_columns: list[str] = field(default_factory=list)
+    done: dict[str, LedgerEntry] = field(default_factory=dict)
+    adopted: int = 0  # orphan shards of a killed run taken into the ledger
+    lost: list[str] = field(default_factory=list)  # ledger inputs whose shard is gone: redone
+    shards_written: int = 0
+    _lock_fd: int | None = None
+    _run: str = ""
+
+    @property
+    def rows_dir(self) -> Path:
+        return self.folder / ROWS_DIR
+
+    def write_shard(self, inputs: Sequence[tuple[str, str, str, list[dict]]]) -> str:
+        """Write the rows of finished inputs ``(source, kind, error, rows)`` as one shard, then ledger them."""
+        import pyarrow as pa
+
+        schema = arrow_schema(self.columns, self.text_columns)
+        rows = [row for _, _, _, input_rows in inputs for row in input_rows]
+        table = pa.Table.from_pylist([{c: row.get(c) for c in self.columns} for row in rows], schema=schema)
+        entries = [{"source": s, "kind": k, "rows": len(r), "error": e} for s, k, e, r in inputs]
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(entries).encode()})
+        name = f"part-{self._run}-{self.shards_written:05d}.parquet"
+        import pyarrow.parquet as pq
+
+        with atomic_path(self.rows_dir / name) as tmp:
+            pq.write_table(table, tmp)
+            _fsync_file(tmp)  # the rename must never expose a shard whose bytes are not on disk
+        self.shards_written += 1
+        self._append_ledger([LedgerEntry(shard=name, **e) for e in entries])
+        return name
+
+    def _append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        text = "".join(json.dumps(e.__dict__) + "\n" for e in entries)
+        fd = os.open(self.folder / LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, text.encode())  # one write: a kill leaves whole lines or one torn last line
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for e in entries:
+            self.done[e.source] = e
+
+    def write_csv(self) -> Path:
+        """Every row of the dataset (all shards, this run's and earlier ones') as ``OUT/rows.csv``."""
+        import pyarrow.csv as pacsv
+        import pyarrow.dataset as pads
+
+        dataset = pads.dataset(self.rows_dir, format="parquet", schema=arrow_schema(self.columns, self.text_columns))
+        target = self.folder / CSV_NAME
+        with atomic_path(target) as tmp:
+            pacsv.write_csv(dataset.to_table(), tmp)
+        return target
+
+    def write_summary(self, summary: dict) -> Path:
+        return write_json_atomic(self.folder / SUMMARY, summary)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def check_output_dir(folder: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> Path:
+    """Before any work: ``folder`` is new, empty or an earlier batch output; it holds none of ``inputs``; and
+    a file can really be created in it (a probe file: permissions, read-only mounts, immutable folders and
+    quotas all show, also for root, whom folder modes do not stop)."""
+    target = check_output(folder, inputs, kind="dir", option="--output-dir")
+    real = os.path.realpath(target)
+    for item in inputs:
+        if os.path.realpath(item).startswith(real + os.sep):
+            raise OutputError(f"--output-dir {target}: contains the input {item}; choose a folder outside the inputs")
+    if target.is_dir() and not (target / JOB).exists() and any(p.name != LOCK for p in target.iterdir()):
+        # its files (a summary.json, a rows.csv ...) could be the user's: never write over them
+        raise OutputError(f"--output-dir {target}: exists and is not the output of a batch job (no {JOB}); "
+                          "choose a new or empty folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"--output-dir {target}: cannot write there ({exc.strerror or exc}); "
+                          "choose a writable folder") from None
+    return target
+
+
+def _read_ledger(path: Path) -> list[LedgerEntry]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):  # torn last line of a killed run: cut it so appends stay whole lines
+        data = data[: data.rfind(b"\n") + 1]
+        with open(path, "r+b") as handle:
+            handle.truncate(len(data))
+    entries = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        try:
+            entries.append(LedgerEntry(**json.loads(line)))
+        except (ValueError, TypeError):
+            raise OutputError(f"{path}: line {number} is not a ledger entry; was the file edited? "
+                              "Remove the line (its input is then redone) or choose another --output-dir") from None
+    return entries
+
+
+def _shard_inputs(path: Path) -> list[dict] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        return json.loads(metadata[METADATA_KEY])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def open_output(
+    folder: str | os.PathLike, job: dict, columns: Sequence[str], inputs: Sequence[str | os.PathLike] = (),
+    text_columns: Sequence[str] = (),
+) -> BatchOutput:
+    """Check, lock and reconcile the output folder; refuse another job's folder (different ``job`` options).
+
+    Returns the :class:`BatchOutput` whose ``done`` holds the inputs finished by earlier runs.
+    """
+    target = check_output_dir(folder, inputs)
+    rows_dir = target / ROWS_DIR
+    rows_dir.mkdir(exist_ok=True)
+    fd = os.open(target / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise OutputError(f"--output-dir {target}: another batch run is writing there; wait for it or "
+                          "choose another folder") from None
+    out = BatchOutput(target, list(columns), list(text_columns), _lock_fd=fd,
+                      _run=time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{os.getpid()}")
+    try:
+        _check_job(target, job, list(columns))
+        for folder_ in (target, rows_dir):  # temporaries of a killed run (only atomic_path's exact names)
+            for stale in folder_.iterdir():
+                if TEMPORARY_PATTERN.fullmatch(stale.name) and stale.is_file():
+                    stale.unlink(missing_ok=True)
+        entries = _read_ledger(target / LEDGER)
+        shards = {p.name for p in rows_dir.iterdir() if SHARD_PATTERN.fullmatch(p.name)}
+        for entry in entries:
+            if entry.shard in shards:
+                out.done[entry.source] = entry
+            elif entry.source not in out.done:
+                out.lost.append(entry.source)
+        out.lost = [s for s in out.lost if s not in out.done]
+        ledgered = {e.shard for e in entries}
+        for name in sorted(shards - ledgered):  # orphans: renamed, but the run died before the ledger line
+            listed = _shard_inputs(rows_dir / name)
+            if listed is None or any(item["source"] in out.done for item in listed):
+                (rows_dir / name).unlink()  # unreadable, or would duplicate rows: its inputs are redone
+                continue
+            out._append_ledger([LedgerEntry(shard=name, **item) for item in listed])
+            out.adopted += 1
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _check_job(folder: Path, job: dict, columns: list[str]) -> None:
+    record = {"job": job, "columns": columns}
+    path = folder / JOB
+    if not path.exists():
+        if (folder / LEDGER).exists() or any((folder / ROWS_DIR).glob("part-*.parquet")):
+            raise OutputError(f"--output-dir {folder}: holds batch output without its {JOB}; choose another folder")
+        write_json_atomic(path, record)
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise OutputError(f"{path}: not a batch job record (JSON); choose another --output-dir") from None
+    if previous == record:
+        return
+    old, new = previous.get("job", {}), job
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    detail = ", ".join(f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed) or "the columns differ"
+    raise OutputError(f"--output-dir {folder}: holds a job run with other options ({detail}); a rerun must use the "
+                      "same options to resume, or choose another --output-dir")
