@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from emonet.checkpoint import load_model
-from emonet.faces import CropRegion, Face, FaceDetector, crop_region, crop_region_image
+from emonet.crops import DEFAULT_CROP, FaceCrops, FaceMeshBoxes, check_crop_method, crop_faces, landmarks_region
+from emonet.faces import CropRegion, Face, FaceDetector, crop_region_image
 from emonet.images import ImageReadError, read_image, to_rgb_uint8
 from emonet.inference.runners import finite_rows, forward_with_flip
 from emonet.inference.selection import make_runner
@@ -27,6 +28,11 @@ from emonet.preprocess import logits_to_probabilities, prepare_batch
 
 NON_FINITE_ERROR = "non-finite model output (NaN or inf): no valid prediction"
 NO_FACE_ERROR = "no face detected"
+CROP_COLUMNS = ["crop_x0", "crop_y0", "crop_side", "crop_method"]
+MESH_FALLBACK_WARNING = (
+    "FaceMesh found no face in a detector box: that face is cropped from the detector box (crop_method "
+    "'detector'); later ones are only counted (Predictor.crop_fallbacks)"
+)
 # Likely-BGR heuristic: skin is redder than blue in virtually every photograph, so when the centre of the
 # detected faces' crops is on average this much bluer than red (0-255 scale), the array was probably BGR
 # (OpenCV's order). Measured on the sample faces: RGB -55 and -100, the same arrays as BGR +54 and +106,
@@ -52,12 +58,19 @@ class FacePrediction:
     probabilities: dict[str, float]
     landmarks: np.ndarray | None = field(default=None, repr=False)  # (68, 2) image pixels
     error: str = ""  # non-empty: the model's output was invalid; valence/arousal/probabilities are NaN
+    # The square the model saw, [crop_x0, crop_x0 + crop_side) x [crop_y0, crop_y0 + crop_side) in image pixels,
+    # and the method that placed it (detector | mesh | refine; none: the whole image, no detector).
+    crop_x0: int | None = None
+    crop_y0: int | None = None
+    crop_side: int | None = None
+    crop_method: str = ""
 
     def to_row(self) -> dict:
         row = {
             "face": self.face, "x1": self.box[0], "y1": self.box[1], "x2": self.box[2], "y2": self.box[3],
             "score": self.score, "valence": self.valence, "arousal": self.arousal, "expression": self.expression,
-            "error": self.error,
+            "crop_x0": self.crop_x0, "crop_y0": self.crop_y0, "crop_side": self.crop_side,
+            "crop_method": self.crop_method, "error": self.error,
         }
         row.update({f"p_{name}": p for name, p in self.probabilities.items()})
         return row
@@ -94,7 +107,7 @@ def prediction_columns(
 ) -> list[str]:
     """Columns of the prediction table (CSV, JSON, Parquet, DataFrame), in order."""
     columns = [*key_columns, "face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
-    columns += [f"p_{c}" for c in class_names]
+    columns += [f"p_{c}" for c in class_names] + CROP_COLUMNS
     if landmarks:
         columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
     return columns + ["error"]
@@ -123,11 +136,12 @@ def prediction_rows(key: dict, faces: Sequence[FacePrediction] | None, error: st
 def rows_to_dataframe(rows: Sequence[dict], columns: Sequence[str]) -> pd.DataFrame:
     """Rows of :func:`prediction_rows` -> DataFrame: missing numbers NaN, missing text empty, integer indices."""
     df = pd.DataFrame(list(rows), columns=list(columns))
-    for name in ("face", "image_index"):
+    for name in ("face", "image_index", "crop_x0", "crop_y0", "crop_side"):
         if name in df:
             df[name] = df[name].astype("Int64")  # nullable: error rows have no face number
-    for name in ("expression", "error"):
-        df[name] = df[name].fillna("").astype(str)
+    for name in ("expression", "error", "crop_method"):
+        if name in df:
+            df[name] = df[name].fillna("").astype(str)
     return df
 
 
@@ -168,6 +182,11 @@ class Predictor:
         batch_size: faces per forward pass (default :func:`default_batch_size`: 32 on a GPU, 4 on a CPU).
         backend / precision: inference backend (see :mod:`emonet.inference.backends`).
         crop_expand: extra scale on the protocol crop (1.0 = EmoNet's training crop).
+        crop: where the crop of a detected face comes from (:mod:`emonet.crops`): ``"mesh"`` (default: the
+            box of FaceMesh's iBUG-68 points, corrected; the detector box where FaceMesh finds no face,
+            counted in ``crop_fallbacks``), ``"detector"`` (the detector box, the behaviour before this
+            option) or ``"refine"`` (mesh crop, then a second crop from EmoNet's own 68 landmarks and a
+            second forward: twice the model cost; EmoNet models only). Ignored without a detector.
     """
 
     def __init__(
@@ -182,6 +201,7 @@ class Predictor:
         precision: str = "fp32",
         crop_expand: float = 1.0,
         min_face_score: float = 0.5,
+        crop: str = DEFAULT_CROP,
     ) -> None:
         # load_model says when the file is missing; make_runner resolves the device (once) and places the model
         model = weights if isinstance(weights, nn.Module) else load_model(weights, device=None)
@@ -194,11 +214,20 @@ class Predictor:
         self.crop_expand = crop_expand
         if landmarks and getattr(model, "arch", "") != "emonet":
             raise ValueError("landmarks are only available for EmoNet models (they come from its heatmaps)")
-        self.runner = make_runner(model, backend=backend, precision=precision, device=device, with_heatmap=landmarks)
+        self.crop = check_crop_method(crop)
+        if crop == "refine" and getattr(model, "arch", "") != "emonet":
+            raise ValueError(f"crop 'refine' re-crops from EmoNet's own 68 landmarks, which a "
+                             f"{getattr(model, 'arch', type(model).__name__)} model does not predict; use crop 'mesh'")
+        refine = crop == "refine" and detector is not None
+        self.runner = make_runner(model, backend=backend, precision=precision, device=device,
+                                  with_heatmap=landmarks or refine)
         self.batch_size = max(1, int(batch_size)) if batch_size else default_batch_size(self.runner.device)
         if isinstance(detector, str):
             detector = FaceDetector(model=detector, min_score=min_face_score)
         self.detector: FaceDetector | None = detector
+        # one FaceMesh graph per predictor, reused for every face (building one costs far more than a face)
+        self.mesh: FaceMeshBoxes | None = FaceMeshBoxes() if detector is not None and crop != "detector" else None
+        self.crop_fallbacks = 0  # faces cropped from the detector box because FaceMesh found none
         self._warned_bgr = False
 
     # -- crops ------------------------------------------------------------------------------------------
@@ -234,14 +263,60 @@ class Predictor:
         return CropBatchResult(valence, arousal, probs, landmarks, valid)
 
     # -- images -----------------------------------------------------------------------------------------
-    def locate(self, image: np.ndarray) -> tuple[list[Face], list[CropRegion | None], list[np.ndarray]]:
-        """Faces, crop regions and crops of an RGB image (the whole image when there is no detector)."""
+    def crop_faces(self, image: np.ndarray, boxes: Sequence[Sequence[float]]) -> FaceCrops:
+        """Crop regions, crops and crop method of the face ``boxes`` (detector or tracker boxes, image pixels)
+        of RGB uint8 ``image`` with this predictor's ``crop`` method; the one place faces are cropped (the
+        predictor's images and the video engine's frames). For ``refine`` these are the first (mesh) crops:
+        :meth:`predict_face_crops` re-crops them after the first forward."""
+        cropped = crop_faces(image, boxes, self.crop, self.mesh, self.input_size, self.crop_expand)
+        if cropped.fallbacks:
+            if not self.crop_fallbacks:  # once per predictor: a video must not flood the log
+                warnings.warn(MESH_FALLBACK_WARNING, UserWarning, stacklevel=2)
+            self.crop_fallbacks += cropped.fallbacks
+        return cropped
+
+    def predict_face_crops(self, images: Sequence[np.ndarray], crops: Sequence[FaceCrops]) -> CropBatchResult:
+        """Predict the faces of :meth:`crop_faces` of several images in one batch (faces in order).
+
+        With ``crop="refine"``: a first forward gives EmoNet's 68 landmarks of each face, the face is cropped
+        again from their box (``crops`` are updated in place: regions, crops, method ``refine``) and predicted
+        again. A face whose first landmarks are not finite keeps its first crop.
+        """
+        flat = [c for group in crops for c in group.crops]
+        if self.crop != "refine" or self.detector is None or not flat:
+            return self.predict_crops(flat)
+        first = self._crop_landmarks(flat)
+        k = 0
+        for image, group in zip(images, crops):
+            for i, region in enumerate(group.regions):
+                points = first[k]
+                k += 1
+                if region is None or not np.isfinite(points).all():
+                    continue
+                group.regions[i] = landmarks_region(region.to_image(points), self.input_size, self.crop_expand)
+                group.crops[i] = crop_region_image(image, group.regions[i])
+                group.methods[i] = "refine"
+        return self.predict_crops([c for group in crops for c in group.crops])
+
+    def _crop_landmarks(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """EmoNet's 68 landmarks (crop pixels) of each crop: refine's first forward (no flip: only the points
+        are used). NaN where the output is not finite."""
+        parts = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = prepare_batch(crops[start: start + self.batch_size], self.input_size, self.normalization)
+            out = forward_with_flip(self.runner, batch, False)
+            valid = finite_rows(out) & np.isfinite(out["heatmap"]).reshape(len(batch), -1).all(axis=1)
+            parts.append(np.where(valid[:, None, None], decode_heatmaps(out["heatmap"], self.input_size), np.nan))
+        return np.concatenate(parts)
+
+    def locate(self, image: np.ndarray) -> tuple[list[Face], FaceCrops]:
+        """Faces and their crops (:meth:`crop_faces`) of an RGB image; without a detector, the whole image
+        is the one face (region ``None``, method ``none``)."""
         if self.detector is None:
             h, w = image.shape[:2]
-            return [Face((0.0, 0.0, float(w), float(h)), math.nan)], [None], [image]
+            return [Face((0.0, 0.0, float(w), float(h)), math.nan)], FaceCrops([None], [image], ["none"])
         faces = self.detector.detect(image)
-        regions = [crop_region(f.box, self.input_size, self.crop_expand) for f in faces]
-        return faces, regions, [crop_region_image(image, r) for r in regions]
+        return faces, self.crop_faces(image, [f.box for f in faces])
 
     def predict(
         self, image: np.ndarray | str | os.PathLike, channel_order: str | None = None
@@ -303,17 +378,21 @@ class Predictor:
         return to_rgb_uint8(array, channel_order or "rgb"), guessed
 
     def _predict_rgb(self, rgbs: Sequence[np.ndarray], check_bgr: bool = False) -> list[list[FacePrediction]]:
-        located = [(rgb.shape[:2], *self.locate(rgb)) for rgb in rgbs]
-        crops = [c for _, _, _, cs in located for c in cs]
+        located = [self.locate(rgb) for rgb in rgbs]
+        crops = [c for _, cropped in located for c in cropped.crops]
         if check_bgr and crops and not self._warned_bgr and _crops_look_bgr(crops):
             self._warned_bgr = True  # once per predictor: a loop over video frames must not flood the log
             warnings.warn(BGR_WARNING, UserWarning, stacklevel=3)
-        result = self.predict_crops(crops)
+        result = self.predict_face_crops(rgbs, [cropped for _, cropped in located])
         outputs, k = [], 0
-        for shape, faces, regions, _ in located:
+        for rgb, (faces, cropped) in zip(rgbs, located):
             preds = []
-            for i, (face, region) in enumerate(zip(faces, regions)):
-                preds.append(self._face_prediction(i, face, region, shape, result, k))
+            for i, (face, region) in enumerate(zip(faces, cropped.regions)):
+                pred = self._face_prediction(i, face, region, rgb.shape[:2], result, k)
+                if region is not None:
+                    pred.crop_x0, pred.crop_y0, pred.crop_side = region.x0, region.y0, region.side
+                pred.crop_method = cropped.methods[i]
+                preds.append(pred)
                 k += 1
             outputs.append(preds)
         return outputs
@@ -321,13 +400,13 @@ class Predictor:
     def face_crops(self, image: np.ndarray, faces: Sequence[FacePrediction]) -> list[np.ndarray]:
         """The model-input crops (RGB uint8, ``input_size`` square) of ``faces`` predicted on RGB ``image``.
 
-        The same functions as prediction (protocol crop, or the whole image resized without a detector), so
-        these are the pixels the model saw.
+        The square each prediction records (``crop_x0``, ``crop_y0``, ``crop_side``: whatever its crop method),
+        cut as in prediction, or the whole image resized without a detector: the pixels the model saw.
         """
         if self.detector is None:
             resized = cv2.resize(image, (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
             return [resized for _ in faces]
-        return [crop_region_image(image, crop_region(f.box, self.input_size, self.crop_expand)) for f in faces]
+        return [crop_region_image(image, CropRegion(f.crop_x0, f.crop_y0, f.crop_side, self.input_size)) for f in faces]
 
     def _face_prediction(
         self, index: int, face: Face, region: CropRegion | None, shape: tuple[int, int], result: CropBatchResult, k: int
@@ -359,3 +438,5 @@ class Predictor:
     def close(self) -> None:
         if self.detector is not None:
             self.detector.close()
+        if self.mesh is not None:
+            self.mesh.close()

@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "emonet.fileio": 1, "emonet.images": 1, "emonet.samples": 1, "emonet.tracking": 1,
     "emonet.faces": 2, "emonet.preprocess": 2, "emonet.visualization": 2,
     # networks, then reading weights into them
-    "emonet.models": 3,
+    "emonet.models": 3, "emonet.crops": 3,
     "emonet.checkpoint": 4, "emonet.hub": 4,
     # running them: backends, then the one image -> faces -> predictions path
     "emonet.inference": 5,

@@ -137,7 +137,7 @@ def test_flip_tta_follows_official_evaluate_flip():
 
 # -- --save-annotated, --save-crops, --format -------------------------------------------------------------
 def test_save_annotated_crops_and_json(official_checkpoint_8, sample_images_dir, tmp_path):
-    from emonet.faces import crop_face
+    from emonet.faces import CropRegion, crop_region_image
     from emonet.images import read_image
     from emonet.video.overlay import track_color
 
@@ -158,7 +158,9 @@ def test_save_annotated_crops_and_json(official_checkpoint_8, sample_images_dir,
     assert sorted(p.name for p in crops.iterdir()) == ["0_person_face0.png", "2_person_face0.png"]
     for row, name in ((df.iloc[0], "0_person_face0.png"), (df.iloc[2], "2_person_face0.png")):
         saved = read_image(crops / name)
-        expected = crop_face(read_image(row["path"]), (row.x1, row.y1, row.x2, row.y2))
+        # the square each row records (--crop mesh by default)
+        region = CropRegion(int(row.crop_x0), int(row.crop_y0), int(row.crop_side))
+        expected = crop_region_image(read_image(row["path"]), region)
         assert saved.shape == (256, 256, 3) and np.abs(saved.astype(int) - expected).mean() < 1.0
     # annotated: every readable image, with the overlay's box drawn in face 0's colour
     assert sorted(p.name for p in annotated.iterdir()) == ["0_person.png", "2_person.png", "cat.png"]  # a unique stem keeps its name

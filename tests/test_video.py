@@ -66,8 +66,10 @@ def test_video_cli_end_to_end(official_checkpoint_8, sample_video, sample_video_
     base = ["frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     assert list(df.columns[:11]) == base
     assert list(df.columns[11:19]) == [f"p_{c}" for c in EMONET_8_CLASSES]
-    assert list(df.columns[19:]) == ["valence_raw", "arousal_raw", "error"]
+    assert list(df.columns[19:]) == ["valence_raw", "arousal_raw", "crop_x0", "crop_y0", "crop_side", "crop_method",
+                                     "error"]
     assert df["error"].isna().all()  # every face had a valid (finite) prediction
+    assert set(df["crop_method"]) <= {"mesh", "detector"} and (df["crop_method"] == "mesh").mean() > 0.5
     # one row per visible face per frame; no row at all for the face-free frames
     expected = {i: len(faces) for i, faces in enumerate(schedule) if faces}
     assert df.groupby("frame").size().to_dict() == expected

@@ -90,7 +90,7 @@ def load_predictors(args: argparse.Namespace):
             model, device=args.device, detector=detector, flip_tta=args.flip_tta,
             # Landmarks come from EmoNet's heatmaps; other architectures simply have none to toggle.
             landmarks=getattr(model, "arch", "") == "emonet", batch_size=args.batch_size,
-            backend=args.backend, precision=args.precision,
+            backend=args.backend, precision=args.precision, crop=args.crop,
         ))
         name = Path(weights).stem
         names.append(name if name not in names else f"{name}#{len(names)}")

@@ -79,6 +79,24 @@ def add_detection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face-score", type=float, default=0.5, help="minimum detection confidence (default 0.5)")
 
 
+# emonet.crops.CROP_METHODS, spelled here so that building a parser imports no OpenCV (a test keeps them equal)
+CROP_CHOICES = ["detector", "mesh", "refine"]
+DEFAULT_CROP = "mesh"
+CROP_HELP = (
+    "where each face's crop comes from (EmoNet was trained on crops of the 68-landmark box): mesh (default: "
+    "the box of MediaPipe FaceMesh's 68 iBUG-layout points, a few ms per face; the detector box where "
+    "FaceMesh finds no face, counted in the summary), detector (the detector box, the behaviour before "
+    "--crop), refine (the mesh crop, then a second crop from EmoNet's own 68 landmarks: TWO forwards per face, "
+    "twice the model time; EmoNet checkpoints only). See docs/crops.md"
+)
+
+
+def add_crop(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
+    """``--crop detector|mesh|refine``: the crop method of detected faces (see :mod:`emonet.crops`)."""
+    p.add_argument("--crop", choices=CROP_CHOICES, default=DEFAULT_CROP, type=str.lower,
+                   help=CROP_HELP + help_suffix)
+
+
 def add_output(p: argparse.ArgumentParser, what: str, required: bool = True, deprecated: tuple[str, ...] = (),
                default: str | None = None) -> None:
     """``--output`` (``-o``): a file."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from emonet.cli.options import (
+    add_crop,
     add_detection,
     add_inference,
     add_num_workers,
@@ -57,6 +58,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-detect", action="store_true",
                    help="treat each image as an already cropped face (RGB, bilinear resize, /255: the official demo)")
     add_detection(p)
+    add_crop(p, " (ignored with --no-detect)")
     p.add_argument("--flip-tta", action="store_true", help="average valence/arousal over the face and its mirror (official evaluate_flip)")
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
     add_inference(p)
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(
             args.weights, device=args.device, detector=None if args.no_detect else args.detector,
             flip_tta=args.flip_tta, landmarks=args.landmarks, batch_size=args.batch_size,
-            backend=args.backend, precision=args.precision, min_face_score=args.min_face_score,
+            backend=args.backend, precision=args.precision, min_face_score=args.min_face_score, crop=args.crop,
         )
     except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
         raise UserError(str(exc)) from None
@@ -216,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{counts['unreadable']} unreadable image(s)")
     if counts["invalid"]:
         notes.append(f"{counts['invalid']} face(s) with an invalid (non-finite) model output")
+    if predictor.crop_fallbacks:
+        print(f"--crop {args.crop}: FaceMesh found no face in {predictor.crop_fallbacks} detector box(es); those "
+              "faces were cropped from the detector box (crop_method 'detector')", file=sys.stderr)
     print(f"{counts['faces']} face(s) from {len(paths)} image(s) written to {output}"
           + (f"; {' and '.join(notes)} listed with their error" if notes else ""))
     if args.summary_json:
@@ -224,5 +229,6 @@ def run(args: argparse.Namespace) -> int:
             "invalid_faces": counts["invalid"], "output": str(output), "format": fmt,
             "annotated_dir": str(annotated_dir) if annotated_dir else None,
             "crops_dir": str(crops_dir) if crops_dir else None, "weights": str(args.weights),
+            "crop": "none" if args.no_detect else args.crop, "crop_fallbacks": predictor.crop_fallbacks,
         })
     return 0

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from emonet.cli.options import (
+    add_crop,
     add_detection,
     add_inference,
     add_output,
@@ -34,6 +35,7 @@ def add_common_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate for time_s and the output video (default: the source's; image folders 30)")
     add_detection(p)
+    add_crop(p)
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (2x cost)")
     add_inference(p)
     p.add_argument("--camera-retries", type=int, default=5,
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(
             args.weights, device=args.device, detector=args.detector, flip_tta=args.flip_tta,
             landmarks=args.landmarks, batch_size=args.batch_size, backend=args.backend, precision=args.precision,
-            min_face_score=args.min_face_score,
+            min_face_score=args.min_face_score, crop=args.crop,
         )
         engine = VideoEngine(
             predictor, names=[Path(args.weights).stem], smoothing=args.smoothing, detect_every=args.detect_every,

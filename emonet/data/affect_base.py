@@ -25,12 +25,14 @@ import torch
 from torch.utils.data import Dataset
 
 from emonet.classes import AFFECTNET_TO_5_CLASS, EMONET_5_CLASSES, EMONET_8_CLASSES
-from emonet.faces import FaceDetector, crop_face, crop_from_landmarks
+from emonet.crops import FaceMeshBoxes, crop_faces
+from emonet.faces import FaceDetector, crop_from_landmarks
 from emonet.images import read_image
 
 log = logging.getLogger(__name__)
 
-CROP_MODES = ("none", "landmarks", "detect")
+# detect = the detected face cropped with the default method (mesh); detector / mesh: see emonet.crops
+CROP_MODES = ("none", "landmarks", "detect", "detector", "mesh")
 
 # Lower-case AffectNet names, plus spellings found in public copies (Emodataset, FER-style folders).
 LABEL_NAMES: dict[str, int] = {name.lower(): i for i, name in enumerate(EMONET_8_CLASSES)}
@@ -252,8 +254,10 @@ class AffectFaceDataset(Dataset):
         classes: 8, or 5 for the official subset (keeps 0, 1, 2, 3, 6; Anger becomes index 4).
         cleaned: keep only rows passing the official cleaned-set rules (:func:`cleaned_mask`).
         crop: ``"none"`` (the image is the face; the transform resizes it), ``"landmarks"`` (EmoNet's
-            training crop from the 68 landmarks) or ``"detect"`` (MediaPipe detector, highest score face,
-            same crop protocol; an image with no detected face is used whole, with a warning).
+            training crop from the 68 landmarks), ``"mesh"`` or ``"detect"`` (MediaPipe detector, highest
+            score face, cropped from its FaceMesh-68 box as :mod:`emonet.crops`; the detector box where FaceMesh
+            finds none, with a warning) or ``"detector"`` (from the detector box); an image with no detected
+            face is used whole, with a warning.
         transform: applied to the RGB uint8 image (e.g. resize + to tensor, augmentation).
         name: shown in messages.
         dropped: counts of rows removed before this point (added to ``self.dropped``).
@@ -313,7 +317,9 @@ class AffectFaceDataset(Dataset):
             if lacking:
                 raise ValueError(f"{name}: crop='landmarks' but {lacking} rows have no landmarks")
         self._detector = None
+        self._mesh = None
         self._warned_no_face = False
+        self._warned_fallback = False
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -322,6 +328,7 @@ class AffectFaceDataset(Dataset):
         # DataLoader workers pickle the dataset: the MediaPipe detector is rebuilt in each worker.
         state = dict(self.__dict__)
         state["_detector"] = None
+        state["_mesh"] = None
         return state
 
     def load_face(self, index: int) -> np.ndarray:
@@ -329,12 +336,20 @@ class AffectFaceDataset(Dataset):
         image = read_image(self.paths[index])
         if self.crop == "landmarks":
             return crop_from_landmarks(image, self.landmarks[index])
-        if self.crop == "detect":
+        if self.crop in ("detect", "detector", "mesh"):
             if self._detector is None:
                 self._detector = FaceDetector()
             faces = self._detector.detect(image)
             if faces:
-                return crop_face(image, max(faces, key=lambda f: f.score).box)
+                method = "detector" if self.crop == "detector" else "mesh"
+                if method == "mesh" and self._mesh is None:
+                    self._mesh = FaceMeshBoxes()
+                cropped = crop_faces(image, [max(faces, key=lambda f: f.score).box], method, self._mesh)
+                if cropped.fallbacks and not self._warned_fallback:
+                    log.warning("%s: FaceMesh found no face in the detector box of %s; cropped from the detector "
+                                "box (warned once)", self.name, self.paths[index])
+                    self._warned_fallback = True
+                return cropped.crops[0]
             if not self._warned_no_face:
                 log.warning("%s: no face detected in %s; using the whole image (warned once)", self.name,
                             self.paths[index])

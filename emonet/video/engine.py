@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emonet.faces import CropRegion, FaceDetector, crop_region, crop_region_image
+from emonet.crops import FaceCrops
+from emonet.faces import CropRegion, FaceDetector
 from emonet.predictor import NON_FINITE_ERROR, CropBatchResult, Predictor
 from emonet.tracking import IoUTracker, TrackSmoothers
 from emonet.video.overlay import OverlayRenderer
@@ -47,13 +48,15 @@ from emonet.video.writers import FrameCsvWriter, FrameVideoWriter, plot_tracks
 QUEUE_FRAMES = 3
 
 
-def crop_faces(predictor: Predictor, rgb: np.ndarray, boxes: Sequence[np.ndarray]) -> tuple[list[CropRegion], list[np.ndarray]]:
-    """Crop regions and model-input crops (RGB uint8) of ``boxes`` in ``rgb`` for ``predictor``.
+def crop_faces(
+    predictor: Predictor, rgb: np.ndarray, boxes: Sequence[np.ndarray]
+) -> tuple[list[CropRegion], list[np.ndarray], list[str]]:
+    """Crop regions, model-input crops (RGB uint8) and crop methods of ``boxes`` in ``rgb`` for ``predictor``.
 
-    The one place the video engine builds crops (the crop protocol is the predictor's).
+    The one place the video engine builds crops (the crop protocol and method are the predictor's).
     """
-    regions = [crop_region(box, predictor.input_size, predictor.crop_expand) for box in boxes]
-    return regions, [crop_region_image(rgb, r) for r in regions]
+    cropped = predictor.crop_faces(rgb, boxes)
+    return cropped.regions, cropped.crops, cropped.methods
 
 
 def _take(batch: CropBatchResult, start: int, stop: int) -> CropBatchResult:
@@ -70,7 +73,9 @@ def predict_located(predictor: Predictor, frames: Sequence[LocatedFrame], model:
     batched ``predictor.batch_size`` at a time.
     """
     counts = [len(f.crops[model]) for f in frames]
-    batch = predictor.predict_crops([c for f in frames for c in f.crops[model]])
+    # --crop refine re-crops each face after a first forward (updating the frames' regions/crops/methods)
+    batch = predictor.predict_face_crops(
+        [f.image for f in frames], [FaceCrops(f.regions[model], f.crops[model], f.methods[model]) for f in frames])
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int)
     return [_take(batch, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -166,7 +171,10 @@ class VideoEngine:
         located = LocatedFrame(index, time_s, (w, h), run, faces, removed=list(self.tracker.removed),
                                new_scene=new_scene)
         for m in (self.active,) if models is None else models:
-            located.regions[m], located.crops[m] = crop_faces(self.predictors[m], rgb, [f.box for f in faces])
+            located.regions[m], located.crops[m], located.methods[m] = crop_faces(
+                self.predictors[m], rgb, [f.box for f in faces])
+            if self.predictors[m].crop == "refine":
+                located.image = rgb
         return located
 
     # -- stage (b): model ------------------------------------------------------------------------------
@@ -203,7 +211,8 @@ class VideoEngine:
                     nan = float("nan")
                     faces.append(FaceResult(
                         face.track_id, clipped, face.score, nan, nan, "", np.full(len(predictor.class_names), nan),
-                        nan, nan, detected=located.detected, error=NON_FINITE_ERROR,
+                        nan, nan, detected=located.detected, error=NON_FINITE_ERROR, crop=region,
+                        crop_method=located.methods[m][k],
                     ))
                     continue
                 raw = np.concatenate([[batch.valence[k], batch.arousal[k]], batch.probabilities[k]])
@@ -221,6 +230,8 @@ class VideoEngine:
                     arousal_raw=float(raw[1]),
                     detected=located.detected,
                     landmarks=None if batch.landmarks is None else region.to_image(batch.landmarks[k]),
+                    crop=region,
+                    crop_method=located.methods[m][k],
                 ))
             results.append(FrameResult(located.index, located.time_s, self.names[m], faces, located.detected))
         return results
@@ -418,6 +429,7 @@ def process_video(
             video.close()
     summary.fps = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
     summary.tracks, summary.detections_run = len(ids), engine.detections_run
+    summary.crop_fallbacks = sum(p.crop_fallbacks for p in engine.predictors)
     summary.disconnected = bool(getattr(source, "disconnected", False))
     if csv_path is not None:
         summary.csv = str(csv_path)

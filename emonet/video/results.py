@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,8 @@ class FaceResult:
     detected: bool = True  # False: box carried by the tracker (frame without detection)
     landmarks: np.ndarray | None = field(default=None, repr=False)
     error: str = ""  # non-empty: no valid prediction (values NaN, no expression, smoothing history untouched)
+    crop: Any = None  # the emonet.faces.CropRegion the model saw (image pixels)
+    crop_method: str = ""  # detector | mesh | refine (emonet.crops)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class VideoSummary:
     unreadable_frames: int = 0  # frames of an image folder that could not be read: an error row each
     tracks: int = 0  # distinct face IDs
     detections_run: int = 0
+    crop_fallbacks: int = 0  # faces cropped from the detector box because FaceMesh found none (--crop mesh/refine)
     seconds: float = 0.0
     fps: float = 0.0
     interrupted: bool = False
@@ -64,6 +68,8 @@ class VideoSummary:
                  f"{self.fps:.2f} frames/s"]
         if self.unreadable_frames:
             parts.append(f"{self.unreadable_frames} unreadable frame(s) listed with their error")
+        if self.crop_fallbacks:
+            parts.append(f"{self.crop_fallbacks} face(s) cropped from the detector box (FaceMesh found no face)")
         text = ", ".join(parts)
         for label, value in (("CSV", self.csv), ("video", self.video), ("plot", self.plot)):
             if value:
@@ -101,6 +107,8 @@ class LocatedFrame:
     faces: list[LocatedFace]
     regions: dict[int, list] = field(default_factory=dict)  # model index -> CropRegion per face
     crops: dict[int, list[np.ndarray]] = field(default_factory=dict)  # model index -> crop per face
+    methods: dict[int, list[str]] = field(default_factory=dict)  # model index -> crop method per face
+    image: np.ndarray | None = field(default=None, repr=False)  # RGB frame, kept only for --crop refine's 2nd crop
     removed: list[int] = field(default_factory=list)
     new_scene: bool = False
 

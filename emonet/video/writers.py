@@ -33,6 +33,7 @@ def csv_columns(
         columns += ["valence_raw", "arousal_raw"]
     if detected_column:
         columns.append("detected")
+    columns += ["crop_x0", "crop_y0", "crop_side", "crop_method"]  # the square the model saw (emonet.crops)
     if landmarks:
         columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
     return columns + ["error"]
@@ -94,6 +95,9 @@ class FrameCsvWriter:
                 "detected": int(face.detected), "error": face.error,
             }
             row.update({f"p_{c}": _number(p) for c, p in zip(class_names, face.probabilities)})
+            if face.crop is not None:
+                row.update(crop_x0=face.crop.x0, crop_y0=face.crop.y0, crop_side=face.crop.side)
+            row["crop_method"] = face.crop_method
             if self.landmarks and face.landmarks is not None and not face.error:
                 for i, (x, y) in enumerate(face.landmarks):
                     row[f"lm_x{i}"], row[f"lm_y{i}"] = f"{x:.2f}", f"{y:.2f}"

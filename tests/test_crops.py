@@ -1,0 +1,253 @@
+"""Crop methods (issue 19): detector / mesh (FaceMesh's iBUG-68 box) / refine (EmoNet's own landmarks).
+
+Real MediaPipe on the real sample faces; a real generated checkpoint whose landmark head is a stub for
+refine; real subprocess runs of the CLI.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO_ROOT, ColourModel
+from torch import nn
+
+from emonet.checkpoint import load_model
+from emonet.cli.options import CROP_CHOICES
+from emonet.crops import (
+    CROP_METHODS,
+    MESH_68_INDICES,
+    MESH_BROWS,
+    MESH_EYES,
+    MESH_JAW,
+    MESH_LIPS,
+    MESH_NOSE,
+    FaceMeshBoxes,
+    crop_faces,
+    region_iou,
+)
+from emonet.faces import CropRegion, FaceDetector, crop_region, crop_region_image
+from emonet.predictor import CROP_COLUMNS, Predictor
+from emonet.samples import FACE_SAMPLES, sample_image
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    with FaceDetector("auto") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    with FaceMeshBoxes() as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def sample_faces(detector):
+    """(name, RGB image, highest-score detected face) of each real sample face."""
+    faces = []
+    for name in FACE_SAMPLES:
+        image = sample_image(name)
+        found = detector.detect(image)
+        assert found, name
+        faces.append((name, image, found[0]))
+    return faces
+
+
+# -- the mapping --------------------------------------------------------------------------------------------
+def test_mesh_68_indices_follow_the_ibug_layout():
+    from mediapipe.python.solutions import face_mesh_connections as c
+
+    def points(*sets):
+        return {i for s in sets for edge in s for i in edge}
+
+    assert (len(MESH_JAW), len(MESH_BROWS), len(MESH_NOSE), len(MESH_EYES), len(MESH_LIPS)) == (17, 10, 9, 12, 20)
+    assert len(set(MESH_68_INDICES)) == 68 and max(MESH_68_INDICES) < 468
+    assert set(MESH_JAW) <= points(c.FACEMESH_FACE_OVAL) and 152 in MESH_JAW  # the chin
+    assert set(MESH_BROWS) <= points(c.FACEMESH_LEFT_EYEBROW, c.FACEMESH_RIGHT_EYEBROW)
+    assert set(MESH_NOSE) <= points(c.FACEMESH_NOSE)
+    assert set(MESH_EYES[:6]) <= points(c.FACEMESH_RIGHT_EYE) and set(MESH_EYES[6:]) <= points(c.FACEMESH_LEFT_EYE)
+    assert set(MESH_LIPS) <= points(c.FACEMESH_LIPS)
+    assert CROP_CHOICES == list(CROP_METHODS)  # the CLI's spelling of the choices matches the library's
+
+
+def test_mesh_box_holds_the_face_and_leaves_out_the_forehead(sample_faces, mesh):
+    for name, image, face in sample_faces:
+        box = mesh.box(image, face.box)
+        assert box is not None, name
+        x1, y1, x2, y2 = box
+        # MediaPipe's detector keypoints: right eye, left eye, nose tip, mouth centre
+        for x, y in face.keypoints[:4]:
+            assert x1 < x < x2 and y1 < y < y2, (name, box, (x, y))
+        # the 68 points start at the eyebrows: the box's top edge is below the detector box's (forehead)
+        assert y1 > face.box[1] + 0.03 * face.height, (name, box, face.box)
+
+
+def test_mesh_crop_is_stable_when_the_detector_box_shifts(sample_faces, mesh):
+    for name, image, face in sample_faces:
+        base = crop_faces(image, [face.box], "mesh", mesh)
+        assert base.methods == ["mesh"] and base.fallbacks == 0
+        for dx, dy in ((0.05, 0), (-0.05, 0), (0, 0.05), (0, -0.05)):
+            x1, y1, x2, y2 = face.box
+            shifted = (x1 + dx * face.width, y1 + dy * face.height, x2 + dx * face.width, y2 + dy * face.height)
+            moved = crop_faces(image, [shifted], "mesh", mesh)
+            assert moved.methods == ["mesh"], (name, dx, dy)
+            assert region_iou(base.regions[0], moved.regions[0]) >= 0.95, (name, dx, dy)
+
+
+def test_mesh_falls_back_to_the_detector_box_with_a_counted_warning():
+    # a "face" box on coffee and on a blank image: FaceMesh sees no face there
+    predictor = Predictor(ColourModel(), device="cpu", detector=FaceDetector("short"))
+    try:
+        assert predictor.crop == "mesh"  # the default
+        coffee = sample_image("coffee")
+        box = (100.0, 100.0, 260.0, 260.0)
+        with pytest.warns(UserWarning, match="FaceMesh found no face"):
+            cropped = predictor.crop_faces(coffee, [box])
+        assert cropped.methods == ["detector"] and cropped.fallbacks == 1
+        assert cropped.regions[0] == crop_region(box, predictor.input_size)
+        assert np.array_equal(cropped.crops[0], crop_region_image(coffee, crop_region(box, predictor.input_size)))
+        blank = np.full((300, 300, 3), 128, np.uint8)
+        predictor.crop_faces(blank, [box, (10.0, 10.0, 90.0, 90.0)])
+        assert predictor.crop_fallbacks == 3
+    finally:
+        predictor.close()
+
+
+# -- refine -------------------------------------------------------------------------------------------------
+def heatmaps_at(points_hm: np.ndarray, size: int = 64) -> torch.Tensor:
+    """(68, 64, 64) heatmaps with one peak per landmark at integer heatmap coordinates (x, y)."""
+    maps = torch.zeros(68, size, size)
+    for i, (x, y) in enumerate(points_hm.astype(int)):
+        maps[i, y, x] = 1.0
+    return maps
+
+
+def template_points(offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """68 points on a heatmap grid whose box is x, y in [14, 49] (plus ``offset``): in crop pixels
+    (4 * p + 1.5) a 140-pixel box centred on the crop, i.e. the training crop of a 255-pixel square."""
+    rng = np.random.default_rng(0)
+    points = rng.integers(15, 49, size=(68, 2))
+    points[0], points[1] = (14, 30), (49, 30)  # left and right extremes
+    points[2], points[3] = (30, 14), (30, 49)  # top and bottom extremes
+    return points + np.asarray(offset)
+
+
+class StubHeatmaps(nn.Module):
+    """Replaces EmoNet's last landmark head: the same known points for every crop."""
+
+    def __init__(self, points_hm: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("maps", heatmaps_at(points_hm))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.maps.expand(features.shape[0], -1, -1, -1) + 0 * features[:, :1]
+
+
+def stub_model(checkpoint, offset=(0, 0)) -> tuple[nn.Module, list]:
+    model = load_model(checkpoint, device="cpu")
+    model.l1 = StubHeatmaps(template_points(offset))  # the last of the two stacks gives the heatmaps
+    calls: list[int] = []
+    model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    return model, calls
+
+
+def test_refine_runs_two_forwards_and_converges(official_checkpoint_8):
+    image = sample_image("astronaut")
+    # points that agree with the crop: refine keeps it (a fixed point), in two forwards
+    model, calls = stub_model(official_checkpoint_8)
+    predictor = Predictor(model, device="cpu", crop="refine", landmarks=True)
+    try:
+        [face] = predictor.predict(image, channel_order="rgb")
+        assert calls == [1, 1]  # one face: the landmark pass, then the prediction on the new crop
+        assert face.crop_method == "refine" and not face.error
+        first = predictor.crop_faces(image, [face.box]).regions[0]  # the mesh crop it started from
+        final = CropRegion(face.crop_x0, face.crop_y0, face.crop_side)
+        assert region_iou(first, final) > 0.98 and abs(final.side - first.side) <= 0.01 * first.side
+        # the reported landmarks are the second pass's: the stub's points in the final crop
+        expected = final.to_image(template_points() * 4 + 1.5)
+        assert np.abs(face.landmarks - expected).max() < 1e-6
+    finally:
+        predictor.close()
+
+    # points 8 heatmap pixels (32 of 256 crop pixels) to the right: the crop follows them
+    model, calls = stub_model(official_checkpoint_8, offset=(8, 0))
+    predictor = Predictor(model, device="cpu", crop="refine")
+    try:
+        [moved] = predictor.predict(image, channel_order="rgb")
+        assert calls == [1, 1] and moved.crop_method == "refine"
+        assert moved.crop_x0 - first.x0 == pytest.approx(32 * first.side / 256, abs=2)
+        assert moved.crop_y0 == pytest.approx(first.y0, abs=2)
+    finally:
+        predictor.close()
+
+
+def test_refine_needs_a_landmark_head():
+    from emonet.models import create_model
+
+    model = create_model("resnet18_dual_head", num_classes=8)
+    with pytest.raises(ValueError, match="refine.*mesh"):
+        Predictor(model, device="cpu", detector=None, crop="refine")
+    with pytest.raises(ValueError, match="crop must be one of"):
+        Predictor(ColourModel(), device="cpu", detector=None, crop="box")
+
+
+# -- outputs -------------------------------------------------------------------------------------------------
+def test_crop_columns_in_the_dataframe_and_face_crops():
+    predictor = Predictor(ColourModel(), device="cpu", detector=FaceDetector("auto"))
+    image = sample_image("astronaut")
+    try:
+        df = predictor.predict_dataframe([image, sample_image("coffee")], channel_order="rgb")
+        assert all(c in df.columns for c in CROP_COLUMNS)
+        face = df.iloc[0]
+        assert face["crop_method"] == "mesh" and face["crop_side"] > 0
+        assert df.iloc[1]["crop_method"] == "" and pd.isna(df.iloc[1]["crop_x0"])  # no face: no crop
+        [pred] = predictor.predict(image, channel_order="rgb")
+        region = CropRegion(int(face["crop_x0"]), int(face["crop_y0"]), int(face["crop_side"]), predictor.input_size)
+        assert np.array_equal(predictor.face_crops(image, [pred])[0], crop_region_image(image, region))
+    finally:
+        predictor.close()
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_images_dir, tmp_path):
+    from emonet.images import read_image
+
+    out, crops, summary = tmp_path / "out.csv", tmp_path / "crops", tmp_path / "summary.json"
+    result = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "refine",
+                     "--save-crops", crops, "--summary-json", summary, "--no-progress",
+                     sample_images_dir / "astronaut.jpg")
+    assert result.returncode == 0, result.stderr
+    [row] = pd.read_csv(out).itertuples()
+    assert row.crop_method == "refine" and row.crop_side > 0
+    region = CropRegion(row.crop_x0, row.crop_y0, row.crop_side)
+    saved = read_image(crops / "astronaut_face0.png")  # the crop the model saw: the recorded square
+    expected = crop_region_image(read_image(sample_images_dir / "astronaut.jpg"), region)
+    assert np.abs(saved.astype(int) - expected).mean() < 1.0
+    assert '"crop": "refine"' in summary.read_text() and '"crop_fallbacks": 0' in summary.read_text()
+
+    # a model without a landmark head cannot refine: a clear error, no traceback, exit 2
+    from emonet.checkpoint import save_checkpoint
+    from emonet.models import create_model
+
+    dual = tmp_path / "dual.pth"
+    save_checkpoint(dual, create_model("resnet18_dual_head", num_classes=8))
+    result = run_cli("predict", "--weights", dual, "--output", tmp_path / "dual.csv", "--crop", "refine",
+                     sample_images_dir / "astronaut.jpg")
+    assert result.returncode == 2 and "error:" in result.stderr and "refine" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "dual.csv").exists()
+
+    # an unknown method is refused by the parser; --help says refine costs two forwards
+    bad = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "box", "x.jpg")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    assert "TWO forwards per face" in " ".join(run_cli("predict", "--help").stdout.split())
