@@ -39,6 +39,7 @@ from emonet.video import (
     open_camera,
     open_source,
 )
+from emonet.video.overlay import hud_rect
 
 WINDOW = "EmoNet demo"
 KEYS_HELP = "q quit  space pause  s shot  r rec  l landmarks  m model"
@@ -126,8 +127,10 @@ class DemoApp:
 
     def __init__(self, engine, source: FrameSource, args: argparse.Namespace) -> None:
         self.engine, self.source, self.args = engine, source, args
+        # Panels keep clear of the status lines drawn over the frame afterwards (hud).
         self.renderer = OverlayRenderer(engine.class_names, show_landmarks=not args.no_landmarks,
-                                        show_probabilities=not args.no_probabilities)
+                                        show_probabilities=not args.no_probabilities,
+                                        reserved=lambda image: [hud_rect(image, self.hud_lines())])
         n = len(engine.predictors)
         # Display modes: 0..n-1 = one model, n = all side by side (only with several models).
         self.mode = n if args.side_by_side and n > 1 else 0
@@ -239,13 +242,14 @@ class DemoApp:
             self.video.write(canvas)
         return results, canvas
 
-    def hud(self, canvas: np.ndarray) -> np.ndarray:
-        shown = canvas.copy()
+    def hud_lines(self) -> list[str]:
         lines = [f"{self.fps.fps:5.1f} FPS  {self.mode_name}" + ("  PAUSED" if self.paused else "")
                  + ("  REC" if self.recorder is not None else "")]
-        lines += self.messages[-1:]
-        lines.append(KEYS_HELP)
-        draw_hud(shown, lines)
+        return lines + self.messages[-1:] + [KEYS_HELP]
+
+    def hud(self, canvas: np.ndarray) -> np.ndarray:
+        shown = canvas.copy()
+        draw_hud(shown, self.hud_lines())
         if self.recorder is not None:
             cv2.circle(shown, (shown.shape[1] - 16, 16), 7, (0, 0, 255), -1, cv2.LINE_AA)
         return shown

@@ -1,15 +1,25 @@
-"""OpenCV drawing of per-face predictions on video frames (used by the video command and the demo).
+"""OpenCV drawing of per-face predictions: the one overlay of the demo, ``video --output-video``,
+``predict --save-annotated`` and the browser app.
 
-Everything draws on BGR uint8 frames (OpenCV's order). Per face: the box and a label (track ID,
-expression) in the track's colour, valence and arousal bars, class-probability bars and, when available,
-the 68 landmarks. An inset circumplex (valence-arousal plane, quadrant names) shows each face's recent
-trajectory. Sizes scale with the frame so small test videos and HD webcams both stay readable.
+Everything draws on BGR uint8 images (OpenCV's order). Per face: the box and a small ``#id`` tag in the
+track's colour, the 68 landmarks when available, and one panel (``#id expression`` header, valence and
+arousal bars with their values, class-probability bars with percentages). An inset circumplex
+(valence-arousal plane, quadrant names) shows each face's recent trajectory.
+
+Layout (:func:`place_panels`): every panel is placed beside its face (right, left, below, above, sliding
+along the side), then anywhere free nearest to the face with a leader line; it never intersects another
+panel, the circumplex inset, a reserved area (the demo's status lines) or the image border, and avoids the
+face boxes when there is room. A panel that fits nowhere loses its probability rows, then is left out: the
+layout never overlaps. Drawing order: boxes and landmarks, then panels, so panels cover landmarks, never
+the reverse. :attr:`OverlayRenderer.last_panels` holds the rectangles placed in the last frame.
+Sizes scale with the image so small clips and HD webcams both stay readable.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -34,6 +44,9 @@ SHADOW = (20, 20, 20)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Short circumplex quadrant names (Russell 1980), (valence sign, arousal sign) -> label.
 QUADRANT_LABELS = {(1, 1): "excited", (-1, 1): "tense", (-1, -1): "sad", (1, -1): "calm"}
+TOP_K = 8  # probability rows per panel (more classes: the most probable ones)
+
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive)
 
 
 def track_color(face_id: int) -> tuple[int, int, int]:
@@ -43,6 +56,11 @@ def track_color(face_id: int) -> tuple[int, int, int]:
 
 def _scale(image: np.ndarray) -> float:
     return max(0.45, min(image.shape[0], image.shape[1]) / 480.0)
+
+
+def rects_intersect(a: Sequence[int], b: Sequence[int]) -> bool:
+    """Whether two (x0, y0, x1, y1) rectangles share any pixel (touching edges do not)."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def put_text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, color=TEXT, thickness: int = 1) -> None:
@@ -63,10 +81,108 @@ def _blend_rect(image: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], col
     roi[:] = (roi * (1 - alpha) + np.array(color, dtype=np.float32) * alpha).astype(np.uint8)
 
 
+# -- panel geometry ---------------------------------------------------------------------------------------
+@dataclass
+class PanelStyle:
+    """Sizes (pixels, font scale) of the face panels for one image size."""
+
+    scale: float
+    font: float
+    row: int
+    pad: int
+    bar: int
+    gap: int
+
+    @classmethod
+    def for_image(cls, image: np.ndarray) -> PanelStyle:
+        s = _scale(image)
+        return cls(scale=s, font=0.4 * s, row=max(11, int(round(15 * s))), pad=max(2, int(round(4 * s))),
+                   bar=max(28, int(round(56 * s))), gap=max(3, int(round(5 * s))))
+
+    def text_width(self, text: str) -> int:
+        return cv2.getTextSize(text, FONT, self.font, 1)[0][0]
+
+
+def _probability_rows(probabilities: np.ndarray | None, class_names: Sequence[str]) -> list[int]:
+    """Indices of the classes a panel lists: all (class order) when few, else the most probable first."""
+    if probabilities is None or not len(class_names):
+        return []
+    p = np.nan_to_num(np.asarray(probabilities, dtype=np.float64), nan=-1.0)
+    if len(class_names) <= TOP_K:
+        return list(range(len(class_names)))
+    return [int(i) for i in np.argsort(-p, kind="stable")[:TOP_K]]
+
+
+def _header(face: FaceResult) -> str:
+    return f"#{face.face_id} " + ("no valid output" if face.error else (face.expression or "?"))
+
+
+def panel_size(face: FaceResult, class_names: Sequence[str], style: PanelStyle, probabilities: bool = True) -> tuple[int, int]:
+    """(width, height) of a face's panel: header, V and A rows, probability rows (unless compact/error)."""
+    header_w = style.text_width(_header(face))
+    if face.error:
+        return header_w + 2 * style.pad, style.row + style.pad
+    rows = _probability_rows(face.probabilities, class_names) if probabilities else []
+    label_w = max([style.text_width("A")] + [style.text_width(str(class_names[i])) for i in rows])
+    number_w = style.text_width("+0.00")
+    width = max(header_w, label_w + style.bar + number_w + 2 * style.gap) + 2 * style.pad
+    return width, style.row * (3 + len(rows)) + style.pad
+
+
+def place_panels(
+    image_size: tuple[int, int], boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int] | None],
+    obstacles: Sequence[Rect] = (), gap: int = 4, avoid_boxes: bool = True,
+) -> list[Rect | None]:
+    """Non-overlapping panel rectangles, one per face box (``None`` where a panel fits nowhere).
+
+    ``image_size`` is (width, height); ``sizes[k]`` the (width, height) of face ``k``'s panel (``None``: no
+    panel). Each panel goes to the first free position among: beside its box (right, left, below, above,
+    sliding along that side, nearest first), then anywhere in the image nearest to the box. Free means:
+    inside the image, not intersecting the panels already placed nor ``obstacles``, and with ``avoid_boxes``
+    not intersecting any face box. Faces are placed left to right, so neighbours take the sides facing away.
+    """
+    w, h = int(image_size[0]), int(image_size[1])
+    boxes_i = [tuple(int(round(v)) for v in b) for b in boxes]
+    placed: list[Rect | None] = [None] * len(boxes_i)
+    hard = [tuple(int(v) for v in r) for r in obstacles]
+    step = max(2, gap)
+    for k in sorted(range(len(boxes_i)), key=lambda i: (boxes_i[i][0], boxes_i[i][1])):
+        if sizes[k] is None:
+            continue
+        pw, ph = int(sizes[k][0]), int(sizes[k][1])
+        if pw > w or ph > h:
+            continue
+        x1, y1, x2, y2 = boxes_i[k]
+        ys = sorted(range(0, h - ph + 1, step), key=lambda y: abs(y - y1))
+        xs = sorted(range(0, w - pw + 1, step), key=lambda x: abs(x - x1))
+        near = [(x2 + gap, y) for y in ys] + [(x1 - gap - pw, y) for y in ys]
+        near += [(x, y2 + gap) for x in xs] + [(x, y1 - gap - ph) for x in xs]
+        near = [(x, y) for x, y in near if 0 <= x <= w - pw and 0 <= y <= h - ph]
+        # Fallback: every position of a coarse grid, nearest to the face centre first.
+        cx, cy = (x1 + x2) / 2 - pw / 2, (y1 + y2) / 2 - ph / 2
+        grid = [(x, y) for y in range(0, h - ph + 1, 2 * step) for x in range(0, w - pw + 1, 2 * step)]
+        grid.sort(key=lambda p: (p[0] - cx) ** 2 + (p[1] - cy) ** 2)
+        candidates = np.array(near + grid, dtype=np.int64).reshape(-1, 2)
+        if not len(candidates):
+            continue
+        blockers = hard + [r for r in placed if r is not None] + (list(boxes_i) if avoid_boxes else [])
+        ok = np.ones(len(candidates), dtype=bool)
+        for bx0, by0, bx1, by1 in blockers:
+            ok &= ~((candidates[:, 0] < bx1) & (bx0 < candidates[:, 0] + pw)
+                    & (candidates[:, 1] < by1) & (by0 < candidates[:, 1] + ph))
+        hits = np.flatnonzero(ok)
+        if len(hits):
+            x, y = (int(v) for v in candidates[hits[0]])
+            placed[k] = (x, y, x + pw, y + ph)
+    return placed
+
+
+# -- drawing ----------------------------------------------------------------------------------------------
 def draw_signed_bar(
     image: np.ndarray, label: str, value: float, origin: tuple[int, int], width: int, height: int, scale: float
 ) -> None:
-    """A horizontal bar centred on zero: ``value`` in [-1, 1] fills right (green) or left (red)."""
+    """A horizontal bar centred on zero: ``value`` in [-1, 1] fills right (green) or left (red); the value
+    is written at the right end."""
     x, y = int(origin[0]), int(origin[1])
     _blend_rect(image, (x, y), (x + width, y + height), alpha=0.6)
     mid = x + width // 2
@@ -77,76 +193,156 @@ def draw_signed_bar(
     put_text(image, f"{label} {value:+.2f}", (x + 3, y + height - 3), 0.38 * scale)
 
 
-def draw_probability_bars(
-    image: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], origin: tuple[int, int],
-    width: int, row: int, scale: float, color: tuple[int, int, int], top_k: int = 8,
-) -> None:
-    """Class-probability bars (the ``top_k`` largest, in class order) in a dark panel at ``origin``."""
-    order = np.argsort(-np.asarray(probabilities))[:top_k]
-    order = sorted(order)
-    x, y = int(origin[0]), int(origin[1])
-    _blend_rect(image, (x, y), (x + width, y + row * len(order) + 4), alpha=0.6)
-    label_w = int(width * 0.45)
-    for k, i in enumerate(order):
-        top = y + 2 + k * row
-        p = float(probabilities[i])
-        cv2.rectangle(image, (x + label_w, top + 2), (x + label_w + int((width - label_w - 4) * p), top + row - 2), color, -1)
-        put_text(image, str(class_names[i])[:10], (x + 3, top + row - 3), 0.36 * scale)
+def _draw_panel(image: np.ndarray, rect: Rect, face: FaceResult, class_names: Sequence[str], style: PanelStyle,
+                probabilities: bool) -> None:
+    """One face's panel inside ``rect``: header in the track colour, V/A bars and probability bars with values."""
+    x0, y0, x1, y1 = rect
+    color = track_color(face.face_id)
+    _blend_rect(image, (x0, y0), (x1, y1), alpha=0.8)
+    row, pad, fs = style.row, style.pad, style.font
+    cv2.rectangle(image, (x0, y0), (x1 - 1, y0 + row - 1), color, -1)
+    baseline = row - max(3, int(round(row * 0.28)))
+    cv2.putText(image, _header(face), (x0 + pad, y0 + baseline), FONT, fs, SHADOW, 1, cv2.LINE_AA)
+    if face.error:
+        return
+    rows = _probability_rows(face.probabilities, class_names) if probabilities else []
+    label_w = max([style.text_width("A")] + [style.text_width(str(class_names[i])) for i in rows])
+    bar_x = x0 + pad + label_w + style.gap
+    num_x = bar_x + style.bar + style.gap
+    inner = max(2, int(round(row * 0.18)))
+    for r, (label, value) in enumerate((("V", face.valence), ("A", face.arousal)), start=1):
+        top = y0 + r * row
+        put_text(image, label, (x0 + pad, top + baseline), fs)
+        cv2.rectangle(image, (bar_x, top + inner), (bar_x + style.bar, top + row - inner), (70, 70, 70), -1)
+        mid = bar_x + style.bar // 2
+        end = int(round(mid + np.clip(value, -1.0, 1.0) * (style.bar // 2)))
+        if end != mid:
+            cv2.rectangle(image, (min(mid, end), top + inner), (max(mid, end), top + row - inner),
+                          POSITIVE if value > 0 else NEGATIVE, -1)
+        cv2.line(image, (mid, top + inner - 1), (mid, top + row - inner + 1), TEXT, 1)
+        put_text(image, f"{value:+.2f}", (num_x, top + baseline), fs)
+    for r, i in enumerate(rows, start=3):
+        top = y0 + r * row
+        p = float(face.probabilities[i])
+        put_text(image, str(class_names[i]), (x0 + pad, top + baseline), fs)
+        cv2.rectangle(image, (bar_x, top + inner), (bar_x + style.bar, top + row - inner), (70, 70, 70), -1)
+        if np.isfinite(p) and p > 0:
+            cv2.rectangle(image, (bar_x, top + inner), (bar_x + int(round(style.bar * min(p, 1.0))), top + row - inner),
+                          color, -1)
+        put_text(image, f"{100 * p:3.0f}%" if np.isfinite(p) else "  -", (num_x, top + baseline), fs)
+
+
+def _draw_box(image: np.ndarray, face: FaceResult, style: PanelStyle) -> None:
+    """Box in the track colour with a small ``#id`` tag at its top-left corner (inside when no room above)."""
+    color = track_color(face.face_id)
+    x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+    thickness = max(2, int(round(2 * style.scale)))
+    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
+    tag = f"#{face.face_id}"
+    (tw, th), base = cv2.getTextSize(tag, FONT, style.font, 1)
+    ty = y1 - 2 if y1 - th - base - 2 >= 0 else y1 + th + base + 2
+    cv2.rectangle(image, (x1, ty - th - base), (x1 + tw + 4, ty + base - 2), color, -1)
+    cv2.putText(image, tag, (x1 + 2, ty - 2), FONT, style.font, SHADOW, 1, cv2.LINE_AA)
+
+
+def _draw_landmarks(image: np.ndarray, face: FaceResult, style: PanelStyle) -> None:
+    if face.landmarks is None or face.error:
+        return
+    color = track_color(face.face_id)
+    radius = max(1, int(round(1.5 * style.scale)))
+    for x, y in np.asarray(face.landmarks):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(image, (int(round(x)), int(round(y))), radius, (255, 255, 255), -1, cv2.LINE_AA)
+            cv2.circle(image, (int(round(x)), int(round(y))), radius + 1, color, 1, cv2.LINE_AA)
+
+
+def _leader(image: np.ndarray, rect: Rect, box: Sequence[float], color) -> None:
+    """A thin line from a panel to its face when the panel is not next to it."""
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    px = min(max((x1 + x2) // 2, rect[0]), rect[2] - 1)
+    py = min(max((y1 + y2) // 2, rect[1]), rect[3] - 1)
+    bx = min(max(px, x1), x2)
+    by = min(max(py, y1), y2)
+    if abs(px - bx) + abs(py - by) > 12:
+        cv2.line(image, (bx, by), (px, py), color, 1, cv2.LINE_AA)
+
+
+def draw_faces(
+    image: np.ndarray, faces: Sequence[FaceResult], class_names: Sequence[str], show_landmarks: bool = True,
+    show_probabilities: bool = True, obstacles: Sequence[Rect] = (),
+) -> list[Rect | None]:
+    """Draw every face of an image in place (boxes, landmarks, then panels); returns the panel rectangles.
+
+    Panels are laid out by :func:`place_panels` around ``obstacles`` (e.g. the circumplex inset); a face
+    whose full panel fits nowhere gets a compact one (no probability rows), else none (``None``).
+    """
+    h, w = image.shape[:2]
+    style = PanelStyle.for_image(image)
+    for face in faces:
+        _draw_box(image, face, style)
+    if show_landmarks:
+        for face in faces:
+            _draw_landmarks(image, face, style)
+    boxes = [face.box for face in faces]
+    full = [panel_size(f, class_names, style, show_probabilities) for f in faces]
+    compact_sizes = [panel_size(f, class_names, style, False) for f in faces]
+    rects: list[Rect | None] = [None] * len(faces)
+    compact: set[int] = set()
+    # Tiers, best first: the full panel clear of every face box, the compact one (no probability rows)
+    # clear of them, then the same two allowed over face boxes (never over a panel or an obstacle).
+    tiers = [(full, True), (compact_sizes, True), (full, False), (compact_sizes, False)]
+    for sizes, avoid in tiers if show_probabilities else [(full, True), (full, False)]:
+        todo = [k for k, r in enumerate(rects) if r is None]
+        if not todo:
+            break
+        taken = list(obstacles) + [r for r in rects if r is not None]
+        found = place_panels((w, h), boxes, [sizes[k] if k in todo else None for k in range(len(faces))],
+                             taken, style.gap, avoid_boxes=avoid)
+        for k in todo:
+            if found[k] is not None:
+                rects[k] = found[k]
+                if sizes is compact_sizes:
+                    compact.add(k)
+    for face, rect in zip(faces, rects):
+        if rect is not None:
+            _leader(image, rect, face.box, track_color(face.face_id))
+    for k, (face, rect) in enumerate(zip(faces, rects)):
+        if rect is not None:
+            _draw_panel(image, rect, face, class_names, style, show_probabilities and k not in compact)
+    return rects
 
 
 def draw_face(
     image: np.ndarray, face: FaceResult, class_names: Sequence[str], show_landmarks: bool = True,
     show_probabilities: bool = True,
-) -> None:
-    """Box, ``#id expression`` label, valence/arousal bars, probability bars and landmarks of one face."""
-    s = _scale(image)
-    h, w = image.shape[:2]
-    color = track_color(face.face_id)
-    x1, y1, x2, y2 = (int(round(v)) for v in face.box)
-    thickness = max(2, int(round(2 * s)))
-    cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
-    label = f"#{face.face_id} {face.expression or '?'}"
-    (tw, th), base = cv2.getTextSize(label, FONT, 0.5 * s, 1)
-    ly = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + base + 4
-    cv2.rectangle(image, (x1, ly - th - base), (x1 + tw + 6, ly + base - 2), color, -1)
-    cv2.putText(image, label, (x1 + 3, ly - 2), FONT, 0.5 * s, SHADOW, 1, cv2.LINE_AA)
-    if face.error:  # no valid prediction: the box and a warning, no bars or numbers
-        put_text(image, "no valid output", (x1 + 3, min(y2 + int(16 * s), h - 4)), 0.45 * s)
-        return
-    bar_w, bar_h = max(int(x2 - x1), int(90 * s)), int(14 * s)
-    by = y2 + thickness + 2
-    if by + 2 * bar_h + 2 > h:  # no room below the box: draw the bars inside its bottom edge
-        by = max(y2 - 2 * bar_h - 4, 0)
-    draw_signed_bar(image, "V", face.valence, (x1, by), bar_w, bar_h, s)
-    draw_signed_bar(image, "A", face.arousal, (x1, by + bar_h + 2), bar_w, bar_h, s)
-    if show_probabilities and face.probabilities is not None and len(class_names):
-        row, panel_w = int(13 * s), int(110 * s)
-        n_rows = min(len(class_names), 8)
-        px = x2 + thickness + 3 if x2 + thickness + 3 + panel_w <= w else max(x1 - panel_w - thickness - 3, 0)
-        py = min(max(y1, 0), max(h - row * n_rows - 4, 0))
-        draw_probability_bars(image, face.probabilities, class_names, (px, py), panel_w, row, s, color)
-    if show_landmarks and face.landmarks is not None:
-        radius = max(1, int(round(1.5 * s)))
-        for x, y in np.asarray(face.landmarks):
-            cv2.circle(image, (int(round(x)), int(round(y))), radius, (255, 255, 255), -1, cv2.LINE_AA)
-            cv2.circle(image, (int(round(x)), int(round(y))), radius + 1, color, 1, cv2.LINE_AA)
+) -> Rect | None:
+    """One face (box, landmarks, panel) laid out alone; see :func:`draw_faces` for several."""
+    return draw_faces(image, [face], class_names, show_landmarks, show_probabilities)[0]
 
 
-def draw_circumplex(
-    image: np.ndarray, trajectories: dict[int, Sequence[tuple[float, float]]], size: int | None = None,
-    corner: str = "bottom-right",
-) -> tuple[int, int, int, int]:
-    """Inset valence-arousal plane with quadrant names and each face's recent trajectory.
-
-    ``trajectories`` maps face ID -> [(valence, arousal), ...] oldest first; the newest point is a dot.
-    Returns the inset rectangle (x0, y0, x1, y1).
-    """
+def circumplex_rect(image: np.ndarray, size: int | None = None, corner: str = "bottom-right") -> Rect:
+    """Where :func:`draw_circumplex` draws its inset on this image."""
     h, w = image.shape[:2]
     s = _scale(image)
     size = int(size or min(160 * s, 0.4 * min(h, w)))
     margin = int(8 * s)
     x0 = w - size - margin if corner.endswith("right") else margin
     y0 = h - size - margin if corner.startswith("bottom") else margin
+    return x0, y0, x0 + size, y0 + size
+
+
+def draw_circumplex(
+    image: np.ndarray, trajectories: dict[int, Sequence[tuple[float, float]]], size: int | None = None,
+    corner: str = "bottom-right",
+) -> Rect:
+    """Inset valence-arousal plane with quadrant names and each face's recent trajectory.
+
+    ``trajectories`` maps face ID -> [(valence, arousal), ...] oldest first; the newest point is a dot.
+    Returns the inset rectangle (x0, y0, x1, y1).
+    """
+    s = _scale(image)
+    x0, y0, x1, _ = circumplex_rect(image, size, corner)
+    size = x1 - x0
     _blend_rect(image, (x0, y0), (x0 + size, y0 + size), alpha=0.65)
     cx, cy, r = x0 + size // 2, y0 + size // 2, size // 2 - int(4 * s)
     cv2.circle(image, (cx, cy), r, (120, 120, 120), 1, cv2.LINE_AA)
@@ -178,17 +374,28 @@ def draw_circumplex(
     return x0, y0, x0 + size, y0 + size
 
 
-def draw_hud(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> None:
-    """Status lines (FPS, model, keys) in a dark panel in a corner."""
+def hud_rect(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> Rect:
+    """Where :func:`draw_hud` draws ``lines`` on this image."""
     if not lines:
-        return
+        return 0, 0, 0, 0
     s = _scale(image)
     fs, row = 0.45 * s, int(18 * s)
     width = max(cv2.getTextSize(line, FONT, fs, 1)[0][0] for line in lines) + int(10 * s)
     x0 = 0 if corner.endswith("left") else image.shape[1] - width
-    _blend_rect(image, (x0, 0), (x0 + width, row * len(lines) + int(6 * s)), alpha=0.55)
+    return x0, 0, x0 + width, row * len(lines) + int(6 * s)
+
+
+def draw_hud(image: np.ndarray, lines: Sequence[str], corner: str = "top-left") -> Rect:
+    """Status lines (FPS, model, keys) in a dark panel in a corner; returns the panel rectangle."""
+    rect = hud_rect(image, lines, corner)
+    if not lines:
+        return rect
+    s = _scale(image)
+    fs, row = 0.45 * s, int(18 * s)
+    _blend_rect(image, rect[:2], rect[2:], alpha=0.55)
     for i, line in enumerate(lines):
-        put_text(image, line, (x0 + int(5 * s), (i + 1) * row), fs)
+        put_text(image, line, (rect[0] + int(5 * s), (i + 1) * row), fs)
+    return rect
 
 
 class OverlayRenderer:
@@ -198,16 +405,25 @@ class OverlayRenderer:
         class_names: per model name -> class names (or one list used for every model).
         show_landmarks / show_probabilities / show_circumplex: what to draw (toggled live by the demo).
         trail: how many frames of trajectory the circumplex shows.
+        reserved: rectangles panels must keep clear of, or a callable image -> rectangles (the demo's
+            status lines, drawn after the overlay).
+
+    After each :meth:`render_one`, :attr:`last_panels` maps face ID -> its panel rectangle (absent: no
+    room) and :attr:`last_obstacles` lists the inset/reserved rectangles the panels avoided.
     """
 
     def __init__(
         self, class_names: Sequence[str] | dict[str, Sequence[str]], show_landmarks: bool = True,
         show_probabilities: bool = True, show_circumplex: bool = True, trail: int = 45,
+        reserved=(),
     ) -> None:
         self.class_names = class_names
         self.show_landmarks, self.show_probabilities, self.show_circumplex = show_landmarks, show_probabilities, show_circumplex
         self.trail = trail
+        self.reserved = reserved
         self._trails: dict[tuple[str, int], deque] = {}
+        self.last_panels: dict[int, Rect] = {}
+        self.last_obstacles: list[Rect] = []
 
     def _names(self, model: str) -> Sequence[str]:
         return self.class_names[model] if isinstance(self.class_names, dict) else self.class_names
@@ -226,13 +442,28 @@ class OverlayRenderer:
         seen = {f.face_id for f in result.faces}
         return {fid: [(v, a) for _, v, a in q] for (m, fid), q in self._trails.items() if m == result.model and fid in seen}
 
+    def reset(self) -> None:
+        """Forget the trajectories (a new, unrelated clip or stream)."""
+        self._trails.clear()
+
     def render_one(self, frame: np.ndarray, result: FrameResult, title: str | None = None) -> np.ndarray:
         """A copy of ``frame`` (BGR) with one model's results drawn on it."""
-        canvas = frame.copy()
+        canvas = np.ascontiguousarray(frame.copy())
         trails = self._update_trails(result)
         names = self._names(result.model)
-        for face in result.faces:
-            draw_face(canvas, face, names, self.show_landmarks, self.show_probabilities)
+        reserved = self.reserved(canvas) if callable(self.reserved) else self.reserved
+        obstacles = [tuple(int(v) for v in r) for r in reserved]
+        if self.show_circumplex:
+            obstacles.append(circumplex_rect(canvas))
+        title_rect = None
+        if title:
+            s = _scale(canvas)
+            (tw, th), base = cv2.getTextSize(title, FONT, 0.5 * s, 1)
+            title_rect = (0, canvas.shape[0] - int(8 * s) - th - 2, int(6 * s) + tw + 4, canvas.shape[0])
+            obstacles.append(title_rect)
+        rects = draw_faces(canvas, result.faces, names, self.show_landmarks, self.show_probabilities, obstacles)
+        self.last_panels = {f.face_id: r for f, r in zip(result.faces, rects) if r is not None}
+        self.last_obstacles = obstacles
         if self.show_circumplex:
             draw_circumplex(canvas, trails)
         if title:
@@ -249,19 +480,36 @@ class OverlayRenderer:
         return panels[0] if len(panels) == 1 else cv2.hconcat(panels)
 
 
+def prediction_faces(predictions: Sequence, class_names: Sequence[str]) -> list[FaceResult]:
+    """:class:`emonet.predictor.FacePrediction` of one image as :class:`FaceResult` (face ``k`` is track ``k + 1``)."""
+    faces = []
+    for p in predictions:
+        probabilities = np.array([p.probabilities.get(c, np.nan) for c in class_names], dtype=np.float64)
+        faces.append(FaceResult(p.face + 1, p.box, p.score, p.valence, p.arousal, p.expression, probabilities,
+                                p.valence, p.arousal, landmarks=p.landmarks, error=p.error))
+    return faces
+
+
 def draw_predictions(
     image: np.ndarray, predictions: Sequence, class_names: Sequence[str], show_landmarks: bool = True,
     show_probabilities: bool = True,
 ) -> np.ndarray:
-    """A copy of a still BGR image with each face drawn as in the video overlay (box, label, V/A bars...).
+    """A copy of a still BGR image with each face drawn as in the video overlay (box, panel, landmarks).
 
     ``predictions``: :class:`emonet.predictor.FacePrediction` of the image; face ``k`` is labelled and
     coloured as track ``k + 1``.
     """
-    canvas = image.copy()
-    for p in predictions:
-        probabilities = np.array([p.probabilities[c] for c in class_names], dtype=np.float64)
-        face = FaceResult(p.face + 1, p.box, p.score, p.valence, p.arousal, p.expression, probabilities,
-                          p.valence, p.arousal, landmarks=p.landmarks, error=p.error)
-        draw_face(canvas, face, class_names, show_landmarks, show_probabilities)
+    canvas = np.ascontiguousarray(image.copy())
+    draw_faces(canvas, prediction_faces(predictions, class_names), class_names, show_landmarks, show_probabilities)
     return canvas
+
+
+def scale_result(result: FrameResult, factor: float) -> FrameResult:
+    """``result`` with boxes and landmarks multiplied by ``factor`` (drawing on a resized frame)."""
+    faces = []
+    for f in result.faces:
+        box = tuple(float(v) * factor for v in f.box)
+        landmarks = None if f.landmarks is None else np.asarray(f.landmarks) * factor
+        faces.append(FaceResult(f.face_id, box, f.score, f.valence, f.arousal, f.expression, f.probabilities,
+                                f.valence_raw, f.arousal_raw, f.detected, landmarks, f.error))
+    return FrameResult(result.index, result.time_s, result.model, faces, result.detected)

@@ -1,0 +1,354 @@
+"""What the browser app does, without the browser: image, video and live-frame analysis.
+
+Everything goes through the library's one inference path (:class:`emonet.predictor.Predictor`), the video
+engine (:class:`emonet.video.engine.VideoEngine`, :func:`~emonet.video.engine.process_video`) and the one
+overlay (:mod:`emonet.video.overlay`); this module only adds the options a browser user picks, the limits
+and the files the page offers for download. Gradio is not imported here (see :mod:`emonet.app.ui`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from emonet.checkpoint import WEIGHTS_HINT, load_model
+from emonet.errors import UserError
+from emonet.faces import FaceDetector
+from emonet.fileio import atomic_path
+from emonet.predictor import Predictor, prediction_columns, prediction_rows, rows_to_dataframe
+from emonet.video.engine import VideoEngine, process_video
+from emonet.video.overlay import OverlayRenderer, draw_faces, prediction_faces, scale_result, track_color
+from emonet.video.results import FrameResult
+from emonet.video.sources import open_source
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+MIN_DISPLAY_SIDE = 480  # smaller frames are enlarged for drawing, so the panels' text stays readable
+TABLE_COLUMNS = ["face", "x1", "y1", "x2", "y2", "valence", "arousal", "expression"]
+
+
+class AppInputError(UserError):
+    """An upload the app refuses (too long, unreadable, no face...): shown to the user, never a traceback."""
+
+
+def find_checkpoints(given: list[str | Path], folder: str | Path = "weights") -> list[Path]:
+    """The checkpoints the page offers: those given on the command line first, then those in ``folder``."""
+    found: list[Path] = []
+    for path in [Path(p) for p in given]:
+        if not path.is_file():
+            raise UserError(f"weights not found: {path}. {WEIGHTS_HINT}")
+        found.append(path.resolve())
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.suffix in CHECKPOINT_SUFFIXES and path.is_file() and path.resolve() not in found:
+                found.append(path.resolve())
+    return found
+
+
+def crop_choices() -> list[str]:
+    """The ``crop`` methods the installed Predictor accepts (empty when it has no ``crop`` argument)."""
+    if "crop" not in inspect.signature(Predictor).parameters:
+        return []
+    try:
+        from emonet import crops  # the crop module of the Predictor that has the argument
+    except ImportError:
+        return []
+    methods = list(getattr(crops, "CROP_METHODS", None) or [])
+    default = getattr(crops, "DEFAULT_CROP", None)
+    return sorted(methods, key=lambda m: m != default)  # the library's default first
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user picked in the page's options row."""
+
+    weights: str
+    smoothing: str = "one-euro"
+    landmarks: bool = True
+    flip_tta: bool = False
+    backend: str = "torch"
+    precision: str = "fp32"
+    crop: str | None = None
+
+
+@dataclass
+class Limits:
+    """Upload limits (also enforced by the Gradio server for the size)."""
+
+    max_upload_mb: float = 50.0
+    max_video_seconds: float = 60.0
+    max_image_pixels: int = 40_000_000
+
+
+@dataclass
+class ImageAnalysis:
+    annotated: np.ndarray  # RGB
+    table: pd.DataFrame
+    csv: Path
+    circumplex: Path
+
+
+@dataclass
+class VideoAnalysis:
+    video: Path  # WebM (VP8): what Chromium and Firefox play
+    csv: Path
+    plot: Path
+    summary: str
+    frames: int
+    faces: int
+
+
+class AppCore:
+    """Models (one per option set, loaded once), the working folder and the analyses.
+
+    Inference is serialised by one lock: Predictor, MediaPipe and the CPU are shared by every browser tab.
+    """
+
+    def __init__(self, checkpoints: list[Path], workdir: str | Path, limits: Limits | None = None,
+                 device: str = "auto") -> None:
+        if not checkpoints:
+            raise UserError(f"no checkpoint: pass --weights FILE. {WEIGHTS_HINT}")
+        self.checkpoints = [Path(c) for c in checkpoints]
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.limits = limits or Limits()
+        self.device = device
+        self.lock = threading.RLock()
+        self._detector: FaceDetector | None = None
+        self._models: dict[str, object] = {}
+        self._predictors: dict[tuple, Predictor] = {}
+        self._counter = 0
+
+    # -- models ---------------------------------------------------------------------------------------
+    def checkpoint(self, weights: str) -> Path:
+        """The offered checkpoint named ``weights`` (a path or a file name): never an arbitrary server path."""
+        for path in self.checkpoints:
+            if weights in (str(path), path.name):
+                return path
+        raise AppInputError(f"unknown checkpoint {weights!r}; choose one of {[p.name for p in self.checkpoints]}")
+
+    def predictor(self, options: Options) -> Predictor:
+        path = self.checkpoint(options.weights)
+        with self.lock:
+            if self._detector is None:
+                self._detector = FaceDetector()
+            if str(path) not in self._models:
+                self._models[str(path)] = load_model(path, device="cpu")
+            model = self._models[str(path)]
+            landmarks = options.landmarks and getattr(model, "arch", "") == "emonet"
+            key = (str(path), landmarks, options.flip_tta, options.backend, options.precision, options.crop)
+            if key not in self._predictors:
+                kwargs = {"crop": options.crop} if options.crop else {}
+                try:
+                    self._predictors[key] = Predictor(
+                        model, device=self.device, detector=self._detector, flip_tta=options.flip_tta,
+                        landmarks=landmarks, backend=options.backend, precision=options.precision, **kwargs)
+                except (ValueError, RuntimeError) as exc:  # a backend/precision this machine cannot run
+                    raise AppInputError(f"{options.backend}/{options.precision}: {exc}") from None
+            return self._predictors[key]
+
+    def _output(self, stem: str, suffix: str) -> Path:
+        """A new file name in the working folder (one per analysis; the browser downloads it from there)."""
+        with self.lock:
+            self._counter += 1
+            n = self._counter
+        folder = self.workdir / "outputs"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{stem}_{n:04d}{suffix}"
+
+    # -- image ----------------------------------------------------------------------------------------
+    def analyze_image(self, rgb: np.ndarray, options: Options) -> ImageAnalysis:
+        """Every face of one RGB image: annotated image, table, CSV (the predict command's columns), circumplex."""
+        if rgb is None:
+            raise AppInputError("no image: upload one, take a webcam snapshot or pick a sample")
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 2:
+            rgb = np.stack([rgb] * 3, axis=-1)
+        rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
+        if rgb.shape[0] * rgb.shape[1] > self.limits.max_image_pixels:
+            raise AppInputError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels is larger than the limit "
+                                f"({self.limits.max_image_pixels / 1e6:.0f} megapixels)")
+        predictor = self.predictor(options)
+        with self.lock:
+            faces = predictor.predict(rgb, channel_order="rgb")
+        rows = prediction_rows({"image_index": 0}, faces)
+        df = rows_to_dataframe(rows, prediction_columns(predictor.class_names, False, ["image_index"]))
+        csv_path = self._output("image", ".csv")
+        with atomic_path(csv_path) as tmp:
+            df.drop(columns=["image_index"]).to_csv(tmp, index=False)
+        bgr, factor = _display_frame(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        results = prediction_faces(faces, predictor.class_names)
+        frame = scale_result(FrameResult(0, 0.0, "", results, True), factor)
+        draw_faces(bgr, frame.faces, predictor.class_names, show_landmarks=options.landmarks)
+        table = df[[c for c in TABLE_COLUMNS + [f"p_{c}" for c in predictor.class_names] + ["error"] if c in df]].copy()
+        table.insert(0, "#", table.pop("face") + 1)  # the overlay's number (CSV: the predict command's 0-based face)
+        return ImageAnalysis(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), table.round(3), csv_path,
+                             self._circumplex(faces))
+
+    def _circumplex(self, faces) -> Path:
+        """The faces on the valence-arousal plane, each in its overlay colour with its number."""
+        from emonet.visualization import draw_va_plane, new_figure, save_figure  # lazy: matplotlib
+
+        fig = new_figure((4.2, 4.4), layout="constrained")
+        ax = fig.add_subplot()
+        draw_va_plane(ax, None, None, title="Faces on the valence-arousal plane")
+        for f in faces:
+            if f.error or not (math.isfinite(f.valence) and math.isfinite(f.arousal)):
+                continue
+            b, g, r = track_color(f.face + 1)
+            ax.scatter([f.valence], [f.arousal], s=90, color=(r / 255, g / 255, b / 255), edgecolors="black", zorder=5)
+            ax.annotate(f"#{f.face + 1}", (f.valence, f.arousal), xytext=(6, 6), textcoords="offset points",
+                        fontsize=9, weight="bold")
+        path = self._output("circumplex", ".png")
+        save_figure(fig, path)
+        return path
+
+    # -- video ----------------------------------------------------------------------------------------
+    def check_video(self, path: str | Path) -> tuple[int | None, float]:
+        """(frame count, fps) of an uploaded clip; refuses one longer than the limit, before any work."""
+        source = open_source(str(path))
+        try:
+            frames, fps = source.frame_count, float(source.fps or 0.0)
+        finally:
+            source.close()
+        if frames and fps > 0 and frames / fps > self.limits.max_video_seconds:
+            raise AppInputError(f"{Path(path).name}: the clip lasts {frames / fps:.1f} s; the limit is "
+                                f"{self.limits.max_video_seconds:g} s (cut it, or start the app with "
+                                "--max-video-seconds)")
+        return frames, fps
+
+    def analyze_video(self, path: str | Path, options: Options, progress=None) -> VideoAnalysis:
+        """Annotated WebM, per-frame CSV (the ``video`` command's columns) and the V/A-over-time plot.
+
+        ``progress(done, total)`` is called after each frame (``total`` None when unknown).
+        """
+        if not path:
+            raise AppInputError("no video: upload a clip (or load the sample clip)")
+        try:
+            frames, fps = self.check_video(path)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an upload OpenCV cannot open: say so, no traceback
+            raise AppInputError(f"{Path(path).name}: cannot read this video ({exc})") from None
+        fps = fps if fps > 0 else 25.0
+        max_frames = int(self.limits.max_video_seconds * fps) + 1  # also bounds clips of unknown length
+        predictor = self.predictor(options)
+        engine = VideoEngine(predictor, names=[self.checkpoint(options.weights).stem], smoothing=options.smoothing,
+                             smoothing_kwargs=_smoothing_kwargs(options.smoothing, fps))
+        renderer = OverlayRenderer(engine.class_names, show_landmarks=options.landmarks)
+        csv_path, video_path, plot_path = (self._output("video", s) for s in (".csv", ".webm", ".png"))
+        writer = BrowserVideoWriter(video_path, fps)
+        total = min(frames, max_frames) if frames else None
+
+        def on_frame(frame, results, canvas) -> None:
+            bgr, factor = _display_frame(frame.image)
+            writer.write(renderer.render(bgr, [scale_result(r, factor) for r in results]))
+            if progress is not None:
+                progress(frame.index + 1, total)
+
+        source = open_source(str(path))
+        try:
+            with self.lock:
+                summary = process_video(engine, source, csv_path=csv_path, plot=plot_path, max_frames=max_frames,
+                                        landmarks=False, progress=False, on_frame=on_frame)
+        finally:
+            source.close()
+            writer.close()
+        text = (f"{summary.frames} frame(s), {summary.faces} face row(s), {summary.tracks} face ID(s), "
+                f"{summary.fps:.1f} frames/s")
+        return VideoAnalysis(video_path, csv_path, plot_path, text, summary.frames, summary.faces)
+
+    # -- live -----------------------------------------------------------------------------------------
+    def live_session(self, options: Options) -> LiveSession:
+        return LiveSession(self, options)
+
+
+@dataclass
+class LiveSession:
+    """One browser tab's webcam stream: its own tracker and smoothing, the shared predictor."""
+
+    core: AppCore
+    options: Options
+    engine: VideoEngine = field(init=False)
+    renderer: OverlayRenderer = field(init=False)
+    start: float = field(default_factory=time.perf_counter)
+    frames: int = 0
+    times: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        predictor = self.core.predictor(self.options)
+        # The browser sends a few frames per second; One-Euro's rate is only its first-frame guess.
+        self.engine = VideoEngine(predictor, names=["live"], smoothing=self.options.smoothing,
+                                  smoothing_kwargs=_smoothing_kwargs(self.options.smoothing, 5.0))
+        self.renderer = OverlayRenderer(self.engine.class_names, show_landmarks=self.options.landmarks)
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per second over the last 10 frames."""
+        recent = self.times[-10:]
+        return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+
+    def process(self, rgb: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        """One webcam frame (RGB) -> the annotated frame (RGB) and one summary dict per tracked face."""
+        bgr = cv2.cvtColor(np.ascontiguousarray(np.asarray(rgb)[..., :3]).astype(np.uint8), cv2.COLOR_RGB2BGR)
+        with self.core.lock:
+            (result,) = self.engine.process(bgr, self.frames, time.perf_counter() - self.start)
+        self.frames += 1
+        self.times.append(time.perf_counter())
+        del self.times[:-30]
+        shown, factor = _display_frame(bgr)
+        canvas = self.renderer.render(shown, [scale_result(result, factor)])
+        faces = [{"face_id": f.face_id, "valence": round(f.valence, 3), "arousal": round(f.arousal, 3),
+                  "expression": f.expression, "error": f.error} for f in result.faces]
+        return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), faces
+
+
+class BrowserVideoWriter:
+    """Annotated frames as WebM/VP8 (OpenCV's FFmpeg has the VP8 encoder; browsers do not play mp4v)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        self._writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, bgr: np.ndarray) -> None:
+        if self._writer is None:
+            self.size = (bgr.shape[1] // 2 * 2, bgr.shape[0] // 2 * 2)
+            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"VP80"), self.fps, self.size)
+            if not self._writer.isOpened():
+                raise OSError(f"{self.path}: OpenCV cannot write WebM/VP8 here")
+        if (bgr.shape[1], bgr.shape[0]) != self.size:
+            bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(bgr)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def _smoothing_kwargs(smoothing: str, fps: float) -> dict:
+    """The video command's defaults (emonet.cli.video.smoothing_kwargs) for the chosen smoothing."""
+    if smoothing == "ema":
+        return {"alpha": 0.4}
+    return {"min_cutoff": 1.0, "beta": 0.5, "rate": fps} if smoothing == "one-euro" else {}
+
+
+def _display_frame(bgr: np.ndarray) -> tuple[np.ndarray, float]:
+    """A frame to draw on (enlarged when small, so the overlay's text is readable) and the factor applied."""
+    side = min(bgr.shape[:2])
+    if side >= MIN_DISPLAY_SIDE:
+        return np.ascontiguousarray(bgr.copy()), 1.0
+    factor = MIN_DISPLAY_SIDE / side
+    size = (int(round(bgr.shape[1] * factor)), int(round(bgr.shape[0] * factor)))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR), factor

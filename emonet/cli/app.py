@@ -1,0 +1,75 @@
+"""``python -m emonet app``: the browser app (Gradio) with Image, Video and Live tabs. See docs/app.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emonet.cli.options import add_device, add_progress
+from emonet.errors import UserError
+
+HELP = "browser app: photos, clips and a live webcam with the overlay, table, CSV and plots (Gradio)"
+DESCRIPTION = (
+    "Serve a local web page (Gradio) where a photo, a clip or the browser's webcam is analysed with the "
+    "library's predictor, video engine and overlay. Binds to 127.0.0.1 unless --host and --allow-remote are "
+    "given; no public link unless --share. Uploads live in a temporary folder removed on exit. "
+    "Needs the app extra: pip install -e .[app]"
+)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", nargs="+", required=True, metavar="W",
+                   help="checkpoint(s) offered first (official emonet_8.pth / emonet_5.pth or project checkpoints); "
+                   "the .pth/.pt files of --weights-dir are offered too")
+    p.add_argument("--weights-dir", default="weights", help="folder whose checkpoints the page also offers (default weights)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host other than a loopback address (prints a warning)")
+    p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs the internet)")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted, MB (default 50)")
+    p.add_argument("--max-video-seconds", type=float, default=60.0, help="longest clip accepted, seconds (default 60)")
+    add_device(p)
+    add_progress(p, has_bar=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emonet.app.server import ServerConfig, check_host, free_port, make_workdir, prepare_environment
+
+    check_host(args.host, args.allow_remote)  # before loading anything
+    for name in ("max_upload_mb", "max_video_seconds"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    try:
+        import gradio  # noqa: F401 - only to say how to install it when missing
+    except ImportError:
+        raise UserError("the app needs Gradio: pip install -e .[app] (or pip install gradio)") from None
+    workdir = make_workdir()
+    prepare_environment(workdir)  # before Gradio is imported by emonet.app.ui
+    # imported when the command runs (PyTorch, MediaPipe, Gradio): --help stays fast
+    from emonet.app.core import AppCore, Limits, find_checkpoints
+    from emonet.app.server import cleanup, serve
+
+    try:
+        checkpoints = find_checkpoints(args.weights, args.weights_dir)
+        core = AppCore(checkpoints, workdir, Limits(args.max_upload_mb, args.max_video_seconds), device=args.device)
+        core.predictor(core_default_options(core))  # load the first model now: errors show here, not in the page
+        port = free_port(args.host) if args.port == 0 else args.port
+        print(f"EmoNet app on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port} "
+              "(Ctrl-C stops it)", flush=True)
+        serve(core, ServerConfig(args.host, port, args.share, args.allow_remote, args.max_upload_mb))
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a port in use, an unwritable temporary folder
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    finally:
+        cleanup(workdir)
+    return 0
+
+
+def core_default_options(core):
+    from emonet.app.core import Options, crop_choices
+
+    crops = crop_choices()
+    return Options(weights=str(core.checkpoints[0]), crop=crops[0] if crops else None)
