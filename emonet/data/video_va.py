@@ -215,6 +215,7 @@ class VideoFrameDataset(Dataset):
         self._detector: FaceDetector | None = None
         self._followers: dict[str, FaceFollower] = {}
         self._last: tuple[str, int] | None = None
+        self.last_box: tuple[float, float, float, float] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -280,6 +281,7 @@ class VideoFrameDataset(Dataset):
         if pick is None:
             side = f" on the {self.sides[video]}" if video in self.sides else ""
             raise FrameUnavailable(f"{row['path']}: no face{side} detected in frame {frame} of {video}")
+        self.last_box = faces[pick].box  # the face scored in this frame (for checks and figures)
         return crop_face(image, faces[pick].box)
 
     def locate(self, index: int) -> np.ndarray:
