@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     # what is built on predictions
     "emonet.data": 7, "emonet.video": 7,
     "emonet.evaluation": 8, "emonet.visibility": 8, "emonet.quickstart": 8,
-    "emonet.training": 9, "emonet.review": 9, "emonet.app": 9, "emonet.batch": 9,
+    "emonet.training": 9, "emonet.review": 9, "emonet.app": 9, "emonet.batch": 9, "emonet.video_evaluation": 9,
     "emonet.finetune": 10,
     # entry points
     "emonet.cli": 11,
