@@ -27,6 +27,9 @@ from emonet.errors import UserError
 ENGINES = ("local", "ray")
 QUEUE_CHUNKS = 4  # located chunks waiting for the model (local engine): memory stays a few chunks
 GROUP_CHUNKS = 8  # chunks per model call at most (their crops are batched by the predictor's batch size)
+# Ray Data hands a map's output downstream block by block: small blocks keep a long video's chunks moving
+# to the model actors (and memory low) instead of piling up to Ray's default 128 MiB.
+BLOCK_BYTES = 16 << 20
 
 
 class EngineError(UserError):
@@ -116,39 +119,47 @@ def import_ray():
     return ray
 
 
-class _RayLocate:
-    """Ray Data ``flat_map`` actor: one input row -> its chunks (pickled: chunks hold arbitrary Python)."""
+def _actor_classes(config: BatchConfig) -> tuple[type, type]:
+    """The two Ray Data actor classes of a job, with ``config`` built in: defined here, they travel to the
+    workers by value and take no constructor arguments (which Ray would keep in the object store and warn
+    about for restartable actors). Chunks travel pickled: they hold arbitrary Python objects."""
 
-    def __init__(self, config: BatchConfig) -> None:
-        self.locator = Locator(config)
+    class RayLocate:
+        """``flat_map`` actor: one input row -> its chunks, in order."""
 
-    def __call__(self, row: dict) -> Iterator[dict]:
-        index, item = pickle.loads(row["input"])
-        for chunk in self.locator(index, item):
-            yield {"chunk": pickle.dumps(chunk, protocol=5)}
+        def __init__(self) -> None:
+            self.locator = Locator(config)
 
+        def __call__(self, row: dict) -> Iterator[dict]:
+            index, item = pickle.loads(row["input"])
+            for chunk in self.locator(index, item):
+                yield {"chunk": pickle.dumps(chunk, protocol=5)}
 
-class _RayScore:
-    """Ray Data ``map_batches`` actor: a batch of chunks (from any inputs) -> the same chunks, scored."""
+    class RayScore:
+        """``map_batches`` actor: a batch of chunks (from any inputs) -> the same chunks, scored."""
 
-    def __init__(self, config: BatchConfig) -> None:
-        self.scorer = Scorer(config)
+        def __init__(self) -> None:
+            self.scorer = Scorer(config)
 
-    def __call__(self, batch: dict) -> dict:
-        import numpy as np
+        def __call__(self, batch: dict) -> dict:
+            import numpy as np
 
-        chunks = self.scorer([pickle.loads(payload) for payload in batch["chunk"]])
-        out = np.empty(len(chunks), dtype=object)
-        out[:] = [pickle.dumps(chunk, protocol=5) for chunk in chunks]
-        return {"chunk": out}
+            chunks = self.scorer([pickle.loads(payload) for payload in batch["chunk"]])
+            out = np.empty(len(chunks), dtype=object)
+            out[:] = [pickle.dumps(chunk, protocol=5) for chunk in chunks]
+            return {"chunk": out}
+
+    return RayLocate, RayScore
 
 
 def start_ray(options: RayOptions, verbose: bool = False):
     """Connect to (``address``) or start (local) Ray, quietly; returns the module."""
     ray = import_ray()
+    level = logging.INFO if verbose else logging.ERROR
+    for name in ("ray", "ray.data"):  # Ray's start-up and execution notes; errors still show
+        logging.getLogger(name).setLevel(level)
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "logging_level": logging.INFO if verbose else logging.WARNING,
-                  "log_to_driver": verbose}
+        kwargs = {"include_dashboard": False, "logging_level": level, "log_to_driver": verbose}
         if options.address is None:
             kwargs["num_cpus"] = options.num_cpus
         try:
@@ -156,7 +167,6 @@ def start_ray(options: RayOptions, verbose: bool = False):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = options.address or "a local Ray"
             raise EngineError(f"--engine ray: cannot start or reach {where} ({exc})") from None
-    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
     return ray
 
 
@@ -180,12 +190,13 @@ def run_ray(todo: Sequence[tuple[int, InputItem]], config: BatchConfig, options:
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the job's own bar counts inputs and faces
     context.print_on_execution_start = False
+    context.target_max_block_size = BLOCK_BYTES
     rows = [{"input": pickle.dumps(entry, protocol=5)} for entry in todo]
     # one block per input up to a few thousand: long videos spread over the actors, images go in groups
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 2000)))
-    dataset = dataset.flat_map(_RayLocate, fn_constructor_args=(config,),
-                               compute=ActorPoolStrategy(size=locators), num_cpus=1)
-    dataset = dataset.map_batches(_RayScore, fn_constructor_args=(config,), batch_size=options.chunks_per_model_call,
+    locate_actor, score_actor = _actor_classes(config)
+    dataset = dataset.flat_map(locate_actor, compute=ActorPoolStrategy(size=locators), num_cpus=1)
+    dataset = dataset.map_batches(score_actor, batch_size=options.chunks_per_model_call,
                                   compute=ActorPoolStrategy(size=models), num_gpus=per_model,
                                   num_cpus=1, batch_format="numpy")
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):

@@ -94,7 +94,6 @@ class Chunk:
     results: list[CropBatchResult] | None = None
     error: str = ""
     faces: list[Face] | None = None  # images: the detector's faces (box, score), in crop order
-    methods: list[str] | None = None  # images: the crop method of each face
     fps: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -111,10 +110,13 @@ def locate_predictor(config: BatchConfig) -> Predictor:
 
 
 def model_predictor(config: BatchConfig) -> Predictor:
-    """The predictor of the model stage: the chosen device/backend/precision; no detector (crops come in)."""
-    return Predictor(config.weights, device=config.device, detector=None, flip_tta=config.flip_tta,
-                     landmarks=config.landmarks, batch_size=config.batch_size, backend=config.backend,
-                     precision=config.precision, crop=config.crop)
+    """The predictor of the model stage: the chosen device/backend/precision. Crops come in, so it needs no
+    detector, except for ``--crop refine``, whose second crop is the predictor's (the detector is then only
+    what tells it that faces were detected: it never runs here)."""
+    return Predictor(config.weights, device=config.device, detector=config.detector if config.crop == "refine" else None,
+                     flip_tta=config.flip_tta, landmarks=config.landmarks, batch_size=config.batch_size,
+                     backend=config.backend, precision=config.precision, crop=config.crop,
+                     min_face_score=config.min_face_score)
 
 
 def video_engine(predictor: Predictor, config: BatchConfig, fps: float = 30.0) -> VideoEngine:
@@ -156,10 +158,11 @@ class Locator:
         decoded = time.perf_counter()
         faces, cropped = self.predictor.locate(rgb)
         h, w = rgb.shape[:2]
-        # an image is a one-frame "video" for the model stage: its crops travel as a LocatedFrame
-        frame = LocatedFrame(0, 0.0, (w, h), True, [], regions={0: list(cropped.regions)}, crops={0: list(cropped.crops)})
+        # an image is a one-frame "video" for the model stage: its crops travel as a LocatedFrame (with the
+        # pixels only for --crop refine, whose second crop is cut after the first forward)
+        frame = LocatedFrame(0, 0.0, (w, h), True, [], regions={0: list(cropped.regions)}, crops={0: list(cropped.crops)},
+                             methods={0: list(cropped.methods)}, image=rgb if self.config.crop == "refine" else None)
         return Chunk(index, item.source, "image", 0, True, frames=[frame], faces=list(faces),
-                     methods=list(cropped.methods),
                      seconds={"decode": decoded - start, "detect": time.perf_counter() - decoded})
 
     def _video(self, index: int, item: InputItem) -> Iterator[Chunk]:
@@ -230,6 +233,7 @@ class Scorer:
             chunk.seconds["model"] = chunk.seconds.get("model", 0.0) + seconds * share
             for frame in chunk.frames:  # the pixels are not needed after the model: keep the model keys only
                 frame.crops = {m: [] for m in frame.crops}
+                frame.image = None
         return chunks
 
     def close(self) -> None:
@@ -279,7 +283,7 @@ def image_rows(predictor: Predictor, chunk: Chunk) -> list[dict]:
         prediction = predictor._face_prediction(k, face, region, shape, result, k)
         if region is not None:
             prediction.crop_x0, prediction.crop_y0, prediction.crop_side = region.x0, region.y0, region.side
-        prediction.crop_method = chunk.methods[k]
+        prediction.crop_method = frame.methods[0][k]
         faces.append(prediction)
     rows = prediction_rows(key, faces)
     for row in rows:

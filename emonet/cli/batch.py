@@ -79,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
                              ("--chunk-frames", args.chunk_frames, 1), ("--shard-rows", args.shard_rows, 1)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
-    if args.crop == "refine":
-        raise UserError("--crop refine is not available in batch (its second crop needs the frames at the model "
-                        "stage); use --crop mesh (default) or detector")
     if args.address and args.engine != "ray":
         raise UserError("--address joins a Ray cluster: add --engine ray")
     if not Path(args.weights).exists():
