@@ -129,6 +129,9 @@ SMOOTHING_KINDS = ("none", "ema", "one-euro", "emonet")
 # Parameters each kind accepts (keyword arguments of its smoother), and the grid --tune-on searches.
 SMOOTHING_PARAMETERS = {"none": (), "ema": ("alpha",), "one-euro": ("min_cutoff", "beta", "d_cutoff"),
                         "emonet": ()}
+# Parameters of a setting named without any: those of the video command's defaults (--ema-alpha 0.4; the
+# One-Euro defaults of OneEuroSmoother), so that what is measured is what `emonet video` runs.
+DEFAULT_PARAMETERS: dict[str, dict[str, float]] = {"ema": {"alpha": 0.4}}
 TUNING_GRID: dict[str, list[dict[str, float]]] = {
     "none": [{}],
     "emonet": [{}],
@@ -149,7 +152,8 @@ class SmoothingSetting:
 
     @property
     def kwargs(self) -> dict[str, float]:
-        return dict(self.params)
+        """The smoother's keyword arguments: the given parameters over :data:`DEFAULT_PARAMETERS`."""
+        return {**DEFAULT_PARAMETERS.get(self.kind, {}), **dict(self.params)}
 
     @property
     def label(self) -> str:

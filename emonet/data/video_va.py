@@ -359,7 +359,8 @@ def read_afew_va(root: str | os.PathLike, split: str = "all", crop: str = "auto"
         frames = data.get("frames") if isinstance(data, dict) else None
         if not isinstance(frames, dict) or not frames:
             raise VideoLayoutError(f"{path}: no 'frames' mapping (expected {{\"frames\": {{\"00000\": {{...}}}}}})")
-        present = {p.stem for p in clip.iterdir() if p.suffix.lower() == ".png"}
+        present = {p.stem: p for p in clip.iterdir() if p.suffix.lower() == ".png"}
+        numbered = _numbered_images(clip)  # copies that renamed the frames (frame_00000.png) keep their number
         for key in sorted(frames, key=lambda k: int(k) if str(k).isdigit() else -1):
             entry = frames[key]
             if not str(key).isdigit() or not isinstance(entry, dict):
@@ -370,14 +371,15 @@ def read_afew_va(root: str | os.PathLike, split: str = "all", crop: str = "auto"
             points = np.asarray(entry["landmarks"], dtype=np.float64) if isinstance(entry["landmarks"], list) else None
             if points is None or points.shape != (68, 2) or not np.isfinite(points).all():
                 raise VideoLayoutError(f"{path}: frame {key}: landmarks must be 68 [x, y] pairs")
-            if key not in present:
+            index = int(key)
+            image = present.get(key) or numbered.get(index)
+            if image is None:
                 dropped["frame_image_missing"] = dropped.get("frame_image_missing", 0) + 1
                 continue
-            index = int(key)
             rows.append({"video": clip.name, "frame": index, "time_s": index / fps,
                          "valence": _afew_value(entry["valence"], "valence", path, key),
                          "arousal": _afew_value(entry["arousal"], "arousal", path, key),
-                         "path": str(clip / f"{key}.png"), "source": "image", "missing": False})
+                         "path": str(image), "source": "image", "missing": False})
             landmarks.append(points)
     crop = _resolve_crop(crop, "landmarks")
     if crop == "none":
