@@ -329,7 +329,7 @@ class Assembler:
             if chunk.kind != "video" or chunk.error:
                 rows = image_rows(self.predictor, chunk) if chunk.kind == "image" else \
                     [{"source": chunk.source, "kind": chunk.kind, "error": chunk.error}]
-                return [Finished(chunk.index, chunk.source, chunk.kind, chunk.error, rows, frames=int(chunk.kind == "image"))]
+                return [Finished(chunk.index, chunk.source, chunk.kind, chunk.error, rows, frames=int(chunk.kind == "image" and not chunk.error))]
             return self._video(chunk)
         finally:
             self.seconds["finish"] += time.perf_counter() - start
