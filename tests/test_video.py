@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -403,3 +404,133 @@ def test_video_cli_image_folder(official_checkpoint_8, photo_folder, tmp_path):
     assert df["face_id"].tolist() == [1, 2]
     # --as-sequence (tracking across the images) is covered at the engine level above; the flag exists
     assert "--as-sequence" in run_cli("video", "--help").stdout
+
+
+# -- pipeline: decode + locate overlap the model (files), batching, live sources, errors, interrupts ---------
+class RecordingSource(FrameSource):
+    """Frames from a list, recording which thread reads them, how many frames were finished when each was
+    read, and which thread ran its cleanup. ``fail_at``: index whose read raises ``fail_with``."""
+
+    def __init__(self, frames, live=False, fail_at=None, fail_with=None):
+        self.frames, self.live, self.fail_at, self.fail_with = frames, live, fail_at, fail_with
+        self.description, self.fps, self.frame_count = "recording", 10.0, len(frames)
+        self.threads, self.done_at_read, self.cleanup_thread, self.emitted = set(), [], None, 0
+
+    def __iter__(self):
+        try:
+            for i, image in enumerate(self.frames):
+                if i == self.fail_at:
+                    raise self.fail_with
+                self.threads.add(threading.current_thread().name)
+                self.done_at_read.append(self.emitted)
+                yield Frame(i, i / self.fps, image)
+        finally:
+            self.cleanup_thread = threading.current_thread().name
+
+    def count(self, frame, results, canvas):  # on_frame callback: a frame is finished
+        self.emitted += 1
+
+
+def locate_threads():
+    return [t for t in threading.enumerate() if t.name == "emonet-video-locate"]
+
+
+def test_files_overlap_live_sources_do_not(colour_predictor, sample_video, tmp_path):
+    frames = read_frames(sample_video, 10)
+    live = RecordingSource(frames, live=True)
+    summary = process_video(VideoEngine(colour_predictor), live, csv_path=tmp_path / "live.csv", progress=False,
+                            on_frame=live.count)
+    assert summary.frames == 10 and live.threads == {threading.main_thread().name}
+    # live: a frame is read only once the previous one is finished (no queue, no added latency)
+    assert live.done_at_read == list(range(10))
+    file = RecordingSource(frames)
+    summary = process_video(VideoEngine(colour_predictor), file, csv_path=tmp_path / "file.csv", progress=False,
+                            on_frame=file.count)
+    assert summary.frames == 10 and live.threads.isdisjoint(file.threads)  # read (and located) in the background
+    assert file.cleanup_thread in file.threads and not locate_threads()
+    assert (tmp_path / "live.csv").read_bytes() == (tmp_path / "file.csv").read_bytes()
+
+
+def test_overlap_and_batching_keep_the_rows(official_checkpoint_8, sample_video, tmp_path):
+    """EmoNet (generated checkpoint) on a real mp4: the same CSV rows without overlap, with overlap, and with
+    the faces of 4 consecutive frames in one forward (up to float rounding between batch sizes)."""
+    predictor = Predictor(official_checkpoint_8, device="cpu", backend="torch", landmarks=True)
+    runs = {}
+    try:
+        for name, overlap, batch in (("plain", False, 1), ("overlap", True, 1), ("batched", True, 4)):
+            source = open_source(sample_video)
+            engine = VideoEngine(predictor, smoothing="ema")
+            summary = process_video(engine, source, csv_path=tmp_path / f"{name}.csv", max_frames=8, landmarks=True,
+                                    progress=False, overlap=overlap, batch_frames=batch)
+            source.close()
+            assert summary.frames == 8 and summary.faces >= 7, (name, summary)
+            runs[name] = tmp_path / f"{name}.csv"
+    finally:
+        predictor.close()
+    assert runs["plain"].read_bytes() == runs["overlap"].read_bytes()
+    plain, batched = pd.read_csv(runs["plain"]), pd.read_csv(runs["batched"])
+    assert list(plain.columns) == list(batched.columns) and len(plain) == len(batched)
+    numeric = plain.select_dtypes("number").columns
+    exact = ["frame", "face_id", "x1", "y1", "x2", "y2", "crop_x0", "crop_y0", "crop_side"]
+    assert plain[exact].equals(batched[exact])
+    assert np.allclose(plain[numeric], batched[numeric], atol=1e-4, equal_nan=True)
+    assert (plain["crop_method"] == batched["crop_method"]).all()
+
+
+@pytest.mark.parametrize("where", ["source", "locate"])
+def test_error_in_the_background_reaches_the_caller(colour_predictor, sample_video, tmp_path, where):
+    frames = read_frames(sample_video, 8)
+    if where == "source":
+        source = RecordingSource(frames, fail_at=5, fail_with=SourceError("recording: frame 5: decoder lost sync"))
+        expected, match = SourceError, "frame 5: decoder lost sync"
+    else:  # a frame the locate stage cannot convert (an empty image)
+        frames[5] = np.zeros((0, 0, 3), np.uint8)
+        source, expected, match = RecordingSource(frames), cv2.error, r"!_src\.empty\(\)"
+    with pytest.raises(expected, match=match):
+        process_video(VideoEngine(colour_predictor), source, csv_path=tmp_path / "out.csv", progress=False,
+                      batch_frames=2)
+    assert threading.main_thread().name not in source.threads and not locate_threads()
+    df = pd.read_csv(tmp_path / "out.csv")  # closed, with the rows of every frame before the failing one
+    assert df["frame"].max() == 4 and df["frame"].min() == 2  # frames 0-1 of the sample have no face
+
+
+def test_interrupt_in_the_main_thread_stops_the_background(colour_predictor, sample_video, tmp_path):
+    source = RecordingSource(read_frames(sample_video, 12))
+
+    def interrupt(frame, results, canvas):  # Ctrl-C (or SIGTERM, see emonet.cli) while frame 4 is written
+        if frame.index == 4:
+            raise KeyboardInterrupt
+
+    summary = process_video(VideoEngine(colour_predictor), source, csv_path=tmp_path / "out.csv",
+                            output_video=tmp_path / "out.avi", progress=False, on_frame=interrupt)
+    assert summary.interrupted and summary.frames == 5 and not locate_threads()
+    assert source.cleanup_thread in source.threads  # the reader stopped in its own thread, before returning
+    assert pd.read_csv(tmp_path / "out.csv")["frame"].max() == 4
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    cap.release()
+
+
+def test_sigterm_stops_a_cli_run_cleanly(official_checkpoint_8, tmp_path):
+    video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
+    out_csv = tmp_path / "out.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "emonet", "video", "--weights", str(official_checkpoint_8),
+                             "--source", str(video), "--output", str(out_csv), "--backend", "torch", "--no-progress"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)  # the background reader must not keep the process alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: the outputs hold the frames processed so far" in out and "Traceback" not in err
+    df = pd.read_csv(out_csv)
+    assert len(df) >= 2 and df["frame"].is_monotonic_increasing
+    assert f"{df['frame'].max() + 1} frame(s)" in out  # the summary counts the frames the CSV holds
