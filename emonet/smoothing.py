@@ -224,3 +224,34 @@ def smooth_sequence(values: np.ndarray, times: np.ndarray, frames: np.ndarray, s
         previous = frame
         out[i] = smoother(values[i], float(times[i]))
     return out
+
+
+def smooth_sequence_grid(values: np.ndarray, times: np.ndarray, frames: np.ndarray, kind: str,
+                         candidates: list[dict[str, float]], max_gap: int = 10) -> np.ndarray:
+    """:func:`smooth_sequence` for every parameter set of ``candidates`` in one pass: (C, N, D).
+
+    The smoothers compute elementwise, so one smoother whose parameters are columns (C, 1) runs all C
+    candidates on a (C, D) state at once: the cost of one candidate per frame instead of C (tuning).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n_candidates = len(candidates)
+    if kind == "none" or n_candidates == 0:
+        return np.broadcast_to(values, (max(n_candidates, 1), *values.shape)).copy()
+    keys = sorted({key for params in candidates for key in params})
+    for params in candidates:
+        make_smoother(kind, **params)  # each candidate passes the smoother's own checks
+    smoother = make_smoother(kind, **DEFAULT_PARAMETERS.get(kind, {}))
+    for key in keys:  # a candidate without a key keeps the smoother's default for it
+        column = [float(params.get(key, getattr(smoother, key))) for params in candidates]
+        setattr(smoother, key, np.asarray(column, dtype=np.float64)[:, None])
+    out = np.full((n_candidates, *values.shape), np.nan)
+    previous: int | None = None
+    for i in range(len(values)):
+        if not np.isfinite(values[i]).all():
+            continue
+        frame = int(frames[i])
+        if previous is not None and frame - previous > max_gap:
+            smoother.reset()
+        previous = frame
+        out[:, i] = smoother(np.broadcast_to(values[i], (n_candidates, values.shape[1])), float(times[i]))
+    return out

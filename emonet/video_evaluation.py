@@ -33,7 +33,7 @@ from torch import nn
 from emonet import metrics as M
 from emonet.evaluation import ResizeCrop, json_ready, predict_dataset, require_scored
 from emonet.fileio import atomic_path, write_text_atomic
-from emonet.smoothing import TUNING_GRID, SmoothingSetting, smooth_sequence
+from emonet.smoothing import TUNING_GRID, SmoothingSetting, smooth_sequence, smooth_sequence_grid
 from emonet.visualization import PRED_COLOR, TRUTH_COLOR, new_figure, save_figure
 
 PREDICTION_FORMATS = ("csv", "parquet")
@@ -123,14 +123,22 @@ def tune_setting(frames: pd.DataFrame, setting: SmoothingSetting, max_gap: int =
     """The parameters of ``setting.kind`` with the highest pooled ABAW score on ``frames``, and every
     candidate's score (a table). Kinds without parameters come back unchanged."""
     candidates = (grid or TUNING_GRID).get(setting.kind, [{}])
-    scores = []
-    for params in candidates:
-        candidate = setting.with_params(params)
-        report = score_frames(frames, apply_smoothing(frames, candidate, max_gap), n_boot=0)
-        scores.append({"setting": candidate.label, **params, "abaw": report["pooled"]["abaw"],
-                       "valence_ccc": report["pooled"]["valence"]["ccc"],
-                       "arousal_ccc": report["pooled"]["arousal"]["ccc"]})
-    table = pd.DataFrame(scores)
+    # Every candidate in one pass per video (smooth_sequence_grid), scored from summed moments: memory stays
+    # that of one video whatever the split's size.
+    raw = frames[["pred_valence", "pred_arousal"]].to_numpy(dtype=np.float64)
+    truth = frames[["valence", "arousal"]].to_numpy(dtype=np.float64)
+    sums = np.zeros((len(candidates), 2, 8))
+    for _, group in frames.groupby("video", sort=False):
+        rows = frames.index.get_indexer(group.sort_values("frame", kind="stable").index)
+        smoothed = smooth_sequence_grid(raw[rows], frames["time_s"].to_numpy(dtype=np.float64)[rows],
+                                        frames["frame"].to_numpy()[rows], setting.kind, candidates, max_gap)
+        for c in range(len(candidates)):
+            for d in range(2):
+                sums[c, d] += M.va_moments(truth[rows, d], smoothed[c, :, d])
+    pooled = M.metrics_from_moments(sums)["ccc"]  # (C, 2)
+    table = pd.DataFrame([{"setting": setting.with_params(params).label, **params,
+                           "abaw": float(pooled[c].mean()), "valence_ccc": float(pooled[c, 0]),
+                           "arousal_ccc": float(pooled[c, 1])} for c, params in enumerate(candidates)])
     abaw = table["abaw"].to_numpy(dtype=np.float64)
     best = int(np.nanargmax(abaw)) if np.isfinite(abaw).any() else 0
     if len(candidates) == 1 and not candidates[0]:

@@ -22,7 +22,13 @@ from emonet.data.video_va import (
     parse_clip_selection,
     read_affwild2_annotation,
 )
-from emonet.smoothing import SmoothingSetting, parse_smoothing_settings, smooth_sequence
+from emonet.smoothing import (
+    TUNING_GRID,
+    SmoothingSetting,
+    parse_smoothing_settings,
+    smooth_sequence,
+    smooth_sequence_grid,
+)
 from emonet.tracking import TrackSmoothers
 from emonet.video_evaluation import apply_smoothing, score_frames, tune_setting
 
@@ -232,6 +238,13 @@ def test_offline_smoothing_is_the_live_smoother_and_gaps_restart_it():
         live = TrackSmoothers(setting.kind, **setting.kwargs)
         expected = np.stack([live(1, v, f / 30.0) for v, f in zip(values, frames)])
         np.testing.assert_allclose(smooth_sequence(values, frames / 30.0, frames, setting), expected)
+    # Tuning runs every candidate in one pass: the same values as one smoother per candidate.
+    for kind in ("ema", "one-euro"):
+        candidates = TUNING_GRID[kind][::3]
+        grid = smooth_sequence_grid(values, frames / 30.0, frames, kind, candidates)
+        for c, params in enumerate(candidates):
+            single = smooth_sequence(values, frames / 30.0, frames, SmoothingSetting(kind).with_params(params))
+            np.testing.assert_allclose(grid[c], single, rtol=1e-12, atol=1e-12)
     gapped = np.r_[np.arange(10), np.arange(30, 40)]
     out = smooth_sequence(values, gapped / 30.0, gapped, SmoothingSetting("ema", (("alpha", 0.3),)), max_gap=10)
     assert np.allclose(out[10], values[10]) and not np.allclose(out[9], values[9])  # fresh after the gap
