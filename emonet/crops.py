@@ -27,6 +27,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from emonet.faces import CROP_SIZE, CropRegion, crop_region, crop_region_image, landmark_box
@@ -80,6 +81,24 @@ def region_iou(a: CropRegion, b: CropRegion) -> float:
     iy = max(0, min(a.y0 + a.side, b.y0 + b.side) - max(a.y0, b.y0))
     inter = ix * iy
     return inter / float(a.side * a.side + b.side * b.side - inter)
+
+
+CROP_SQUARE_COLOR = (200, 200, 200)  # BGR: a light grey dashed square, distinct from the track colours
+
+
+def draw_crop_square(image: np.ndarray, x0: int, y0: int, side: int, color: tuple[int, int, int] = CROP_SQUARE_COLOR,
+                     dash: int = 6) -> np.ndarray:
+    """Draw the crop square ``[x0, x0 + side) x [y0, y0 + side)`` as a dashed outline on ``image`` (in place;
+    the parts outside the image are skipped). Returns ``image``."""
+    x1, y1 = x0 + side - 1, y0 + side - 1
+    for a, b in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+        for start in range(0, length, 2 * dash):
+            t0, t1 = start / max(length, 1), min(start + dash, length) / max(length, 1)
+            p0 = (round(a[0] + (b[0] - a[0]) * t0), round(a[1] + (b[1] - a[1]) * t0))
+            p1 = (round(a[0] + (b[0] - a[0]) * t1), round(a[1] + (b[1] - a[1]) * t1))
+            cv2.line(image, p0, p1, color, 1, cv2.LINE_AA)
+    return image
 
 
 class FaceMeshBoxes:

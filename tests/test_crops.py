@@ -166,7 +166,7 @@ def test_refine_runs_two_forwards_and_converges(official_checkpoint_8):
     image = sample_image("astronaut")
     # points that agree with the crop: refine keeps it (a fixed point), in two forwards
     model, calls = stub_model(official_checkpoint_8)
-    predictor = Predictor(model, device="cpu", crop="refine", landmarks=True)
+    predictor = Predictor(model, device="cpu", crop="refine", landmarks=True, backend="torch")
     try:
         [face] = predictor.predict(image, channel_order="rgb")
         assert calls == [1, 1]  # one face: the landmark pass, then the prediction on the new crop
@@ -182,7 +182,7 @@ def test_refine_runs_two_forwards_and_converges(official_checkpoint_8):
 
     # points 8 heatmap pixels (32 of 256 crop pixels) to the right: the crop follows them
     model, calls = stub_model(official_checkpoint_8, offset=(8, 0))
-    predictor = Predictor(model, device="cpu", crop="refine")
+    predictor = Predictor(model, device="cpu", crop="refine", backend="torch")
     try:
         [moved] = predictor.predict(image, channel_order="rgb")
         assert calls == [1, 1] and moved.crop_method == "refine"
@@ -224,8 +224,9 @@ def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_im
     from emonet.images import read_image
 
     out, crops, summary = tmp_path / "out.csv", tmp_path / "crops", tmp_path / "summary.json"
-    result = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "refine",
-                     "--save-crops", crops, "--summary-json", summary, "--no-progress",
+    result = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "refine", "--backend", "torch",
+                     "--save-crops", crops, "--save-annotated", tmp_path / "annotated", "--summary-json", summary,
+                     "--no-progress",
                      sample_images_dir / "astronaut.jpg")
     assert result.returncode == 0, result.stderr
     [row] = pd.read_csv(out).itertuples()
@@ -235,6 +236,14 @@ def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_im
     expected = crop_region_image(read_image(sample_images_dir / "astronaut.jpg"), region)
     assert np.abs(saved.astype(int) - expected).mean() < 1.0
     assert '"crop": "refine"' in summary.read_text() and '"crop_fallbacks": 0' in summary.read_text()
+    # the annotated image draws that square, dashed grey (about half of its outline inside the image)
+    drawn = read_image(tmp_path / "annotated" / "astronaut.png").astype(int)
+    h, w = drawn.shape[:2]
+    x0, y0, x1, y1 = region.x0, region.y0, region.x0 + region.side - 1, region.y0 + region.side - 1
+    outline = [(x, y) for x in range(x0, x1 + 1) for y in (y0, y1)] + [(x, y) for y in range(y0, y1 + 1) for x in (x0, x1)]
+    inside = [(x, y) for x, y in outline if 0 <= x < w and 0 <= y < h]
+    grey = [np.abs(drawn[y, x] - 200).max() < 40 for x, y in inside]
+    assert len(inside) > region.side and 0.3 < np.mean(grey) < 0.8
 
     # a model without a landmark head cannot refine: a clear error, no traceback, exit 2
     from emonet.checkpoint import save_checkpoint
@@ -242,7 +251,7 @@ def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_im
 
     dual = tmp_path / "dual.pth"
     save_checkpoint(dual, create_model("resnet18_dual_head", num_classes=8))
-    result = run_cli("predict", "--weights", dual, "--output", tmp_path / "dual.csv", "--crop", "refine",
+    result = run_cli("predict", "--weights", dual, "--output", tmp_path / "dual.csv", "--crop", "refine", "--backend", "torch",
                      sample_images_dir / "astronaut.jpg")
     assert result.returncode == 2 and "error:" in result.stderr and "refine" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "dual.csv").exists()
@@ -251,3 +260,20 @@ def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_im
     bad = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "box", "x.jpg")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
     assert "TWO forwards per face" in " ".join(run_cli("predict", "--help").stdout.split())
+
+
+def test_evaluation_datasets_crop_with_mesh_or_detector(sample_images_dir, detector, mesh, tmp_path):
+    from emonet.data.affect_base import AffectFaceDataset
+    from emonet.images import read_image
+
+    path = sample_images_dir / "grace_hopper.jpg"
+    image = read_image(path)
+    box = max(detector.detect(image), key=lambda f: f.score).box
+    for mode, method in (("mesh", "mesh"), ("detect", "mesh"), ("detector", "detector")):
+        dataset = AffectFaceDataset([str(path)], [1], [0.5], [0.2], crop=mode)
+        assert np.array_equal(dataset.load_face(0), crop_faces(image, [box], method, mesh).crops[0]), mode
+    # refine needs the model inside the data loader: evaluate refuses it before any work
+    result = run_cli("evaluate", "--weights", tmp_path / "missing.pth", "--dataset", "csv", "--data-root", tmp_path,
+                     "--crop", "refine", "--output-dir", tmp_path / "eval")
+    assert result.returncode == 2 and "error: evaluate --crop refine is not supported" in result.stderr
+    assert not (tmp_path / "eval").exists()

@@ -52,7 +52,8 @@ def test_dataframe_equals_the_cli_csv(official_checkpoint_8, model, inputs, tmp_
     assert df["error"].tolist() == csv_df["error"].fillna("").tolist()
     assert "no face detected" in df["error"].tolist() and any("cannot decode" in e for e in df["error"])
     assert df["expression"].tolist() == csv_df["expression"].fillna("").tolist()
-    numeric = [c for c in df.columns if c not in ("path", "expression", "error")]
+    assert df["crop_method"].tolist() == csv_df["crop_method"].fillna("").tolist() == ["mesh", "", ""]
+    numeric = [c for c in df.columns if c not in ("path", "expression", "error", "crop_method")]
     np.testing.assert_allclose(df[numeric].to_numpy(dtype=float, na_value=np.nan), csv_df[numeric].to_numpy(dtype=float),
                                atol=1e-7, equal_nan=True)  # the CSV's 8 decimals
     assert df["face"].dtype == "Int64"

@@ -51,7 +51,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="output format (default: from the --output suffix .csv/.json/.parquet, else csv); "
                    "parquet needs pyarrow")
     p.add_argument("--save-annotated", metavar="DIR", default=None,
-                   help="also save each image with its faces drawn (box, label, valence/arousal and class bars) "
+                   help="also save each image with its faces drawn (box, label, valence/arousal and class bars, "
+                   "and the crop the model saw as a dashed grey square) "
                    "as DIR/<image stem>.png")
     p.add_argument("--save-crops", metavar="DIR", default=None,
                    help="also save the crop the model saw of each face (256x256 RGB) as DIR/<image stem>_face<k>.png")
@@ -131,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         crops_dir = _check_image_dir(args.save_crops, "--save-crops", paths, names, others)
 
     # imported once the checks passed (PyTorch, MediaPipe): --help and refused outputs answer fast
+    from emonet.crops import draw_crop_square
     from emonet.predictor import Predictor, prediction_columns, prediction_rows, rows_to_dataframe
     from emonet.video.overlay import draw_predictions  # the video overlay's drawing, for --save-annotated
 
@@ -158,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         if annotated_dir is not None:
             bgr = image[..., ::-1]  # OpenCV draws and writes BGR
             canvas = draw_predictions(bgr, faces, predictor.class_names, show_landmarks=args.landmarks)
+            for face in faces:  # the square the model saw (--crop), dashed
+                if face.crop_side:
+                    draw_crop_square(canvas, face.crop_x0, face.crop_y0, face.crop_side)
             _write_png(annotated_dir / f"{stems[index]}.png", canvas)
         if crops_dir is not None:
             for face, crop in zip(faces, predictor.face_crops(image, faces)):
