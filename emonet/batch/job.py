@@ -42,6 +42,7 @@ def run_job(
         "processed": 0, "remaining": len(todo), "images": 0, "videos": 0, "unreadable_inputs": 0,
         "inputs_without_faces": 0, "frames": 0, "rows": 0, "faces": 0, "invalid_faces": 0, "errors": [],
         "seconds": 0.0, "frames_per_s": 0.0, "faces_per_s": 0.0, "stage_seconds": {},
+        "first_result_s": None,  # start-up: model loading, and for Ray its start and the actors' start
         "shards_written": 0, "adopted_shards": out.adopted, "redone_lost_inputs": len(out.lost),
         "interrupted": False,
     }
@@ -84,6 +85,8 @@ def run_job(
         else:
             chunks = run_ray(todo, config, ray_options or RayOptions(), verbose)
         for chunk in chunks:
+            if summary["first_result_s"] is None:
+                summary["first_result_s"] = round(time.perf_counter() - start, 3)
             for finished in assembler.add(chunk):
                 count(finished)
                 pending.append(finished)
