@@ -316,4 +316,10 @@ def test_cli_refuses_tuning_on_the_reported_split_and_names_bad_files(tmp_path, 
     assert main(["evaluate", *common, "--dataset", "afew-va", "--data-root", str(afew_root), "--smoothing", "ema:alpha=3",
                  "--output-dir", str(tmp_path / "o4")]) == 2
     assert "alpha must be in (0, 1]" in capsys.readouterr().err
-    assert not any((tmp_path / f"o{k}").exists() for k in range(1, 5))
+    assert main(["evaluate", *common, "--dataset", "afew-va", "--data-root", str(afew_root), "--cleaned",
+                 "--output-dir", str(tmp_path / "o5")]) == 2
+    assert "--cleaned: not used with --dataset afew-va" in capsys.readouterr().err
+    assert main(["evaluate", *common, "--dataset", "csv", "--data-root", str(afew_root), "--tune-on", "train",
+                 "--output-dir", str(tmp_path / "o6")]) == 2
+    assert "--tune-on: not used with --dataset csv" in capsys.readouterr().err
+    assert not any((tmp_path / f"o{k}").exists() for k in range(1, 7))

@@ -92,9 +92,24 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
+def _refuse_options(args: argparse.Namespace, options: dict[str, bool], kind: str) -> None:
+    """Options that mean nothing for this dataset are refused, not silently ignored."""
+    given = [name for name, used in options.items() if used]
+    if given:
+        raise UserError(f"{', '.join(given)}: not used with --dataset {args.dataset} ({kind})")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     if args.dataset in VIDEO_DATASETS:
+        _refuse_options(args, {"--cleaned": args.cleaned, "--layout": args.layout != "auto",
+                               "--arousal-range": str(args.arousal_range).lower() != "auto"},
+                        "options of the image datasets")
         return _evaluate_video(args)
+    _refuse_options(args, {"--smoothing": args.smoothing != DEFAULT_VIDEO_SMOOTHING, "--tune-on": args.tune_on is not None,
+                           "--frames": args.frames != "auto", "--frames-root": args.frames_root is not None,
+                           "--max-videos": args.max_videos is not None, "--fps": args.fps is not None,
+                           "--predictions-format": args.predictions_format != "csv"},
+                    "options of the video datasets afew-va, affwild2, video-csv")
     # imported when the command runs (PyTorch): building the parser for --help stays fast
     from torch.utils.data import Subset
 
