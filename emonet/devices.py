@@ -7,7 +7,11 @@ judged the same way everywhere (CI machines differ: some CPUs have AVX-512 bf16/
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import json
 import os
+import platform
 
 import torch
 
@@ -85,3 +89,38 @@ def bf16_support(device: torch.device) -> tuple[bool, str]:
     if not native:
         return False, "this CPU has no native bf16 instructions (avx512_bf16 / amx_bf16); bf16 would be slower than fp32"
     return True, ""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_key() -> dict:
+    """What decides which inference path is fastest and how reduced precisions round here: CPU model and
+    speed flags (``EMONET_CPU_FLAGS`` included), threads, library versions. Cached choices are keyed by it."""
+    return {
+        "cpu": cpu_model(), "flags": speed_flags(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def machine_fingerprint() -> str:
+    """A short hash of :func:`machine_key` (part of cache file names)."""
+    return hashlib.sha256(json.dumps(machine_key(), sort_keys=True).encode()).hexdigest()[:12]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
@@ -14,8 +15,10 @@ import emonet.inference.runners as runners
 from emonet.checkpoint import load_model
 from emonet.devices import bf16_support
 from emonet.inference.backends import TOLERANCES, BackendUnavailable, agreement, within_tolerance
-from emonet.inference.onnx import cached_onnx_path, check_inputs, quantize_int8, write_report
+from emonet.inference.int8 import cached_int8_path
+from emonet.inference.onnx import check_inputs, quantize_int8, write_report
 from emonet.inference.selection import make_runner
+from emonet.inference.verify import verdict_path
 from emonet.models import create_model
 from emonet.models.surgery import _SplitInputConv, int8_ready_copy
 from emonet.predictor import Predictor
@@ -84,7 +87,7 @@ def test_fold_batchnorm_on_dual_head_resnet():
 @pytest.mark.skipif(not bf16_support(torch.device("cpu"))[0], reason="no native bf16 on this CPU")
 @pytest.mark.parametrize("backend", ["torch", "torch-opt"])
 def test_bf16_within_documented_tolerance(model, faces, reference, backend):
-    out = make_runner(model, backend, "bf16", "cpu", with_heatmap=True)(faces)
+    out = make_runner(model, backend, "bf16", "cpu", with_heatmap=True, verify=False)(faces)  # the kernels only
     acc = agreement(reference, out)
     assert out["heatmap"].dtype == np.float32 and out["heatmap"].shape == (3, 68, 64, 64)
     assert acc["va_mean_abs"] <= TOLERANCES["bf16"]["va_mean_abs"], acc
@@ -101,40 +104,41 @@ def test_onnxruntime_fp32_matches_and_is_cached(model, faces, reference, cache):
     assert again.path == runner.path and os.path.getmtime(again.path) == mtime
     assert set(again(faces[:2])) == {"expression", "valence", "arousal"}
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # auto on CPU at fp32: the verified ONNX export, no fallback
-        assert make_runner(model, "auto", "fp32", "cpu").backend == "onnxruntime"
+        warnings.simplefilter("error")  # auto on CPU at fp32: the probed choice, exact whichever it is
+        auto = make_runner(model, "auto", "fp32", "cpu", with_heatmap=True)
+    assert auto.info["choice"].backend == auto.backend and auto.requested == ("auto", "fp32")
+    assert_exact(auto(faces), reference)
 
 
-def test_onnxruntime_int8_runs_and_warns_outside_tolerance(model, faces, reference, cache):
-    # Pre-build the cached int8 file with a tiny calibration set (the backend's own build uses 48 faces).
-    path = cached_onnx_path(model, "int8")
+def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache):
+    # Pre-build the cached int8 file with a tiny calibration set and no sensitivity pass (the backend's own
+    # build runs the analysis of emonet.inference.int8: minutes for EmoNet), and write the rule's verdicts.
+    path = cached_int8_path(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
     calib = [np.ascontiguousarray((check_inputs(model, 2)[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
              for i in range(2)]
-    report = quantize_int8(model, path, calibration_crops=calib, n_eval=0)
-    report.accuracy = {"va_mean_abs": 0.5, "expression_agreement": 0.5}  # pretend a bad checkpoint
-    write_report(path, report)
-    with pytest.warns(RuntimeWarning, match="outside the documented tolerance"):
-        runner = make_runner(model, "onnxruntime", "int8", "cpu", with_heatmap=True)
+    write_report(path, quantize_int8(model, path, calibration_crops=calib, n_eval=0))
+    verdict = verdict_path(model, "onnxruntime", "int8")
+    verdict.parent.mkdir(parents=True, exist_ok=True)
+    failing = {"n_faces": 32, "n_stable": 30, "va_mean_abs": 0.05, "va_max_abs": 0.2, "expression_agreement": 0.5,
+               "passed": False}
+    verdict.write_text(json.dumps(failing))
+    with pytest.raises(BackendUnavailable, match="refused for this checkpoint.*agreement 50.0%.*30 of 32"):
+        make_runner(model, "onnxruntime", "int8", "cpu")
+    runner = make_runner(model, "onnxruntime", "int8", "cpu", with_heatmap=True, verify=False)
     out = runner(faces)
-    assert out["heatmap"].shape == (3, 68, 64, 64) and all(np.isfinite(v).all() for v in out.values())
-    assert agreement(reference, out)["va_mean_abs"] < 0.15  # int8 is close, not exact (see TOLERANCES)
-
-    # auto: int8 only where this checkpoint's int8 file was verified; here it was not, so the next candidate
-    with pytest.warns(RuntimeWarning, match="int8 is not verified for this checkpoint.*agreement 50%"):
+    assert runner.path == path and out["heatmap"].shape == (3, 68, 64, 64)
+    assert all(np.isfinite(v).all() for v in out.values())
+    assert agreement(reference, out)["va_mean_abs"] < 0.15  # int8 is close, not exact
+    # auto: int8 only where this checkpoint's int8 file passed the rule; here it did not, so the next candidate
+    with pytest.warns(RuntimeWarning, match="int8 is refused for this checkpoint.*agreement 50"):
         fallback = make_runner(model, "auto", "int8", "cpu")
     assert (fallback.backend, fallback.precision) != ("onnxruntime", "int8")
-    report.accuracy = {}  # no accuracy report: not verified either
-    write_report(path, report)
-    with pytest.warns(RuntimeWarning, match="has no accuracy report"):
-        unverified = make_runner(model, "auto", "int8", "cpu")
-    # without native bf16 (AVX2-only CPUs) the next candidate is onnxruntime/fp32: still not the int8 file
-    assert (unverified.backend, unverified.precision) != ("onnxruntime", "int8")
-    report.accuracy = {"va_mean_abs": 0.004, "expression_agreement": 0.99, "n_faces": 24}  # a well-quantising one
-    write_report(path, report)
+    verdict.write_text(json.dumps({**failing, "va_mean_abs": 0.004, "expression_agreement": 0.99, "passed": True}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chosen = make_runner(model, "auto", "int8", "cpu")
-    assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8")
+    assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8") and chosen.info["verification"]["passed"]
 
 
 def test_split_input_conv_is_exact(model, faces, reference):
@@ -175,15 +179,18 @@ def test_torch_compile_backend_on_a_small_model():
     assert inductor_config.freezing is False  # set per compile, not globally
 
 
-def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch):
+def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch, tmp_path):
     monkeypatch.setattr(runners, "onnxruntime_status", lambda: (False, "onnxruntime is not installed (pip install onnx onnxruntime)"))
     with pytest.raises(BackendUnavailable, match="onnxruntime is not installed.*--backend auto"):
         make_runner(model, "onnxruntime", "fp32", "cpu")
     with pytest.warns(RuntimeWarning, match="onnxruntime/fp32 not available.*using torch-opt/fp32"):
         runner = make_runner(model, "onnxruntime", "fp32", "cpu", allow_fallback=True)
     assert (runner.backend, runner.precision) == ("torch-opt", "fp32")
-    with pytest.warns(RuntimeWarning, match="using torch-opt/fp32"):
-        runner = make_runner(model, "auto", "fp32", "cpu", with_heatmap=True)
+    monkeypatch.setenv("EMONET_CHOICE_CACHE", str(tmp_path))  # a fresh probe: onnxruntime is ruled out
+    runner = make_runner(model, "auto", "fp32", "cpu", with_heatmap=True)
+    choice = runner.info["choice"]
+    assert "onnxruntime is not installed" in choice.rejected["onnxruntime/fp32"]
+    assert runner.backend in ("torch", "torch-opt") and choice.backend == runner.backend
     assert_exact(runner(faces), reference)
 
 
@@ -194,7 +201,7 @@ def test_bf16_unsupported_cpu_is_refused_then_falls_back(model, monkeypatch):
         make_runner(model, "torch-opt", "bf16", "cpu")
     with pytest.raises(BackendUnavailable, match="fp16 needs a GPU"):
         make_runner(model, "torch", "fp16", "cpu")
-    with pytest.warns(RuntimeWarning, match="using torch-opt/fp32"):
+    with pytest.warns(RuntimeWarning, match="no native bf16.*using the default exact path"):
         runner = make_runner(model, "auto", "bf16", "cpu")
     assert runner.precision == "fp32" and runner.requested == ("auto", "bf16")
 
@@ -215,7 +222,7 @@ def test_no_fallback_without_permission_and_bad_names(model):
 
 
 def test_predictor_uses_backend(model, sample_images_dir):
-    ref = Predictor(model, device="cpu", detector=None, landmarks=True)
+    ref = Predictor(model, device="cpu", detector=None, landmarks=True, backend="torch")
     fast = Predictor(model, device="cpu", detector=None, landmarks=True, backend="torch-opt")
     image = sample_images_dir / "grace_hopper.jpg"
     a, b = ref.predict(image)[0], fast.predict(image)[0]

@@ -47,11 +47,20 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
 # Documented accuracy against the fp32 reference (TorchRunner), checked by the tests (generated
 # checkpoints) and measured by bench/bench_inference.py on real face crops. fp32 paths: max abs difference
 # of every output; reduced precisions: mean abs valence/arousal difference and expression (argmax) agreement.
+# The verification rule of every reduced-precision path (bf16, fp16, int8), for real and generated
+# checkpoints alike, stated here once: on real face crops whose reference expression is stable under +-1 grey
+# level of input noise (the checkpoint's own noise floor, see :func:`stable_faces`), mean |dV/A| against
+# the fp32 reference <= VA_MEAN_ABS and expression agreement >= EXPRESSION_AGREEMENT. :func:`verify_rule`
+# applies it; a path that fails is refused with the figures.
+RULE_VA_MEAN_ABS = 0.02
+RULE_EXPRESSION_AGREEMENT = 0.97
+RULE_NOISE_GREY_LEVELS = 1
+RULE_MIN_STABLE_FACES = 8  # fewer stable faces than this: no verdict can be given (refused)
 TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": 1e-4},
-    "bf16": {"va_mean_abs": 0.02, "expression_agreement": 0.97},
-    "fp16": {"va_mean_abs": 0.01, "expression_agreement": 0.97},
-    "int8": {"va_mean_abs": 0.02, "expression_agreement": 0.97},
+    "bf16": {"va_mean_abs": RULE_VA_MEAN_ABS, "expression_agreement": RULE_EXPRESSION_AGREEMENT},
+    "fp16": {"va_mean_abs": RULE_VA_MEAN_ABS, "expression_agreement": RULE_EXPRESSION_AGREEMENT},
+    "int8": {"va_mean_abs": RULE_VA_MEAN_ABS, "expression_agreement": RULE_EXPRESSION_AGREEMENT},
 }
 
 
@@ -115,6 +124,8 @@ def within_tolerance(diffs: dict[str, float], scales: dict[str, float], toleranc
 def tolerance_verdict(precision: str, accuracy: dict[str, float]) -> tuple[bool, str]:
     """Whether a reduced-precision (bf16/fp16/int8) accuracy report (see :func:`agreement`) is
     within :data:`TOLERANCES` for ``precision``, and the measured figures in words."""
+    if "passed" in accuracy and "n_stable" in accuracy:  # figures of verify_rule: its verdict, its words
+        return bool(accuracy["passed"]), rule_words(accuracy)
     limits = TOLERANCES[precision]
     ok = (accuracy["va_mean_abs"] <= limits["va_mean_abs"]
           and accuracy["expression_agreement"] >= limits["expression_agreement"])
@@ -123,3 +134,51 @@ def tolerance_verdict(precision: str, accuracy: dict[str, float]) -> tuple[bool,
              f"{'within' if ok else 'outside'} the documented tolerance (mean |dV/A| <= {limits['va_mean_abs']}, "
              f"agreement >= {limits['expression_agreement']:.0%})")
     return ok, words
+
+
+# -- the verification rule of reduced precisions ----------------------------------------------------------------
+def _decisions(out: dict[str, np.ndarray], multi_label: bool) -> np.ndarray:
+    """Per face, what the expression output decides: the top class, or every category's yes/no at 0.5."""
+    return (out["expression"] > 0) if multi_label else out["expression"].argmax(1)[:, None]
+
+
+def stable_faces(reference: dict[str, np.ndarray], perturbed: list[dict[str, np.ndarray]],
+                 multi_label: bool = False) -> np.ndarray:
+    """Faces whose reference expression decision is the same on every ``perturbed`` copy of the input (the
+    crops +-1 grey level): elsewhere even fp32 flips with one grey level, so no path can be judged there."""
+    base = _decisions(reference, multi_label)
+    keep = np.ones(len(base), dtype=bool)
+    for other in perturbed:
+        keep &= (_decisions(other, multi_label) == base).all(axis=1)
+    return keep
+
+
+def verify_rule(reference: dict[str, np.ndarray], perturbed: list[dict[str, np.ndarray]],
+                candidate: dict[str, np.ndarray], multi_label: bool = False) -> dict:
+    """THE verification rule of reduced-precision paths (see :data:`RULE_VA_MEAN_ABS`): the figures and the
+    verdict of ``candidate`` against the fp32 ``reference`` outputs on the faces that :func:`stable_faces`
+    keeps (``perturbed``: the reference on the crops +-1 grey level)."""
+    keep = stable_faces(reference, perturbed, multi_label)
+    n_kept = int(keep.sum())
+    figures: dict = {"n_faces": int(len(keep)), "n_stable": n_kept,
+                     "rule": {"va_mean_abs": RULE_VA_MEAN_ABS, "expression_agreement": RULE_EXPRESSION_AGREEMENT,
+                              "noise_grey_levels": RULE_NOISE_GREY_LEVELS, "min_stable_faces": RULE_MIN_STABLE_FACES}}
+    if n_kept:
+        acc = agreement({k: v[keep] for k, v in reference.items()}, {k: v[keep] for k, v in candidate.items()},
+                        multi_label)
+        figures.update(va_mean_abs=acc["va_mean_abs"], va_max_abs=acc["va_max_abs"],
+                       expression_agreement=acc["expression_agreement"])
+    figures["passed"] = bool(n_kept >= RULE_MIN_STABLE_FACES
+                             and figures["va_mean_abs"] <= RULE_VA_MEAN_ABS
+                             and figures["expression_agreement"] >= RULE_EXPRESSION_AGREEMENT)
+    return figures
+
+
+def rule_words(figures: dict) -> str:
+    """A :func:`verify_rule` result in one sentence (printed when a path is chosen or refused)."""
+    kept = f"{figures['n_stable']} of {figures['n_faces']} face crops stable under +-{RULE_NOISE_GREY_LEVELS} grey level"
+    if "va_mean_abs" not in figures or figures["n_stable"] < RULE_MIN_STABLE_FACES:
+        return f"not verifiable: only {kept} (at least {RULE_MIN_STABLE_FACES} needed)"
+    return (f"mean |dV/A| {figures['va_mean_abs']:.3f} (<= {RULE_VA_MEAN_ABS}), expression agreement "
+            f"{figures['expression_agreement']:.1%} (>= {RULE_EXPRESSION_AGREEMENT:.0%}) on {kept}: "
+            f"{'verified' if figures['passed'] else 'FAILS the rule'}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import os
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -22,7 +21,8 @@ import torch
 from torch import nn
 
 from emonet.devices import bf16_support
-from emonet.inference.backends import BackendUnavailable, tolerance_verdict
+from emonet.inference.backends import BackendUnavailable
+from emonet.inference.int8 import cached_int8
 from emonet.inference.onnx import ExportError, cached_onnx, make_session, onnxruntime_status
 from emonet.models.surgery import optimize_model
 
@@ -164,8 +164,9 @@ class OnnxRuntimeRunner(Runner):
     """ONNX Runtime on the model exported to ONNX (fp32) or statically quantised to int8.
 
     The files are created on first use and cached under ``$EMONET_CACHE`` (default ``~/.cache/emonet``)
-    keyed by a hash of the weights: the fp32 export is checked against PyTorch (max abs diff <= 1e-4),
-    the int8 model is calibrated on real face crops and its accuracy on other crops is stored beside it.
+    keyed by a hash of the weights: the fp32 export is checked against PyTorch (max abs diff <= 1e-4); the
+    int8 file comes from :func:`emonet.inference.int8.build_int8` (sensitivity analysis, minutes once).
+    Whether int8 may be used is decided by :func:`emonet.inference.selection.make_runner` with the rule.
     """
 
     backend = "onnxruntime"
@@ -177,7 +178,6 @@ class OnnxRuntimeRunner(Runner):
         with_heatmap: bool = False,
         precision: str = "fp32",
         cache_dir: str | os.PathLike | None = None,
-        verified_only: bool = False,
     ) -> None:
         ok, why = onnxruntime_status()
         if not ok:
@@ -195,36 +195,18 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(device, precision, with_heatmap)
         start = time.perf_counter()
         try:
-            self.path, report = cached_onnx(model.cpu().eval(), precision, cache_dir)
+            if precision == "int8":
+                self.path, report = cached_int8(model.cpu().eval(), cache_dir)
+            else:
+                self.path, report = cached_onnx(model.cpu().eval(), precision, cache_dir)
         except ExportError as exc:  # the export does not reproduce PyTorch: not a verified backend here
             raise BackendUnavailable(f"onnxruntime backend: {exc}") from exc
         self.session = make_session(self.path, str(self.device))
         names = [o.name for o in self.session.get_outputs()]
         self.outputs = [n for n in names if n != "heatmap" or with_heatmap]
         self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - start, 2), report=report)
-        if precision == "int8":
-            self._check_int8_accuracy(report.get("accuracy") or {}, verified_only)
-
-    def _check_int8_accuracy(self, accuracy: dict[str, float], verified_only: bool) -> None:
-        """int8 accuracy is a property of the checkpoint: judge the report measured when the file was built.
-
-        ``verified_only`` (``--backend auto``): outside the tolerance, or without a report, this backend is
-        unavailable, so ``auto`` moves on to the next candidate. Asked for explicitly: it runs, with a warning.
-        """
-        if not accuracy:
-            if verified_only:
-                raise BackendUnavailable(f"int8 model {self.path.name} has no accuracy report, so it is not verified")
-            return
-        ok, measured = tolerance_verdict("int8", accuracy)
-        if not ok:
-            if verified_only:
-                raise BackendUnavailable(f"int8 is not verified for this checkpoint: {measured}")
-            warnings.warn(f"int8 model {self.path.name}: {measured}; prefer fp32 or bf16 for this checkpoint",
-                          RuntimeWarning, stacklevel=3)
 
     def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         values = self.session.run(self.outputs, {"input": x})
         return {k: np.asarray(v, dtype=np.float32) for k, v in zip(self.outputs, values)}
-
-

@@ -1,0 +1,246 @@
+"""The default backend (``auto`` at fp32 on a CPU): the fastest path that is exact (every output within
+1e-4 of eager fp32 PyTorch) on this machine, chosen ONCE per machine and checkpoint by a small probe whose
+result is cached on disk.
+
+The probe (:func:`probe`) builds each candidate of :data:`CPU_CANDIDATES` (eager PyTorch, ``torch-opt``,
+ONNX Runtime on the checked export), runs it on :data:`PROBE_CROPS` natural images (the sample photos), keeps
+it only if it matches the eager reference within 1e-4, and times :data:`PROBE_ROUNDS` single-face forwards
+per candidate, interleaved (a busy period of a shared machine slows all of them alike). The fastest exact
+candidate wins if it beats eager by :data:`MIN_GAIN`; eager PyTorch is the fallback whenever nothing else
+builds or matches. Cost for EmoNet on a 2-core CPU: about 10-15 s once (ONNX export and its check included),
+then reading a small JSON file.
+
+Cache: ``$EMONET_CHOICE_CACHE`` if set, else ``<cache>/choice`` (``$EMONET_CACHE`` or ``~/.cache/emonet``);
+one file per checkpoint (hash of architecture, config and weights) and machine (CPU model and flags,
+threads, library versions: :func:`emonet.devices.machine_key`). Delete the file to probe again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emonet.devices import machine_fingerprint, machine_key
+from emonet.fileio import write_json_atomic
+from emonet.inference.backends import TOLERANCES, agreement, within_tolerance
+from emonet.inference.onnx import cache_dir, check_inputs, model_fingerprint
+from emonet.inference.runners import Runner
+
+CHOICE_ENV = "EMONET_CHOICE_CACHE"
+CHOICE_VERSION = 1  # bump when the probe or the candidates change: invalidates cached choices
+CPU_CANDIDATES = [("torch", "fp32"), ("torch-opt", "fp32"), ("onnxruntime", "fp32")]
+PROBE_CROPS = 2
+PROBE_ROUNDS = 3
+MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: stay with eager
+TINY_FORWARD_S = 0.005  # an eager forward faster than this: no other path can pay for its setup; no probe
+
+Builder = Callable[[str, str], Runner]
+
+
+@dataclass
+class BackendChoice:
+    """What the probe chose and why (stored as JSON)."""
+
+    backend: str
+    precision: str = "fp32"
+    speedup: float = 1.0  # median per-round speed-up over eager at batch 1
+    max_abs: float = 0.0  # largest output difference from eager fp32 on the probe images
+    ms_per_face: dict[str, float] = field(default_factory=dict)  # batch 1, per candidate
+    rejected: dict[str, str] = field(default_factory=dict)  # candidate -> why not
+    reason: str = ""
+    chosen_on: str = ""
+    probe_s: float = 0.0
+    machine: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # cache file ("" when not cached)
+    cached: bool = False  # read back from the cache
+    probed: bool = True  # False: a tiny model, decided without probing (never cached)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("path", "cached", "probed")}
+
+
+def choice_dir(directory: str | os.PathLike | None = None) -> Path:
+    """Folder of cached choices: ``$EMONET_CHOICE_CACHE``, else ``<cache_dir(directory)>/choice``."""
+    env = os.environ.get(CHOICE_ENV)
+    return Path(env).expanduser() if env else cache_dir(directory) / "choice"
+
+
+def architecture_fingerprint(model: nn.Module) -> str:
+    """Hash of what decides the speed of a model, not its values: class, architecture, config, parameter
+    names and shapes, input size."""
+    meta = {"class": type(model).__name__, "arch": getattr(model, "arch", None), "config": getattr(model, "config", None),
+            "input_size": getattr(model, "input_size", None),
+            "shapes": [[k, list(v.shape)] for k, v in model.state_dict().items()]}
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def speed_path(model: nn.Module, directory: str | os.PathLike | None = None) -> Path:
+    """The cache file of the candidates' measured speeds for this architecture on this machine (weights do
+    not change the speed of dense convolutions: a new checkpoint of a known architecture is not timed again)."""
+    arch = str(getattr(model, "arch", type(model).__name__))
+    return (choice_dir(directory)
+            / f"speed-{arch}-{architecture_fingerprint(model)}-{machine_fingerprint()}-v{CHOICE_VERSION}.json")
+
+
+def choice_path(model: nn.Module, directory: str | os.PathLike | None = None) -> Path:
+    """The cache file of ``model``'s choice on this machine."""
+    arch = str(getattr(model, "arch", type(model).__name__))
+    return choice_dir(directory) / f"{arch}-{model_fingerprint(model)[:20]}-{machine_fingerprint()}-v{CHOICE_VERSION}.json"
+
+
+def describe(choice: BackendChoice) -> str:
+    """The one line printed when the default path is used, e.g. ``backend: onnxruntime fp32, exact
+    (max |d| 3e-06), 1.8x eager; chosen on 2026-11-28, cached in ...``."""
+    if choice.backend == "torch" and choice.reason:
+        head = f"backend: torch fp32 (eager PyTorch, the reference): {choice.reason}"
+    else:
+        head = (f"backend: {choice.backend} {choice.precision}, exact (max |d| {choice.max_abs:.0e}), "
+                f"{choice.speedup:.2f}x eager")
+    where = f"cached in {choice.path}" if choice.path else "not cached"
+    when = f"chosen on {choice.chosen_on}" if choice.chosen_on else "chosen now"
+    return f"{head}; {when}, {where} (--backend torch for the reference; delete the file to probe again)"
+
+
+def _time_rounds(runners: dict[str, Runner], x: torch.Tensor, rounds: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            start = time.perf_counter()
+            runner(x)
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def _exact(reference: dict, out: dict) -> tuple[bool, float]:
+    acc = agreement(reference, out)
+    return (within_tolerance(acc["max_abs"], acc["scale"], TOLERANCES["fp32"]["max_abs"]),
+            max(acc["max_abs"].values(), default=0.0))
+
+
+def probe(model: nn.Module, build: Builder, speeds: dict[str, float] | None = None,
+          candidates: list[tuple[str, str]] | None = None) -> tuple[BackendChoice, dict[str, Runner]]:
+    """Choose for ``model`` (see the module docstring); returns the choice and the runners built.
+
+    ``speeds`` (speed-up over eager per candidate, from an earlier probe of the same architecture on this
+    machine): the candidates are tried fastest first and only checked for exactness, not timed again.
+    """
+    start = time.perf_counter()
+    candidates = list(candidates or CPU_CANDIDATES)
+    x = check_inputs(model, PROBE_CROPS)
+    reference_runner = build("torch", "fp32")
+    runners: dict[str, Runner] = {"torch/fp32": reference_runner}
+    choice = BackendChoice("torch", machine=machine_key(), chosen_on=time.strftime("%Y-%m-%d %H:%M"))
+    # A tiny model (tests, toy models): nothing can beat eager by enough to pay for an export; no probe.
+    warm = _time_rounds({"torch/fp32": reference_runner}, x[:1], 2)["torch/fp32"]
+    if min(warm) < TINY_FORWARD_S:
+        choice.reason = f"the model is too small for another path to pay ({1000 * min(warm):.1f} ms per forward)"
+        choice.ms_per_face["torch/fp32"] = round(1000 * min(warm), 3)
+        choice.probed = False
+        choice.probe_s = round(time.perf_counter() - start, 2)
+        return choice, runners
+    reference = reference_runner(x)
+    max_abs: dict[str, float] = {}
+
+    def try_candidate(key: str) -> bool:
+        try:
+            runner = build(*key.split("/"))
+            ok, diff = _exact(reference, runner(x))
+        except Exception as exc:  # noqa: BLE001 - any failure (missing package, export, kernel) rules it out
+            choice.rejected[key] = f"{type(exc).__name__}: {exc}"
+            return False
+        if not ok:
+            choice.rejected[key] = f"not exact: max |d| {diff:.1e} > {TOLERANCES['fp32']['max_abs']:g}"
+            return False
+        runners[key], max_abs[key] = runner, diff
+        return True
+
+    keys = [f"{b}/{p}" for b, p in candidates if f"{b}/{p}" != "torch/fp32"]
+    if speeds:  # known architecture: fastest first, stop at the first exact one
+        choice.ms_per_face = dict(speeds.get("ms_per_face", {}))
+        ranked = sorted((k for k in keys if speeds["speedup"].get(k, 0.0) >= MIN_GAIN),
+                        key=lambda k: -speeds["speedup"][k])
+        best = next((k for k in ranked if try_candidate(k)), "torch/fp32")
+        speedup = speeds["speedup"].get(best, 1.0)
+        timed = f"speeds measured on {speeds.get('measured_on', '?')} for this architecture"
+    else:
+        for key in keys:
+            try_candidate(key)
+        times = _time_rounds(runners, x[:1], PROBE_ROUNDS)
+        speedups = {k: statistics.median(r / t for r, t in zip(times["torch/fp32"], v)) for k, v in times.items()}
+        choice.ms_per_face = {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
+        best = max(speedups, key=lambda k: speedups[k])
+        if speedups[best] < MIN_GAIN:
+            best = "torch/fp32"
+        speedup = speedups[best]
+        timed = "timed now"
+    if best != "torch/fp32":
+        choice.backend, choice.precision = best.split("/")
+        choice.speedup, choice.max_abs = round(speedup, 3), max_abs[best]
+        choice.reason = f"the fastest exact path here ({speedup:.2f}x eager at batch 1; {timed})"
+    else:
+        choice.reason = (f"no other exact path is at least {MIN_GAIN}x faster here"
+                         if len(runners) > 1 or not choice.rejected else "no other exact path builds here")
+    choice.probe_s = round(time.perf_counter() - start, 2)
+    return choice, runners
+
+
+def speed_record(choice: BackendChoice) -> dict[str, Any] | None:
+    """What a full probe measured, to be reused by other checkpoints of the same architecture."""
+    ref = choice.ms_per_face.get("torch/fp32")
+    if not ref or len(choice.ms_per_face) < 2:
+        return None
+    return {"ms_per_face": choice.ms_per_face, "measured_on": choice.chosen_on, "machine": choice.machine,
+            "speedup": {k: round(ref / v, 3) for k, v in choice.ms_per_face.items() if v > 0}}
+
+
+def load_choice(path: Path) -> BackendChoice | None:
+    """A cached choice, or None when missing or unreadable (then the probe runs again)."""
+    try:
+        data = json.loads(path.read_text())
+        return BackendChoice(**{k: v for k, v in data.items() if k in BackendChoice.__dataclass_fields__},
+                             path=str(path), cached=True)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def choose(model: nn.Module, build: Builder,
+           directory: str | os.PathLike | None = None) -> tuple[BackendChoice, Runner | None]:
+    """The cached choice for ``model`` on this machine, or a fresh probe (stored). Returns the choice and,
+    after a probe, the chosen runner already built (None when read from the cache)."""
+    path = choice_path(model, directory)
+    cached = load_choice(path)
+    if cached is not None:
+        return cached, None
+    speeds_file = speed_path(model, directory)
+    speeds = _read_json(speeds_file)
+    choice, runners = probe(model, build, speeds if speeds and "speedup" in speeds else None)
+    runner = runners.get(f"{choice.backend}/{choice.precision}")
+    if not choice.probed:
+        return choice, runner  # a tiny model: the decision costs two forwards, not worth a file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = None if speeds else speed_record(choice)
+        if record is not None:
+            write_json_atomic(speeds_file, record)
+        write_json_atomic(path, choice.to_dict())
+        choice.path = str(path)
+    except OSError as exc:  # a read-only home: use the choice, say it was not kept
+        choice.rejected["cache"] = f"could not write {path}: {exc}"
+    return choice, runner

@@ -1,0 +1,110 @@
+"""Applying the verification rule of reduced precisions (:func:`emonet.inference.backends.verify_rule`) to a
+runner, on real face crops, with the verdict cached per machine, checkpoint and path.
+
+The crops are the sample faces shipped in installed packages (:func:`emonet.inference.onnx.face_crops`,
+augmented with a seed that int8 calibration never uses); the fp32 reference runs on them as they are and
++-1 grey level, which tells which faces the rule can judge (:func:`~emonet.inference.backends.stable_faces`).
+Verdicts are JSON files under ``<cache>/verified/``, so a path is verified once, not at every start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emonet.devices import machine_fingerprint, machine_key
+from emonet.fileio import write_json_atomic
+from emonet.inference.backends import RULE_NOISE_GREY_LEVELS, verify_rule
+from emonet.inference.onnx import cache_dir, crops_to_batch, face_crops, model_fingerprint
+
+VERIFY_FACES = 32  # crops of the verification set (cost: 3 fp32 passes + 1 candidate pass over them, once)
+VERIFY_SEED = 1  # int8 calibration uses seed 0: the rule is measured on other augmentations
+VERIFY_VERSION = 1  # bump when the set or the rule's application changes: invalidates cached verdicts
+_BATCH = 8
+
+Outputs = dict[str, np.ndarray]
+
+
+def verification_crops(n: int | None = None) -> list[np.ndarray]:
+    """The face crops the rule is measured on (RGB uint8; held out from int8 calibration): ``n`` or
+    :data:`VERIFY_FACES`."""
+    return face_crops(n or VERIFY_FACES, seed=VERIFY_SEED, rotate=8.0)
+
+
+def shifted(crops: Sequence[np.ndarray], levels: int) -> list[np.ndarray]:
+    """The crops with ``levels`` grey levels added to every pixel (clipped to 0..255)."""
+    return [np.clip(c.astype(np.int16) + levels, 0, 255).astype(np.uint8) for c in crops]
+
+
+def run_batches(fn: Callable[[torch.Tensor], Outputs], x: torch.Tensor, batch_size: int = _BATCH) -> Outputs:
+    """``fn`` over ``x`` in batches, outputs concatenated."""
+    parts = [fn(x[i: i + batch_size]) for i in range(0, len(x), batch_size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def reference_outputs(model: nn.Module, crops: Sequence[np.ndarray]) -> tuple[Outputs, list[Outputs]]:
+    """The fp32 eager reference on ``crops`` and on the crops +-1 grey level (:data:`RULE_NOISE_GREY_LEVELS`)."""
+    model = model.cpu().eval()
+
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> Outputs:
+        out = model(x)
+        return {k: out[k].float().numpy() for k in ("expression", "valence", "arousal")}
+
+    ref = run_batches(forward, crops_to_batch(model, crops))
+    noisy = [run_batches(forward, crops_to_batch(model, shifted(crops, d)))
+             for d in (RULE_NOISE_GREY_LEVELS, -RULE_NOISE_GREY_LEVELS)]
+    return ref, noisy
+
+
+class VerificationSet:
+    """Crops and the fp32 reference outputs on them (clean, +-1 grey level), computed once per model."""
+
+    def __init__(self, model: nn.Module, crops: Sequence[np.ndarray] | None = None) -> None:
+        self.model = model
+        self.crops = list(crops) if crops is not None else verification_crops()
+        self.x = crops_to_batch(model, self.crops)
+        self.reference, self.perturbed = reference_outputs(model, self.crops)
+        self.multi_label = bool(getattr(model, "multi_label", False))
+
+    def judge(self, candidate: Callable[[torch.Tensor], Outputs]) -> dict:
+        """The rule's figures and verdict for ``candidate`` (a runner or any batch -> outputs callable)."""
+        start = time.perf_counter()
+        out = run_batches(candidate, self.x)
+        figures = verify_rule(self.reference, self.perturbed, out, self.multi_label)
+        figures["seconds"] = round(time.perf_counter() - start, 2)
+        return figures
+
+
+def verdict_path(model: nn.Module, backend: str, precision: str, directory: str | os.PathLike | None = None) -> Path:
+    """Where the verdict of ``backend``/``precision`` for ``model`` on this machine is kept."""
+    arch = str(getattr(model, "arch", type(model).__name__))
+    name = f"{arch}-{model_fingerprint(model)[:20]}-{machine_fingerprint()}-v{VERIFY_VERSION}-{backend}-{precision}.json"
+    return cache_dir(directory) / "verified" / name
+
+
+def cached_verdict(
+    model: nn.Module, backend: str, precision: str, runner: Callable[[torch.Tensor], Outputs],
+    directory: str | os.PathLike | None = None, verification: VerificationSet | None = None,
+) -> dict:
+    """The rule's verdict on ``runner`` (``backend``/``precision`` of ``model``), measured once per machine
+    and checkpoint and cached (``cached: True`` when read back)."""
+    path = verdict_path(model, backend, precision, directory)
+    if path.exists():
+        try:
+            return {**json.loads(path.read_text()), "cached": True, "path": str(path)}
+        except (OSError, ValueError):
+            pass  # unreadable or half-written: measure again
+    figures = (verification or VerificationSet(model)).judge(runner)
+    figures.update(backend=backend, precision=precision, machine=machine_key(),
+                   measured_on=time.strftime("%Y-%m-%d %H:%M:%S"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, figures)
+    return {**figures, "cached": False, "path": str(path)}

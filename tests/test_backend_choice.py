@@ -1,0 +1,146 @@
+"""The default backend: a cached per-machine, per-checkpoint probe of the fastest exact path, printed once,
+never run for an explicit backend, eager PyTorch when nothing else works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, ColourModel
+
+import emonet.inference.choice as choice_module
+import emonet.inference.runners as runners
+import emonet.inference.selection as selection
+from emonet.checkpoint import load_model
+from emonet.inference.backends import TOLERANCES, agreement, within_tolerance
+from emonet.inference.choice import choice_path, describe, speed_path
+from emonet.inference.onnx import check_inputs
+from emonet.inference.selection import make_runner
+from emonet.models import create_model
+from emonet.predictor import Predictor
+
+
+@pytest.fixture()
+def choices(tmp_path, monkeypatch):
+    """A fresh choice cache, and a fresh 'already printed' memory, for one test."""
+    monkeypatch.setenv("EMONET_CHOICE_CACHE", str(tmp_path / "choice"))
+    monkeypatch.setattr(selection, "_ANNOUNCED", set())
+    return tmp_path / "choice"
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    """A dual-head ResNet-18 at 64x64: real convolutions, exported in seconds."""
+    torch.manual_seed(0)
+    model = create_model("resnet18_dual_head", input_size=64).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def test_default_is_probed_once_cached_and_printed_once(official_checkpoint_8, choices, capsys):
+    model = load_model(official_checkpoint_8, device="cpu")
+    predictor = Predictor(model, device="cpu", detector=None, landmarks=True)  # the default: auto
+    choice = predictor.runner.info["choice"]
+    path = choice_path(model)
+    assert choice.path == str(path) and path.exists() and speed_path(model).exists()
+    stored = json.loads(path.read_text())
+    assert stored["backend"] == choice.backend == predictor.runner.backend
+    assert set(stored["ms_per_face"]) >= {"torch/fp32", "torch-opt/fp32"}
+    assert stored["machine"]["cpu"] and "flags" in stored["machine"] and stored["machine"]["torch"] == torch.__version__
+    # whatever was chosen is exact against eager fp32 (landmarks included)
+    x = check_inputs(model, 2)
+    ref = make_runner(model, "torch", "fp32", "cpu", with_heatmap=True)(x)
+    acc = agreement(ref, predictor.runner(x))
+    assert within_tolerance(acc["max_abs"], acc["scale"], TOLERANCES["fp32"]["max_abs"]) and "heatmap" in acc["max_abs"]
+    err = capsys.readouterr().err
+    assert err.count("backend: ") == 1 and f"cached in {path}" in err and "x eager" in err or "reference" in err
+    # a second predictor reads the cache: no probe, no second line
+    again = Predictor(model, device="cpu", detector=None)
+    assert again.runner.info["choice"].cached and again.runner.backend == choice.backend
+    assert "backend: " not in capsys.readouterr().err
+    # an explicit backend never probes
+    path.unlink()
+    explicit = Predictor(model, device="cpu", detector=None, backend="torch")
+    assert explicit.runner.backend == "torch" and "choice" not in explicit.runner.info and not path.exists()
+
+
+def test_other_weights_reuse_the_timing_but_are_checked(small_resnet, choices, monkeypatch):
+    monkeypatch.setattr(choice_module, "TINY_FORWARD_S", 0.0)  # probe even this small model
+    first = make_runner(small_resnet, "auto", "fp32", "cpu", announce=False).info["choice"]
+    assert "timed now" in first.reason or first.backend == "torch"
+    speeds = json.loads(speed_path(small_resnet).read_text())
+    # another checkpoint of the same architecture: not timed again, still checked against its own eager output
+    other = create_model("resnet18_dual_head", input_size=64).eval()
+    calls = []
+    monkeypatch.setattr(choice_module, "_time_rounds", lambda *a: calls.append(a) or pytest.fail("timed again"))
+    second = make_runner(other, "auto", "fp32", "cpu", announce=False)
+    choice = second.info["choice"]
+    assert choice_path(other) != choice_path(small_resnet) and choice_path(other).exists()
+    if choice.backend != "torch":
+        assert "speeds measured on" in choice.reason and choice.speedup == speeds["speedup"][f"{choice.backend}/fp32"]
+    x = torch.randn(2, 3, 64, 64)
+    ref = make_runner(other, "torch", "fp32", "cpu")(x)
+    acc = agreement(ref, second(x))
+    assert within_tolerance(acc["max_abs"], acc["scale"], 1e-4)
+
+
+def test_fallbacks_to_eager_when_nothing_else_works(small_resnet, choices, monkeypatch, capsys):
+    monkeypatch.setattr(choice_module, "TINY_FORWARD_S", 0.0)
+    monkeypatch.setattr(runners, "onnxruntime_status", lambda: (False, "onnxruntime is not installed"))
+    monkeypatch.setattr(choice_module, "CPU_CANDIDATES", [("torch", "fp32"), ("onnxruntime", "fp32")])
+    runner = make_runner(small_resnet, "auto", "fp32", "cpu")
+    choice = runner.info["choice"]
+    assert runner.backend == "torch" and choice.backend == "torch"
+    assert "onnxruntime is not installed" in choice.rejected["onnxruntime/fp32"]
+    assert "no other exact path builds here" in choice.reason
+    assert "backend: torch fp32 (eager PyTorch, the reference)" in capsys.readouterr().err
+    # a cached choice that cannot run any more (package removed since): eager, with a warning
+    path = choice_path(small_resnet)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "backend": "onnxruntime"}))
+    with pytest.warns(RuntimeWarning, match="cached backend choice onnxruntime/fp32 cannot run now.*torch/fp32"):
+        assert make_runner(small_resnet, "auto", "fp32", "cpu").backend == "torch"
+
+
+def test_tiny_models_are_not_probed_and_cpu_class_is_part_of_the_key(small_resnet, choices, monkeypatch):
+    runner = make_runner(ColourModel(), "auto", "fp32", "cpu", announce=False)
+    assert runner.backend == "torch" and "too small" in runner.info["choice"].reason
+    assert not choices.exists()  # nothing cached for a model that costs microseconds
+    monkeypatch.setenv("EMONET_CPU_FLAGS", "avx2,fma")  # how an AVX2-only CPU would key its choice
+    avx2 = choice_path(small_resnet)
+    monkeypatch.setenv("EMONET_CPU_FLAGS", "avx2,fma,avx512f,avx512_bf16,avx512_vnni")
+    assert choice_path(small_resnet) != avx2 and avx2.parent == choices
+
+
+def test_describe_line():
+    choice = choice_module.BackendChoice("onnxruntime", speedup=1.84, max_abs=3e-6, chosen_on="2026-11-28 11:00",
+                                         path="/home/u/.cache/emonet/choice/x.json")
+    assert describe(choice).startswith("backend: onnxruntime fp32, exact (max |d| 3e-06), 1.84x eager; chosen on "
+                                       "2026-11-28 11:00, cached in /home/u/.cache/emonet/choice/x.json")
+
+
+def test_cli_default_prints_the_choice_once(official_checkpoint_8, sample_images_dir, tmp_path):
+    out = tmp_path / "p.csv"
+    env_cache = {"EMONET_CHOICE_CACHE": str(tmp_path / "choice")}
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "emonet", "predict", str(sample_images_dir / "grace_hopper.jpg"),
+                           "--no-detect", "--weights", str(official_checkpoint_8), "-o", str(out), "--no-progress"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env_cache})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("backend: ") == 1 and str(tmp_path / "choice") in proc.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = Predictor(official_checkpoint_8, device="cpu", detector=None, backend="torch")
+    import pandas as pd
+
+    row = pd.read_csv(out).iloc[0]
+    expected = ref.predict(sample_images_dir / "grace_hopper.jpg")[0]
+    assert np.isclose(row["valence"], expected.valence, atol=1e-4) and row["expression"] == expected.expression
