@@ -18,6 +18,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def emonet_cache_dir(tmp_path_factory):
+    """Exported ONNX files, backend choices and verdicts go to one folder per test session (subprocesses
+    inherit it): tests never read or fill the user's ~/.cache/emonet."""
+    folder = tmp_path_factory.getbasetemp() / "emonet-cache"
+    saved = {k: os.environ.get(k) for k in ("EMONET_CACHE", "EMONET_CHOICE_CACHE")}
+    os.environ["EMONET_CACHE"] = str(folder)
+    os.environ.pop("EMONET_CHOICE_CACHE", None)
+    yield folder
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def make_random_emonet_state_dict(n_expression: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """An EmoNet state dict in the official layout with random weights and non-trivial BN statistics."""
     from emonet.models import create_model
