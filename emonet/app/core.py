@@ -66,6 +66,11 @@ def crop_choices() -> list[str]:
     return sorted(methods, key=lambda m: m != default)  # the library's default first
 
 
+def predictor_default(name: str):
+    """The default of a :class:`Predictor` argument (the page starts from the library's defaults)."""
+    return inspect.signature(Predictor).parameters[name].default
+
+
 @dataclass(frozen=True)
 class Options:
     """What the user picked in the page's options row."""
@@ -74,8 +79,8 @@ class Options:
     smoothing: str = "one-euro"
     landmarks: bool = True
     flip_tta: bool = False
-    backend: str = "torch"
-    precision: str = "fp32"
+    backend: str = field(default_factory=lambda: predictor_default("backend"))
+    precision: str = field(default_factory=lambda: predictor_default("precision"))
     crop: str | None = None
 
 
@@ -113,14 +118,20 @@ class AppCore:
     """
 
     def __init__(self, checkpoints: list[Path], workdir: str | Path, limits: Limits | None = None,
-                 device: str = "auto") -> None:
+                 device: str = "auto", backend: str | None = None, precision: str | None = None,
+                 batch_size: int | None = None) -> None:
         if not checkpoints:
             raise UserError(f"no checkpoint: pass --weights FILE. {WEIGHTS_HINT}")
         self.checkpoints = [Path(c) for c in checkpoints]
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.limits = limits or Limits()
-        self.device = device
+        self.device, self.batch_size = device, batch_size
+        crops = crop_choices()
+        # What the page starts with: the first checkpoint and the library's defaults (or the command line's).
+        self.defaults = Options(weights=self.checkpoints[0].name, backend=backend or predictor_default("backend"),
+                                precision=precision or predictor_default("precision"),
+                                crop=crops[0] if crops else None)
         self.lock = threading.RLock()
         self._detector: FaceDetector | None = None
         self._models: dict[str, object] = {}
@@ -150,7 +161,8 @@ class AppCore:
                 try:
                     self._predictors[key] = Predictor(
                         model, device=self.device, detector=self._detector, flip_tta=options.flip_tta,
-                        landmarks=landmarks, backend=options.backend, precision=options.precision, **kwargs)
+                        landmarks=landmarks, backend=options.backend, precision=options.precision,
+                        batch_size=self.batch_size, **kwargs)
                 except (ValueError, RuntimeError) as exc:  # a backend/precision this machine cannot run
                     raise AppInputError(f"{options.backend}/{options.precision}: {exc}") from None
             return self._predictors[key]
@@ -282,6 +294,7 @@ class LiveSession:
     start: float = field(default_factory=time.perf_counter)
     frames: int = 0
     times: list = field(default_factory=list)
+    durations: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         predictor = self.core.predictor(self.options)
@@ -296,8 +309,15 @@ class LiveSession:
         recent = self.times[-10:]
         return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
+    @property
+    def compute_fps(self) -> float:
+        """Frames per second the server could process (its own time per frame, no network or browser)."""
+        recent = self.durations[-10:]
+        return len(recent) / sum(recent) if recent and sum(recent) > 0 else 0.0
+
     def process(self, rgb: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """One webcam frame (RGB) -> the annotated frame (RGB) and one summary dict per tracked face."""
+        begin = time.perf_counter()
         bgr = cv2.cvtColor(np.ascontiguousarray(np.asarray(rgb)[..., :3]).astype(np.uint8), cv2.COLOR_RGB2BGR)
         with self.core.lock:
             (result,) = self.engine.process(bgr, self.frames, time.perf_counter() - self.start)
@@ -306,6 +326,8 @@ class LiveSession:
         del self.times[:-30]
         shown, factor = _display_frame(bgr)
         canvas = self.renderer.render(shown, [scale_result(result, factor)])
+        self.durations.append(time.perf_counter() - begin)
+        del self.durations[:-30]
         faces = [{"face_id": f.face_id, "valence": round(f.valence, 3), "arousal": round(f.arousal, 3),
                   "expression": f.expression, "error": f.error} for f in result.faces]
         return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), faces

@@ -31,6 +31,7 @@ def build_ui(core: AppCore) -> gr.Blocks:
     """The page. Every handler goes through ``core`` (the library's Predictor, VideoEngine and overlay)."""
     names = [p.name for p in core.checkpoints]
     crops = crop_choices()
+    start = core.defaults
     with gr.Blocks(title="EmoNet: faces, valence and arousal", analytics_enabled=False) as page:
         gr.Markdown(INTRO)
         with gr.Row(elem_id="options"):
@@ -38,9 +39,10 @@ def build_ui(core: AppCore) -> gr.Blocks:
             smoothing = gr.Dropdown(SMOOTHING, value="one-euro", label="Smoothing (video, live)", elem_id="opt-smoothing")
             landmarks = gr.Checkbox(value=True, label="Landmarks", elem_id="opt-landmarks")
             flip = gr.Checkbox(value=False, label="Flip TTA (2x cost)", elem_id="opt-flip")
-            backend = gr.Dropdown(list(BACKENDS), value="torch", label="Backend", elem_id="opt-backend")
-            precision = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision", elem_id="opt-precision")
-            crop = gr.Dropdown(crops, value=crops[0] if crops else None, label="Face crop", visible=bool(crops),
+            # auto (the library's default) picks the fastest backend verified on this machine.
+            backend = gr.Dropdown(list(BACKENDS), value=start.backend, label="Backend", elem_id="opt-backend")
+            precision = gr.Dropdown(list(PRECISIONS), value=start.precision, label="Precision", elem_id="opt-precision")
+            crop = gr.Dropdown(crops, value=start.crop, label="Face crop", visible=bool(crops),
                                elem_id="opt-crop")
         option_inputs = [weights, smoothing, landmarks, flip, backend, precision, crop]
 
@@ -87,7 +89,10 @@ def build_ui(core: AppCore) -> gr.Blocks:
             # -- video --------------------------------------------------------------------------------------
             with gr.Tab("Video", id="video", elem_id="tab-video"):
                 with gr.Row():
-                    video_in = gr.Video(sources=["upload"], label="Clip", elem_id="video-input", height=360)
+                    # The preview plays only what the browser can decode (not OpenCV's mp4v); analysis reads any
+                    # file OpenCV opens.
+                    video_in = gr.Video(sources=["upload"], label="Clip (any file OpenCV reads)", elem_id="video-input",
+                                        height=360)
                     video_out = gr.Video(label="Annotated (WebM)", elem_id="video-output", interactive=False,
                                          height=360)
                 with gr.Row():
@@ -96,7 +101,7 @@ def build_ui(core: AppCore) -> gr.Blocks:
                 video_status = gr.Markdown(elem_id="status-video")
                 with gr.Row():
                     video_plot = gr.Image(label="Valence and arousal over time, per face", interactive=False,
-                                          elem_id="video-plot")
+                                          elem_id="video-plot", height=440)
                     video_csv = gr.File(label="Per-frame CSV (the video command's columns)", elem_id="video-csv")
 
                 def load_sample_video():
@@ -142,7 +147,8 @@ def build_ui(core: AppCore) -> gr.Blocks:
                         _fail(exc)
                     listed = "; ".join(f"#{f['face_id']} {f['expression']} V {f['valence']:+.2f} A {f['arousal']:+.2f}"
                                        for f in faces if not f["error"])
-                    text = f"{len(faces)} face(s) · {state.fps:.1f} frames/s" + (f" · {listed}" if listed else "")
+                    text = (f"{len(faces)} face(s) · {state.fps:.1f} frames/s shown · {state.compute_fps:.1f} frames/s "
+                            "processed" + (f" · {listed}" if listed else ""))
                     return canvas, text, state
 
                 cam.stream(run_live, [cam, session, *option_inputs], [live_out, live_status, session],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emonet.cli.options import add_device, add_progress
+from emonet.cli.options import add_inference, add_progress
 from emonet.errors import UserError
 
 HELP = "browser app: photos, clips and a live webcam with the overlay, table, CSV and plots (Gradio)"
@@ -29,7 +29,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs the internet)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted, MB (default 50)")
     p.add_argument("--max-video-seconds", type=float, default=60.0, help="longest clip accepted, seconds (default 60)")
-    add_device(p)
+    add_inference(p)  # the page's starting backend/precision (it can switch); --device for every model
+    p.set_defaults(backend="auto")  # the library's default: the fastest backend verified on this machine
     add_progress(p, has_bar=False)
 
 
@@ -52,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         checkpoints = find_checkpoints(args.weights, args.weights_dir)
-        core = AppCore(checkpoints, workdir, Limits(args.max_upload_mb, args.max_video_seconds), device=args.device)
-        core.predictor(core_default_options(core))  # load the first model now: errors show here, not in the page
+        core = AppCore(checkpoints, workdir, Limits(args.max_upload_mb, args.max_video_seconds), device=args.device,
+                       backend=args.backend, precision=args.precision, batch_size=args.batch_size)
+        core.predictor(core.defaults)  # load the first model now: errors show here, not in the page
         port = free_port(args.host) if args.port == 0 else args.port
         print(f"EmoNet app on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port} "
-              "(Ctrl-C stops it)", flush=True)
+              f"(Ctrl-C stops it); uploads and outputs in {workdir} (removed on exit)", flush=True)
         serve(core, ServerConfig(args.host, port, args.share, args.allow_remote, args.max_upload_mb))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
@@ -67,9 +69,3 @@ def run(args: argparse.Namespace) -> int:
         cleanup(workdir)
     return 0
 
-
-def core_default_options(core):
-    from emonet.app.core import Options, crop_choices
-
-    crops = crop_choices()
-    return Options(weights=str(core.checkpoints[0]), crop=crops[0] if crops else None)
