@@ -121,6 +121,7 @@ def test_affwild2_raw_videos_keep_the_left_and_right_face(affwild2_root):
             assert (centre < 320) if side == "left" else (centre > 320), (video, i, dataset.last_box)
         solo = dataset.frames.index[dataset.frames["video"] != video]
         assert all(dataset.locate(int(i)).shape == (256, 256, 3) for i in solo[:2])
+        assert dataset.summary()["mesh_fallbacks"] == 0  # detect = the FaceMesh-68 crop, found on every face
         dataset.close()
 
 
@@ -322,4 +323,7 @@ def test_cli_refuses_tuning_on_the_reported_split_and_names_bad_files(tmp_path, 
     assert main(["evaluate", *common, "--dataset", "csv", "--data-root", str(afew_root), "--tune-on", "train",
                  "--output-dir", str(tmp_path / "o6")]) == 2
     assert "--tune-on: not used with --dataset csv" in capsys.readouterr().err
+    assert main(["evaluate", *common, "--dataset", "affwild2", "--data-root", str(afew_root), "--crop", "refine",
+                 "--output-dir", str(tmp_path / "o5")]) == 2
+    assert "evaluate --crop refine is not supported" in capsys.readouterr().err
     assert not any((tmp_path / f"o{k}").exists() for k in range(1, 7))

@@ -162,8 +162,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _video_crop(crop: str) -> str:
-    """The video readers' crop mode from --crop (a detector-based method means the detector)."""
-    return crop if crop in ("auto", "none", "landmarks", "detect") else "detect"
+    """The video readers' crop mode from --crop (refine needs a second forward: not in evaluation)."""
+    if crop == "refine":
+        raise UserError("evaluate --crop refine is not supported (it needs a second forward on a new crop of each "
+                        "frame); use --crop mesh (or detect, the same), detector or landmarks")
+    return crop
 
 
 def _evaluate_video(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ the frame or the video file it is decoded from) and returns items as :mod:`emone
      "path": str}
 
 Faces are cropped with EmoNet's training protocol (:mod:`emonet.faces`): from the dataset's own 68 landmarks
-(AFEW-VA, ``crop="landmarks"``), from the MediaPipe detector (``crop="detect"``; consecutive frames of a video
-are followed by :class:`emonet.tracking.IoUTracker`, as the video engine does), or used as they are
+(AFEW-VA, ``crop="landmarks"``), from the MediaPipe detector (``crop="detect"`` = ``"mesh"``: the FaceMesh-68
+box of the detected face, or ``"detector"``: its detector box, see :mod:`emonet.crops`; consecutive frames of a
+video are followed by :class:`emonet.tracking.IoUTracker`, as the video engine does), or used as they are
 (``crop="none"``: Aff-Wild2's ``cropped_aligned`` faces). A frame without a face (missing from
 ``cropped_aligned``, nothing detected) raises :class:`FrameUnavailable` (an image read error), which the
 evaluation keeps as an error row naming the frame instead of a number.
@@ -45,12 +46,17 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from emonet.crops import FaceMeshBoxes, crop_faces
 from emonet.errors import UserError
-from emonet.faces import FaceDetector, crop_face, crop_from_landmarks
+from emonet.faces import FaceDetector, crop_from_landmarks
 from emonet.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from emonet.tracking import IoUTracker
 
 VIDEO_DATASETS = ("afew-va", "affwild2", "video-csv")
+# detect = the detected face cropped with the project's default method (mesh), as the image datasets do;
+# detector / mesh: see emonet.crops.
+DETECT_MODES = ("detect", "detector", "mesh")
+CROP_MODES = ("landmarks", "none", *DETECT_MODES)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 AFFWILD2_INVALID = -5.0
 AFFWILD2_SPLITS = {"train": "Train_Set", "val": "Validation_Set", "validation": "Validation_Set",
@@ -193,8 +199,8 @@ class VideoFrameDataset(Dataset):
                  landmarks: np.ndarray | None = None, sides: dict[str, str] | None = None,
                  dropped: dict[str, int] | None = None, fps: dict[str, float] | None = None,
                  transform: Any = None) -> None:
-        if crop not in ("landmarks", "detect", "none"):
-            raise ValueError(f"crop must be landmarks, detect or none, got {crop!r}")
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {', '.join(CROP_MODES)}, got {crop!r}")
         if crop == "landmarks" and landmarks is None:
             raise ValueError(f"{source}: crop='landmarks' needs the dataset's landmarks (this layout has none); "
                              "use --crop detect")
@@ -202,7 +208,7 @@ class VideoFrameDataset(Dataset):
         for column, default in (("source", "image"), ("missing", False)):
             if column not in frames:
                 frames[column] = default
-        if (frames["source"] == "video").any() and crop != "detect":
+        if (frames["source"] == "video").any() and crop not in DETECT_MODES:
             raise ValueError(f"{source}: frames decoded from video files need --crop detect (the face must be found)")
         self.frames, self.crop, self.name, self.source = frames, crop, name, source
         self.landmarks = landmarks
@@ -213,6 +219,8 @@ class VideoFrameDataset(Dataset):
         self.paths = frames["path"].astype(str).tolist()
         self._video: _SequentialVideo | None = None
         self._detector: FaceDetector | None = None
+        self._mesh: FaceMeshBoxes | None = None
+        self.mesh_fallbacks = 0  # faces cropped from the detector box because FaceMesh found none
         self._followers: dict[str, FaceFollower] = {}
         self._last: tuple[str, int] | None = None
         self.last_box: tuple[float, float, float, float] | None = None
@@ -227,12 +235,15 @@ class VideoFrameDataset(Dataset):
     @property
     def needs_main_process(self) -> bool:
         """Detection (MediaPipe) and sequential decoding keep state across items: no DataLoader workers."""
-        return self.crop == "detect"
+        return self.crop in DETECT_MODES
 
     def summary(self) -> dict[str, Any]:
         missing = int(self.frames["missing"].sum())
-        return {"name": self.name, "source": self.source, "videos": len(self.videos), "frames": len(self),
-                "missing_frames": missing, "crop": self.crop, "dropped": dict(self.dropped)}
+        out = {"name": self.name, "source": self.source, "videos": len(self.videos), "frames": len(self),
+               "missing_frames": missing, "crop": self.crop, "dropped": dict(self.dropped)}
+        if self.crop in ("detect", "mesh"):
+            out["mesh_fallbacks"] = self.mesh_fallbacks
+        return out
 
     def subset_videos(self, videos: Sequence[str]) -> VideoFrameDataset:
         """The same dataset restricted to ``videos`` (frames keep their order)."""
@@ -252,7 +263,7 @@ class VideoFrameDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_video=None, _detector=None, _followers={}, _last=None)  # per process
+        state.update(_video=None, _detector=None, _mesh=None, _followers={}, _last=None)  # per process
         return state
 
     def _frame_image(self, row: pd.Series) -> np.ndarray:
@@ -281,8 +292,13 @@ class VideoFrameDataset(Dataset):
         if pick is None:
             side = f" on the {self.sides[video]}" if video in self.sides else ""
             raise FrameUnavailable(f"{row['path']}: no face{side} detected in frame {frame} of {video}")
-        self.last_box = faces[pick].box  # the face scored in this frame (for checks and figures)
-        return crop_face(image, faces[pick].box)
+        self.last_box = faces[pick].box  # the detector box of the face scored in this frame
+        method = "detector" if self.crop == "detector" else "mesh"
+        if method == "mesh" and self._mesh is None:
+            self._mesh = FaceMeshBoxes()
+        cropped = crop_faces(image, [faces[pick].box], method, self._mesh)
+        self.mesh_fallbacks += cropped.fallbacks
+        return cropped.crops[0]
 
     def locate(self, index: int) -> np.ndarray:
         """The face crop (RGB uint8) of frame ``index`` as the model sees it before resizing."""
@@ -290,7 +306,7 @@ class VideoFrameDataset(Dataset):
         image = self._frame_image(row)
         if self.crop == "landmarks":
             return crop_from_landmarks(image, self.landmarks[index])
-        if self.crop == "detect":
+        if self.crop in DETECT_MODES:
             return self._detect(image, row)
         return image
 
@@ -310,6 +326,9 @@ class VideoFrameDataset(Dataset):
         if self._detector is not None:
             self._detector.close()
             self._detector = None
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
 
 
 def _resolve_crop(crop: str, default: str) -> str:
