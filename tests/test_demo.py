@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES
-from emonet.faces import crop_region, crop_region_image
+from emonet.faces import crop_region_image
 from emonet.predictor import Predictor
 from emonet.video import CaptureSource, track_color
 
@@ -107,7 +107,7 @@ def test_demo_model_switch_runs_each_model(official_checkpoint_8, official_check
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         for checkpoint, face in ((official_checkpoint_8, first), (official_checkpoint_5, second)):
             reference = Predictor(checkpoint, device="cpu", detector=None)
-            crop = crop_region_image(rgb, crop_region(face.box, 256))
+            crop = crop_region_image(rgb, face.crop)  # the square the model saw (--crop mesh by default)
             expected = reference.predict_crops([crop])
             assert np.isclose(face.valence, expected.valence[0], atol=1e-5)
             assert np.allclose(face.probabilities, expected.probabilities[0], atol=1e-5)
