@@ -37,9 +37,14 @@ KEY = ["source", "frame", "face_id"]
 VALUES = ["valence", "arousal", "valence_raw", "arousal_raw", "score"]
 
 
-def run_batch(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emonet", "batch", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+# The command with Ray made unimportable (as where the optional extra [scale] is not installed).
+WITHOUT_RAY = "import sys; sys.modules['ray'] = None; from emonet.cli import main; sys.exit(main())"
+
+
+def run_batch(*args, ray: bool = True, timeout=300) -> subprocess.CompletedProcess:
+    start = [sys.executable, "-m", "emonet"] if ray else [sys.executable, "-c", WITHOUT_RAY]
+    return subprocess.run([*start, "batch", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def read_rows(folder: Path) -> pd.DataFrame:
@@ -72,8 +77,8 @@ def corpus(tmp_path_factory, sample_video) -> Path:
 def local_run(corpus, small_weights, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("batch") / "out"
     result = run_batch(corpus, "--weights", small_weights, "--output-dir", out, "--smoothing", "ema",
-                       "--backend", "torch", "--format", "csv", "--no-progress", "--chunk-frames", "4")
-    assert result.returncode == 0, result.stdout + result.stderr
+                       "--backend", "torch", "--format", "csv", "--no-progress", "--chunk-frames", "4", ray=False)
+    assert result.returncode == 0, result.stdout + result.stderr  # the local engine needs no Ray
     assert "Traceback" not in result.stderr
     return out
 
@@ -288,4 +293,9 @@ def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_w
     assert "contains the input" in batch("--output-dir", corpus)
     assert "--address joins a Ray cluster: add --engine ray" in batch("--output-dir", tmp_path / "o", "--address", "auto")
     assert "--frame-stride must be >= 1" in batch("--output-dir", tmp_path / "o", "--frame-stride", "0")
+    assert not (tmp_path / "o").exists()
+    no_ray = run_batch(corpus / "images", "--weights", small_weights, "--output-dir", tmp_path / "o", "--engine", "ray",
+                       ray=False)
+    assert no_ray.returncode == 2 and "--engine ray needs Ray Data" in no_ray.stderr, no_ray.stderr
+    assert "pip install 'emonet-toolkit[scale]'" in no_ray.stderr and "Traceback" not in no_ray.stderr
     assert not (tmp_path / "o").exists()

@@ -88,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     items = expand_inputs(args.inputs, args.path_column)  # InputError names the missing file or bad manifest
     if not items:
         raise UserError(f"no images or videos found in {' '.join(args.inputs)}")
+    if args.engine == "ray":
+        import_ray()  # a clear error now if Ray is missing, not after the model is loaded
     # Before any work: the output folder is usable (a real write probe), the summary file is no input.
     check_output_dir(args.output_dir, [*args.inputs, args.weights])
     check_outputs({"--summary-json": args.summary_json}, [*args.inputs, args.weights])
-    if args.engine == "ray":
-        import_ray()  # a clear error now if Ray is missing, not after the model is loaded
 
     # imported once the checks passed (PyTorch, MediaPipe): --help and refused runs answer fast
     from emonet.batch.job import describe_summary, run_job
