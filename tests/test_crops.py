@@ -192,6 +192,33 @@ def test_refine_runs_two_forwards_and_converges(official_checkpoint_8):
         predictor.close()
 
 
+def test_video_engine_refines_each_frame_and_writes_the_crop(official_checkpoint_8, sample_video, tmp_path):
+    import cv2
+
+    from emonet.video import VideoEngine
+    from emonet.video.writers import FrameCsvWriter
+
+    cap = cv2.VideoCapture(str(sample_video))
+    frames = [cap.read()[1] for _ in range(3)][2:]  # frame 2: the astronaut alone
+    cap.release()
+    model, calls = stub_model(official_checkpoint_8, offset=(8, 0))
+    engine = VideoEngine(Predictor(model, device="cpu", crop="refine", backend="torch"))
+    writer = FrameCsvWriter(tmp_path / "frames.csv", engine.predictors[0].class_names, smoothing=False)
+    try:
+        [result] = engine.process(frames[0], 2, 0.2)
+        [face] = result.faces
+        assert calls == [1, 1] and face.crop_method == "refine"  # two forwards, on the frame's pixels
+        mesh = engine.predictors[0].crop_faces(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB), [face.box]).regions[0]
+        assert face.crop.x0 - mesh.x0 == pytest.approx(32 * mesh.side / 256, abs=2)  # the stub's points moved it
+        writer.write(result, engine.predictors[0].class_names)
+    finally:
+        writer.close()
+        engine.close()
+    [row] = pd.read_csv(tmp_path / "frames.csv").itertuples()
+    assert (row.crop_x0, row.crop_y0, row.crop_side, row.crop_method) == (
+        face.crop.x0, face.crop.y0, face.crop.side, "refine")
+
+
 def test_refine_needs_a_landmark_head():
     from emonet.models import create_model
 
