@@ -1,7 +1,8 @@
 """Face detection (MediaPipe, offline) and EmoNet's face-crop protocol.
 
 Crop protocol (as EmoNet's training data): take the face box (the bounding box of the 68 landmarks when
-they are known, otherwise the detector box, which for MediaPipe's short-range model closely matches it),
+they are known; otherwise a box that stands in for it: see :mod:`emonet.crops` — the detector box includes
+the forehead and is 7.6% larger (median, issue 19), FaceMesh's 68-point box matches far better),
 ``scale = (w + h) / 220`` and a square of side ``200 * scale`` centred on the box centre, zero-padded where
 it leaves the image, resized to 256x256 with OpenCV's bilinear resize. The face fills about 200 of the 256
 pixels. The official video demo instead fed the raw detector box, a known cause of poor results.
@@ -104,8 +105,8 @@ class FaceDetector:
     """MediaPipe face detector returning every face with box and score (models ship inside the wheel).
 
     Args:
-        model: ``"short"`` (faces within ~2 m; its boxes match the 68-landmark box that EmoNet's crop
-            expects), ``"full"`` (faces up to ~5 m, small faces in crowds) or ``"auto"`` (both, merged: the
+        model: ``"short"`` (faces within ~2 m; its boxes are the closer of the two to the 68-landmark box,
+            see :mod:`emonet.crops` for a closer one), ``"full"`` (faces up to ~5 m, small faces in crowds) or ``"auto"`` (both, merged: the
             short-range box is kept where they overlap).
         min_score: minimum detection confidence.
         max_faces: keep at most this many faces (highest scores first); ``None`` keeps all.
