@@ -336,6 +336,9 @@ def test_cli_bad_source_output_and_weights(official_checkpoint_8, sample_video, 
     assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "weights not found" in err and "missing.pth" in err and "download" in err
+    assert main(["video", "--weights", str(official_checkpoint_8), "--source", str(sample_video),
+                 "--output", str(tmp_path / "x.csv"), "--batch-frames", "0"]) == 2
+    assert "--batch-frames must be >= 1, got 0" in capsys.readouterr().err
     # the old --csv spelling still works for one release, with a deprecation warning
     assert main(["video", "--weights", str(tmp_path / "missing.pth"), "--csv", str(tmp_path / "x.csv")]) == 2
     assert "--csv is deprecated" in capsys.readouterr().err
@@ -397,7 +400,7 @@ def test_folder_images_are_independent_unless_a_sequence(colour_predictor, photo
 def test_video_cli_image_folder(official_checkpoint_8, photo_folder, tmp_path):
     out = tmp_path / "out.csv"
     result = run_cli("video", "--weights", official_checkpoint_8, "--source", photo_folder, "--output", out,
-                     "--smoothing", "none", "--no-progress", "--max-frames", 2)
+                     "--smoothing", "none", "--no-progress", "--max-frames", 2, "--no-overlap", "--batch-frames", 2)
     assert result.returncode == 0, result.stdout + result.stderr
     df = pd.read_csv(out)
     assert df["image"].map(lambda p: p.split("/")[-1]).tolist() == ["0_astronaut.jpg", "1_astronaut_again.jpg"]

@@ -74,6 +74,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", action="store_true",
                    help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns, drawn on the output video")
     p.add_argument("--summary-json", default=None, help="also write the run summary as JSON")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="files and folders: decode and detect in the same thread as the model (default: in a "
+                   "background thread, a few frames ahead; live sources never queue frames)")
+    p.add_argument("--batch-frames", type=int, default=1, metavar="K",
+                   help="files and folders: predict the faces of K consecutive frames in one forward (default 1)")
     add_common_video_options(p)
 
 
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--output-video {args.output_video}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
     if args.detect_every < 1:
         raise UserError(f"--detect-every must be >= 1, got {args.detect_every}")
+    if args.batch_frames < 1:
+        raise UserError(f"--batch-frames must be >= 1, got {args.batch_frames}")
     if not Path(args.weights).exists():  # before opening a camera or generating the sample
         raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
     source = open_source(args.source, fps=args.fps, retries=args.camera_retries, as_sequence=args.as_sequence)
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         summary = process_video(
             engine, source, csv_path=args.output, output_video=args.output_video, plot=args.plot,
             max_frames=args.max_frames, landmarks=args.landmarks, progress=not args.no_progress,
+            overlap=not args.no_overlap, batch_frames=args.batch_frames,
         )
     except (OSError, ValueError) as exc:  # an output that cannot be written (disk full, ...)
         raise UserError(str(exc)) from None
