@@ -159,9 +159,9 @@ def start_ray(options: RayOptions, verbose: bool = False):
     for name in ("ray", "ray.data"):  # Ray's start-up and execution notes; errors still show
         logging.getLogger(name).setLevel(level)
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "logging_level": level, "log_to_driver": verbose}
-        if options.address is None:
-            kwargs["num_cpus"] = options.num_cpus
+        kwargs = {"logging_level": level, "log_to_driver": verbose}
+        if options.address is None:  # starting a local Ray: no dashboard, and the CPUs asked for
+            kwargs.update(include_dashboard=False, num_cpus=options.num_cpus)
         try:
             ray.init(address=options.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:

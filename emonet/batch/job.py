@@ -55,10 +55,13 @@ def run_job(
     def flush() -> None:
         nonlocal last_flush
         if pending:
-            t0 = time.perf_counter()
-            out.write_shard([(f.source, f.kind, f.error, f.rows) for f in pending])
-            assembler.seconds["write"] += time.perf_counter() - t0
+            # taken off the list first: an interrupt inside write_shard must not make the interrupt handler's
+            # flush write the same inputs again (their rows would be in two shards)
+            finished = [(f.source, f.kind, f.error, f.rows) for f in pending]
             pending.clear()
+            t0 = time.perf_counter()
+            out.write_shard(finished)
+            assembler.seconds["write"] += time.perf_counter() - t0
         last_flush = time.monotonic()
 
     def count(finished: Finished) -> None:
