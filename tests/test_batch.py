@@ -299,3 +299,19 @@ def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_w
     assert no_ray.returncode == 2 and "--engine ray needs Ray Data" in no_ray.stderr, no_ray.stderr
     assert "pip install 'emonet-toolkit[scale]'" in no_ray.stderr and "Traceback" not in no_ray.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_ray_actor_pools_follow_the_cluster_resources():
+    from emonet.batch.engines import RayOptions, pool_sizes
+
+    class Cluster:  # what ray.cluster_resources() reports; the pool sizes are plain arithmetic on it
+        def __init__(self, **resources) -> None:
+            self.resources = resources
+
+        def cluster_resources(self) -> dict:
+            return self.resources
+
+    assert pool_sizes(Cluster(CPU=2.0), RayOptions()) == (1, 1, 0.0)  # this machine: 1 locate + 1 CPU model actor
+    assert pool_sizes(Cluster(CPU=16.0, GPU=1.0), RayOptions()) == (15, 1, 1.0)  # one model actor per GPU
+    assert pool_sizes(Cluster(CPU=16.0, GPU=1.0), RayOptions(gpus_per_model_worker=0.5)) == (14, 2, 0.5)
+    assert pool_sizes(Cluster(CPU=64.0, GPU=4.0), RayOptions(locate_workers=40)) == (40, 4, 1.0)
