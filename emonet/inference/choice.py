@@ -140,9 +140,10 @@ def probe(model: nn.Module, build: Builder, speeds: dict[str, float] | None = No
     reference_runner = build("torch", "fp32")
     runners: dict[str, Runner] = {"torch/fp32": reference_runner}
     choice = BackendChoice("torch", machine=machine_key(), chosen_on=time.strftime("%Y-%m-%d %H:%M"))
-    # A tiny model (tests, toy models): nothing can beat eager by enough to pay for an export; no probe.
-    warm = _time_rounds({"torch/fp32": reference_runner}, x[:1], 2)["torch/fp32"]
-    if min(warm) < TINY_FORWARD_S:
+    # A tiny model (tests, toy models): nothing can beat eager by enough to pay for an export; no probe. With
+    # known speeds the architecture was probed before (it was not tiny): no timing at all.
+    warm = None if speeds else _time_rounds({"torch/fp32": reference_runner}, x[:1], 2)["torch/fp32"]
+    if warm is not None and min(warm) < TINY_FORWARD_S:
         choice.reason = f"the model is too small for another path to pay ({1000 * min(warm):.1f} ms per forward)"
         choice.ms_per_face["torch/fp32"] = round(1000 * min(warm), 3)
         choice.probed = False
