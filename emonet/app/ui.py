@@ -89,10 +89,12 @@ def build_ui(core: AppCore) -> gr.Blocks:
             # -- video --------------------------------------------------------------------------------------
             with gr.Tab("Video", id="video", elem_id="tab-video"):
                 with gr.Row():
-                    # The preview plays only what the browser can decode (not OpenCV's mp4v); analysis reads any
-                    # file OpenCV opens.
-                    video_in = gr.Video(sources=["upload"], label="Clip (any file OpenCV reads)", elem_id="video-input",
-                                        height=360)
+                    # A file box, not a video player: browsers cannot play OpenCV's mp4v (the demo's and the video
+                    # command's .mp4) and Gradio's player would call such a clip "not playable"; any file OpenCV
+                    # opens is analysed.
+                    video_in = gr.File(label="Clip (.mp4, .avi, .webm, .mov, .mkv ...)", file_count="single",
+                                       file_types=["video", ".avi", ".mkv", ".mp4", ".webm", ".mov"], type="filepath",
+                                       elem_id="video-input", height=360)
                     video_out = gr.Video(label="Annotated (WebM)", elem_id="video-output", interactive=False,
                                          height=360)
                 with gr.Row():
