@@ -123,6 +123,9 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
     failing = {"n_faces": 32, "n_stable": 30, "va_mean_abs": 0.05, "va_max_abs": 0.2, "expression_agreement": 0.5,
                "passed": False}
     verdict.write_text(json.dumps(failing))
+    # bf16 (the next candidate of auto/int8): a passing verdict, so that this test does not measure it
+    verdict_path(model, "torch-opt", "bf16").write_text(json.dumps({**failing, "va_mean_abs": 0.01,
+                                                                    "expression_agreement": 0.98, "passed": True}))
     with pytest.raises(BackendUnavailable, match="refused for this checkpoint.*agreement 50.0%.*30 of 32"):
         make_runner(model, "onnxruntime", "int8", "cpu")
     runner = make_runner(model, "onnxruntime", "int8", "cpu", with_heatmap=True, verify=False)

@@ -5,8 +5,12 @@ Modules, each importing only the ones above it in this list:
 * :mod:`~emonet.inference.backends`: backend and precision names (validated there only), documented
   tolerances and the accuracy checks against the fp32 reference; pure Python and numpy;
 * :mod:`~emonet.inference.onnx`: ONNX export, int8 quantisation, the export cache, ONNX Runtime sessions;
+* :mod:`~emonet.inference.verify`: the verification rule applied to a runner on real face crops, verdicts cached;
+* :mod:`~emonet.inference.int8`: int8 with a per-block sensitivity analysis (sensitive blocks stay fp32);
 * :mod:`~emonet.inference.runners`: the :class:`Runner` interface and one runner per backend;
-* :mod:`~emonet.inference.selection`: :func:`make_runner` (``auto``, fallback order, one device resolution).
+* :mod:`~emonet.inference.choice`: the default path, the fastest exact backend probed once and cached;
+* :mod:`~emonet.inference.selection`: :func:`make_runner` (``auto``, fallback order, verification, one
+  device resolution).
 
 ``from emonet.inference import make_runner`` works; names load on first use, so that reading
 ``emonet.inference.backends`` (the command line's choices) does not import PyTorch.
@@ -24,6 +28,12 @@ _EXPORTS = {
     "BackendUnavailable": "emonet.inference.backends",
     "agreement": "emonet.inference.backends",
     "tolerance_verdict": "emonet.inference.backends",
+    "verify_rule": "emonet.inference.backends",
+    "stable_faces": "emonet.inference.backends",
+    "BackendChoice": "emonet.inference.choice",
+    "build_int8": "emonet.inference.int8",
+    "DEFAULT_BACKEND": "emonet.inference.selection",
+    "verify_runner": "emonet.inference.selection",
     "Runner": "emonet.inference.runners",
     "candidates": "emonet.inference.selection",
     "make_runner": "emonet.inference.selection",

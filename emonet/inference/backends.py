@@ -11,22 +11,26 @@ Backends (``make_runner(model, backend=..., precision=...)`` in :mod:`emonet.inf
 ========================  =====================  ==========================================================
 backend                   precisions             what
 ========================  =====================  ==========================================================
-``torch`` (default)       fp32, bf16, fp16       eager PyTorch; fp32 is the exact reference
+``torch``                 fp32, bf16, fp16       eager PyTorch; fp32 is the exact reference
 ``torch-opt``             fp32, bf16, fp16       a copy with BatchNorm folded where exact, in-place
                                                  activations, channels-last memory layout
 ``torch-compile``         fp32, bf16, fp16       ``torch-opt`` + ``torch.compile`` (inductor, frozen
                                                  weights): slow start-up (minutes on a small CPU)
 ``onnxruntime``           fp32, int8             ONNX Runtime on a cached export (fp32, checked against
-                                                 PyTorch) or a static int8 quantisation calibrated on faces
-``auto``                  any                    the fastest verified backend for the device and the
-                                                 requested precision, with fallback
+                                                 PyTorch) or a static int8 quantisation calibrated on faces,
+                                                 sensitive blocks left fp32 (:mod:`emonet.inference.int8`)
+``auto`` (default of      any                    fp32 on a CPU: the fastest exact path of this machine and
+Predictor and commands)                          checkpoint, probed once and cached
+                                                 (:mod:`emonet.inference.choice`); other precisions: the first
+                                                 candidate passing the verification rule, with fallback
 ========================  =====================  ==========================================================
 
 ``bf16`` needs a CPU with native bf16 (AVX512-BF16 or AMX) or a CUDA GPU with bf16; ``fp16`` needs a CUDA
 GPU. An unavailable backend raises :class:`BackendUnavailable` with the reason, unless fallback is allowed
 (``backend="auto"`` or ``allow_fallback=True``): then the next candidate is used and a warning names it.
 :data:`TOLERANCES` lists the documented accuracy of each precision against the fp32 reference;
-:func:`agreement` measures it and :func:`tolerance_verdict` judges it. Pure Python and numpy: the command line
+:func:`agreement` measures it; :func:`verify_rule` is THE rule that every reduced precision must pass
+(on faces stable under +-1 grey level), :func:`tolerance_verdict` words a verdict. Pure Python and numpy: the command line
 can read these names without loading PyTorch.
 """
 
