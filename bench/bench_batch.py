@@ -14,7 +14,7 @@ machine slows both alike) into a fresh output folder; the figures come from the 
   summed over the workers (with Ray they overlap in different processes).
 
 The load average (``uptime``) is printed before and after each run: the machine is shared. Weights: a
-random-weight EmoNet-8 checkpoint in the official layout (speed does not depend on the values); ``--weights``
+generated EmoNet-8 checkpoint shared by the CPU benches (generated_weights.bench_checkpoint); ``--weights``
 takes another. Prints the CPU and its flags, a table and, with ``--json``, writes everything.
 
     .venv/bin/python bench/bench_batch.py --json bench/results/batch.json
@@ -37,6 +37,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from generated_weights import bench_checkpoint  # noqa: E402
+
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
 
 
@@ -53,17 +55,6 @@ def make_corpus(folder: Path, clips: int, images: int, size: tuple[int, int], se
         for i in range(images):
             shutil.copy(photos[i % len(photos)], corpus / "images" / f"{i:04d}_{photos[i % len(photos)].name}")
     return corpus
-
-
-def make_weights(folder: Path) -> Path:
-    import torch
-
-    from emonet.models import create_model
-
-    torch.manual_seed(0)
-    path = folder / "emonet_8_random.pth"
-    torch.save(create_model("emonet", n_expression=8).state_dict(), path)
-    return path
 
 
 def machine() -> dict:
@@ -125,7 +116,7 @@ def compare_rows(a: Path, b: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="checkpoint (default: a generated random-weight EmoNet-8)")
+    p.add_argument("--weights", help="checkpoint (default: the benches' generated EmoNet-8)")
     p.add_argument("--engines", default="local,ray", help="comma-separated (default local,ray)")
     p.add_argument("--clips", type=int, default=4)
     p.add_argument("--seconds", type=float, default=3.0, help="clip length (default 3 s)")
@@ -145,7 +136,7 @@ def main() -> int:
         print(f"machine: {info['cpu']} ({info['logical_cpus']} logical CPUs), Python {info['python']}, Ray {info['ray']}")
         print(f"CPU flags: {' '.join(info['cpu_features']) or '-'} (absent: {' '.join(info['cpu_features_absent']) or '-'})")
         corpus = make_corpus(work, args.clips, args.images, size, args.seconds, args.fps)
-        weights = Path(args.weights) if args.weights else make_weights(work)
+        weights = Path(args.weights) if args.weights else bench_checkpoint()
         print(f"corpus: {args.clips} clip(s) {size[0]}x{size[1]} {args.seconds:g} s at {args.fps:g} fps, "
               f"{args.images} image(s); weights: {weights.name}; load average now {load()}")
         # Warm-up, not measured: the first use of a checkpoint with --backend auto probes the backends and caches

@@ -56,12 +56,23 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
 
 def test_bench_inference_quick_run(tmp_path):
     out = tmp_path / "inference.json"
-    run_bench(["bench/bench_inference.py", "--configs", "torch-opt:fp32", "--batch-sizes", "1", "--rounds", "1",
-               "--eval-faces", "4", "--video-frames", "0", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])
+    proc = run_bench(["bench/bench_inference.py", "--configs", "auto:fp32", "--batch-sizes", "1", "--rounds", "1",
+                      "--eval-faces", "4", "--video-frames", "0", "--cache-dir", str(tmp_path / "cache"),
+                      "--json", str(out)])
     result = json.loads(out.read_text())
     assert result["checkpoint"]["generated"] and "GENERATED" in result["checkpoint"]["label"]
     rows = {(c["backend"], c["precision"]): c for c in result["configs"]}
-    assert set(rows) == {("torch", "fp32"), ("torch-opt", "fp32")}
+    assert set(rows) == {("torch", "fp32"), ("auto", "fp32")}
     assert rows["torch", "fp32"]["throughput"]["1"]["speedup"] == 1.0
-    assert rows["torch-opt", "fp32"]["verified"] and rows["torch-opt", "fp32"]["accuracy"]["va_max_abs"] < 1e-4
+    # the default path: the probed choice (cached under --cache-dir), exact against eager fp32
+    default = rows["auto", "fp32"]
+    assert default["verified"] and default["accuracy"]["va_max_abs"] < 1e-4
+    assert default["choice"]["backend"] in ("torch", "torch-opt", "onnxruntime") and not default["choice"]["cached"]
+    assert list((tmp_path / "cache" / "choice").glob("emonet-*.json"))
     assert result["noise_floor"]["n_faces"] == 4
+    # the machine as the issue asks: CPU model, the speed flags present and absent, the GPU
+    machine = result["machine"]
+    assert machine["cpu"] and set(machine["cpu_features"]) | set(machine["cpu_features_absent"]) >= {
+        "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}
+    assert "CPU flags: " in proc.stdout and "GPU: " in proc.stdout and "side by side (batch 1" in proc.stdout
+    assert result["targets"]["default_1.3x"]["config"].startswith("auto/fp32 = ")
