@@ -119,10 +119,13 @@ def import_ray():
     return ray
 
 
-def _actor_classes(config: BatchConfig) -> tuple[type, type]:
+def _actor_classes(config: BatchConfig, model_threads: int | None = None) -> tuple[type, type]:
     """The two Ray Data actor classes of a job, with ``config`` built in: defined here, they travel to the
     workers by value and take no constructor arguments (which Ray would keep in the object store and warn
-    about for restartable actors). Chunks travel pickled: they hold arbitrary Python objects."""
+    about for restartable actors). Chunks travel pickled: they hold arbitrary Python objects.
+
+    ``model_threads``: the model actors' CPU threads (None: Ray's, one per CPU the actor holds). A CPU-only
+    model actor is given every core of its node (see :func:`run_ray`)."""
 
     class RayLocate:
         """``flat_map`` actor: one input row -> its chunks, in order."""
@@ -139,6 +142,12 @@ def _actor_classes(config: BatchConfig) -> tuple[type, type]:
         """``map_batches`` actor: a batch of chunks (from any inputs) -> the same chunks, scored."""
 
         def __init__(self) -> None:
+            if model_threads is not None:
+                import os
+
+                import torch
+
+                torch.set_num_threads(model_threads or os.cpu_count() or 1)
             self.scorer = Scorer(config)
 
         def __call__(self, batch: dict) -> dict:
@@ -194,7 +203,10 @@ def run_ray(todo: Sequence[tuple[int, InputItem]], config: BatchConfig, options:
     rows = [{"input": pickle.dumps(entry, protocol=5)} for entry in todo]
     # one block per input up to a few thousand: long videos spread over the actors, images go in groups
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 2000)))
-    locate_actor, score_actor = _actor_classes(config)
+    # Ray gives an actor as many threads as the CPUs it holds (OMP_NUM_THREADS=1 here). A CPU model actor
+    # would then run the model on one core while the locate actors (a few % of the work) leave the others
+    # idle: it uses every core of its node instead, as the local engine's model thread does (0 = all).
+    locate_actor, score_actor = _actor_classes(config, model_threads=None if per_model > 0 else 0)
     dataset = dataset.flat_map(locate_actor, compute=ActorPoolStrategy(size=locators), num_cpus=1)
     dataset = dataset.map_batches(score_actor, batch_size=options.chunks_per_model_call,
                                   compute=ActorPoolStrategy(size=models), num_gpus=per_model,
