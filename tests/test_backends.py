@@ -85,8 +85,8 @@ def test_fold_batchnorm_on_dual_head_resnet():
 
 
 @pytest.mark.skipif(not bf16_support(torch.device("cpu"))[0], reason="no native bf16 on this CPU")
-@pytest.mark.parametrize("backend", ["torch", "torch-opt"])
-def test_bf16_within_documented_tolerance(model, faces, reference, backend):
+@pytest.mark.parametrize("backend", ["torch", "torch-opt", "openvino"])
+def test_bf16_within_documented_tolerance(model, faces, reference, backend, cache):
     out = make_runner(model, backend, "bf16", "cpu", with_heatmap=True, verify=False)(faces)  # the kernels only
     acc = agreement(reference, out)
     assert out["heatmap"].dtype == np.float32 and out["heatmap"].shape == (3, 68, 64, 64)
@@ -123,9 +123,10 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
     failing = {"n_faces": 32, "n_stable": 30, "va_mean_abs": 0.05, "va_max_abs": 0.2, "expression_agreement": 0.5,
                "passed": False}
     verdict.write_text(json.dumps(failing))
-    # bf16 (the next candidate of auto/int8): a passing verdict, so that this test does not measure it
-    verdict_path(model, "torch-opt", "bf16").write_text(json.dumps({**failing, "va_mean_abs": 0.01,
-                                                                    "expression_agreement": 0.98, "passed": True}))
+    # bf16 (the next candidates of auto/int8): passing verdicts, so that this test does not measure them
+    for bf16_backend in ("openvino", "torch-opt"):
+        verdict_path(model, bf16_backend, "bf16").write_text(json.dumps({**failing, "va_mean_abs": 0.01,
+                                                                         "expression_agreement": 0.98, "passed": True}))
     with pytest.raises(BackendUnavailable, match="refused for this checkpoint.*agreement 50.0%.*30 of 32"):
         make_runner(model, "onnxruntime", "int8", "cpu")
     runner = make_runner(model, "onnxruntime", "int8", "cpu", with_heatmap=True, verify=False)
@@ -180,6 +181,32 @@ def test_torch_compile_backend_on_a_small_model():
     import torch._inductor.config as inductor_config
 
     assert inductor_config.freezing is False  # set per compile, not globally
+
+
+def test_openvino_fp32_is_exact_on_the_checked_export(model, faces, reference, cache):
+    runner = make_runner(model, "openvino", "fp32", "cpu", with_heatmap=True)
+    onnx = make_runner(model, "onnxruntime", "fp32", "cpu")
+    assert runner.path == onnx.path  # the same checked export, compiled by OpenVINO
+    # fp32 means fp32 even on a bf16 CPU (OpenVINO's own default there is bf16)
+    assert runner.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert_exact(runner(faces), reference)
+    assert_exact(runner(faces[:1]), {k: v[:1] for k, v in reference.items()})  # dynamic batch
+    plain = make_runner(model, "openvino", "fp32", "cpu")
+    assert set(plain(faces[:2])) == {"expression", "valence", "arousal"}
+
+
+def test_openvino_unavailable_and_the_bf16_candidates(model, monkeypatch):
+    from emonet.inference.selection import candidates
+
+    cpu = torch.device("cpu")
+    assert candidates("auto", "bf16", cpu)[:2] == [("openvino", "bf16"), ("torch-opt", "bf16")]
+    assert ("openvino", "bf16") in candidates("auto", "int8", cpu)
+    assert ("openvino", "bf16") not in candidates("auto", "bf16", torch.device("cuda"))
+    monkeypatch.setattr(runners.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(BackendUnavailable, match=r"openvino is not installed \(pip install openvino\)"):
+        make_runner(model, "openvino", "fp32", "cpu")
+    with pytest.raises(ValueError, match="supports precision fp32, bf16, not 'int8'"):
+        make_runner(model, "openvino", "int8", "cpu")
 
 
 def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch, tmp_path):

@@ -19,6 +19,8 @@ backend                   precisions             what
 ``onnxruntime``           fp32, int8             ONNX Runtime on a cached export (fp32, checked against
                                                  PyTorch) or a static int8 quantisation calibrated on faces,
                                                  sensitive blocks left fp32 (:mod:`emonet.inference.int8`)
+``openvino``              fp32, bf16             OpenVINO's CPU plugin on the same checked export; bf16 on
+                                                 CPUs with native bf16 (the fastest bf16 path measured here)
 ``auto`` (default of      any                    fp32 on a CPU: the fastest exact path of this machine and
 Predictor and commands)                          checkpoint, probed once and cached
                                                  (:mod:`emonet.inference.choice`); other precisions: the first
@@ -40,13 +42,14 @@ import numpy as np
 
 from emonet.errors import UserError
 
-BACKENDS = ("torch", "torch-opt", "torch-compile", "onnxruntime", "auto")
+BACKENDS = ("torch", "torch-opt", "torch-compile", "onnxruntime", "openvino", "auto")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "bf16", "fp16"),
     "torch-opt": ("fp32", "bf16", "fp16"),
     "torch-compile": ("fp32", "bf16", "fp16"),
     "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16"),
 }
 # Documented accuracy against the fp32 reference (TorchRunner), checked by the tests (generated
 # checkpoints) and measured by bench/bench_inference.py on real face crops. fp32 paths: max abs difference

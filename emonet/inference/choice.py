@@ -3,7 +3,7 @@
 result is cached on disk.
 
 The probe (:func:`probe`) builds each candidate of :data:`CPU_CANDIDATES` (eager PyTorch, ``torch-opt``,
-ONNX Runtime on the checked export), runs it on :data:`PROBE_CROPS` natural images (the sample photos), keeps
+ONNX Runtime and OpenVINO on the checked export), runs it on :data:`PROBE_CROPS` natural images (the sample photos), keeps
 it only if it matches the eager reference within 1e-4, and times :data:`PROBE_ROUNDS` single-face forwards
 per candidate, interleaved (a busy period of a shared machine slows all of them alike). The fastest exact
 candidate wins if it beats eager by :data:`MIN_GAIN`; eager PyTorch is the fallback whenever nothing else
@@ -37,8 +37,8 @@ from emonet.inference.onnx import cache_dir, check_inputs, model_fingerprint
 from emonet.inference.runners import Runner
 
 CHOICE_ENV = "EMONET_CHOICE_CACHE"
-CHOICE_VERSION = 1  # bump when the probe or the candidates change: invalidates cached choices
-CPU_CANDIDATES = [("torch", "fp32"), ("torch-opt", "fp32"), ("onnxruntime", "fp32")]
+CHOICE_VERSION = 2  # bump when the probe or the candidates change: invalidates cached choices
+CPU_CANDIDATES = [("torch", "fp32"), ("torch-opt", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
 PROBE_CROPS = 2
 PROBE_ROUNDS = 3
 MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: stay with eager

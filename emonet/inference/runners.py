@@ -10,7 +10,9 @@ An unavailable combination raises :class:`~emonet.inference.backends.BackendUnav
 from __future__ import annotations
 
 import abc
+import importlib.util
 import os
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -210,3 +212,69 @@ class OnnxRuntimeRunner(Runner):
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         values = self.session.run(self.outputs, {"input": x})
         return {k: np.asarray(v, dtype=np.float32) for k, v in zip(self.outputs, values)}
+
+
+# -- OpenVINO ----------------------------------------------------------------------------------------------
+def openvino_status() -> tuple[bool, str]:
+    """Whether OpenVINO (and ONNX Runtime, which checks the export it compiles) can be used, and why not."""
+    ok, why = onnxruntime_status()
+    if not ok:
+        return False, why
+    if importlib.util.find_spec("openvino") is None:
+        return False, "openvino is not installed (pip install openvino)"
+    return True, ""
+
+
+class OpenVinoRunner(Runner):
+    """OpenVINO's CPU plugin on the checked ONNX export (the file of :class:`OnnxRuntimeRunner`), in fp32 or
+    in bf16 on a CPU with native bf16 (AVX512-BF16, AMX).
+
+    The precision is always set explicitly (``INFERENCE_PRECISION_HINT``): on a bf16 CPU OpenVINO would run
+    bf16 by default, so fp32 means fp32 here. bf16 is judged with the verification rule like every reduced
+    precision (by :func:`emonet.inference.selection.make_runner`).
+    """
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        with_heatmap: bool = False,
+        precision: str = "fp32",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        ok, why = openvino_status()
+        if not ok:
+            raise BackendUnavailable(f"openvino backend unavailable: {why}")
+        if device.type != "cpu":
+            raise BackendUnavailable(f"openvino backend: CPU only here (asked for {device.type}); use --device cpu")
+        if getattr(model, "smoother", None) is not None:
+            raise BackendUnavailable("openvino backend: the model has built-in temporal smoothing (torch only)")
+        _check_precision(device, precision)
+        super().__init__(device, precision, with_heatmap)
+        start = time.perf_counter()
+        try:
+            self.path, report = cached_onnx(model.cpu().eval(), "fp32", cache_dir)
+        except ExportError as exc:
+            raise BackendUnavailable(f"openvino backend: {exc}") from exc
+        import openvino as ov  # optional dependency, present once openvino_status() said so
+
+        core = ov.Core()
+        self.compiled = core.compile_model(str(self.path), "CPU", {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": int(torch.get_num_threads()),
+            "PERFORMANCE_HINT": "LATENCY",
+        })
+        self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one request, reused: calls from several threads take turns
+        self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs
+                        if o.get_any_name() != "heatmap" or with_heatmap]
+        self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - start, 2), report=report,
+                         openvino=ov.__version__)
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        with self._lock:
+            result = self.request.infer({0: x})
+            return {name: np.array(result[port], dtype=np.float32) for port, name in self.outputs}

@@ -14,7 +14,14 @@ from emonet.devices import resolve_device
 from emonet.inference.backends import BackendUnavailable, rule_words, validate
 from emonet.inference.choice import BackendChoice, choose, describe
 from emonet.inference.onnx import model_fingerprint
-from emonet.inference.runners import AutocastTorchRunner, OnnxRuntimeRunner, OptimizedTorchRunner, Runner, TorchRunner
+from emonet.inference.runners import (
+    AutocastTorchRunner,
+    OnnxRuntimeRunner,
+    OpenVinoRunner,
+    OptimizedTorchRunner,
+    Runner,
+    TorchRunner,
+)
 from emonet.inference.verify import VerificationSet, cached_verdict
 
 DEFAULT_BACKEND = "auto"  # what Predictor and the commands use unless told otherwise
@@ -32,13 +39,15 @@ def candidates(backend: str, precision: str, device: torch.device) -> list[tuple
     """(backend, precision) pairs tried in order: what ``auto`` or a fallback would use. On a CPU, ``auto``
     replaces the fp32 part by the probed choice (:mod:`emonet.inference.choice`)."""
     chain: list[tuple[str, str]] = []
+    # bf16 on a CPU: OpenVINO first (measured faster than torch-opt at batch 1 and 8 on AVX512-BF16)
+    cpu_bf16 = [("openvino", "bf16"), ("torch-opt", "bf16")] if device.type == "cpu" else [("torch-opt", "bf16")]
     if precision == "int8":
         chain += [("onnxruntime", "int8")] + ([("torch-opt", "fp16")] if device.type == "cuda" else [])
-        chain += [("torch-opt", "bf16")]
+        chain += cpu_bf16
     elif precision == "fp16":
         chain += [("torch-opt", "fp16"), ("torch-opt", "bf16")]
     elif precision == "bf16":
-        chain += [("torch-opt", "bf16")] + ([("torch-opt", "fp16")] if device.type == "cuda" else [])
+        chain += cpu_bf16 + ([("torch-opt", "fp16")] if device.type == "cuda" else [])
     chain += _fp32_chain(device)
     if backend != "auto":
         chain = [(backend, precision)] + [c for c in chain if c != (backend, precision)]
@@ -55,6 +64,8 @@ def _build(
         return AutocastTorchRunner(model, device, with_heatmap, precision)
     if backend in ("torch-opt", "torch-compile"):
         return OptimizedTorchRunner(model, device, with_heatmap, precision, compile=backend == "torch-compile")
+    if backend == "openvino":
+        return OpenVinoRunner(model, device, with_heatmap, precision, cache_dir)
     return OnnxRuntimeRunner(model, device, with_heatmap, precision, cache_dir)
 
 
