@@ -268,8 +268,11 @@ class OpenVinoRunner(Runner):
         })
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one request, reused: calls from several threads take turns
-        self.outputs = [(o, o.get_any_name()) for o in self.compiled.outputs
-                        if o.get_any_name() != "heatmap" or with_heatmap]
+        # a port can carry several tensor names (OpenVINO may add internal ones): keep the export's own
+        wanted = ["expression", "valence", "arousal"] + (["heatmap"] if with_heatmap else [])
+        self.outputs = [(o, name) for o in self.compiled.outputs for name in wanted if name in o.get_names()]
+        if not set(wanted) - {"heatmap"} <= {name for _, name in self.outputs}:
+            raise BackendUnavailable(f"openvino backend: the compiled model lacks outputs of {self.path}")
         self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - start, 2), report=report,
                          openvino=ov.__version__)
 
