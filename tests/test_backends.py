@@ -123,6 +123,8 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
     failing = {"n_faces": 32, "n_stable": 30, "va_mean_abs": 0.05, "va_max_abs": 0.2, "expression_agreement": 0.5,
                "passed": False}
     verdict.write_text(json.dumps(failing))
+    openvino_verdict = verdict_path(model, "openvino", "int8")  # auto's first int8 candidate on a CPU
+    openvino_verdict.write_text(json.dumps(failing))
     # bf16 (the next candidates of auto/int8): passing verdicts, so that this test does not measure them
     for bf16_backend in ("openvino", "torch-opt"):
         verdict_path(model, bf16_backend, "bf16").write_text(json.dumps({**failing, "va_mean_abs": 0.01,
@@ -139,10 +141,17 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
         fallback = make_runner(model, "auto", "int8", "cpu")
     assert (fallback.backend, fallback.precision) != ("onnxruntime", "int8")
     verdict.write_text(json.dumps({**failing, "va_mean_abs": 0.004, "expression_agreement": 0.99, "passed": True}))
+    with pytest.warns(RuntimeWarning, match="openvino/int8 is refused.*using onnxruntime/int8"):
+        chosen = make_runner(model, "auto", "int8", "cpu")
+    assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8") and chosen.info["verification"]["passed"]
+    # where OpenVINO's int8 passes too, auto takes it first: the same file, OpenVINO's kernels
+    openvino_verdict.write_text(json.dumps({**failing, "va_mean_abs": 0.004, "expression_agreement": 0.99,
+                                            "passed": True}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chosen = make_runner(model, "auto", "int8", "cpu")
-    assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8") and chosen.info["verification"]["passed"]
+    assert (chosen.backend, chosen.precision) == ("openvino", "int8") and chosen.path == path
+    assert agreement(reference, chosen(faces))["va_mean_abs"] < 0.15
 
 
 def test_split_input_conv_is_exact(model, faces, reference):
@@ -205,8 +214,10 @@ def test_openvino_unavailable_and_the_bf16_candidates(model, monkeypatch):
     monkeypatch.setattr(runners.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BackendUnavailable, match=r"openvino is not installed \(pip install openvino\)"):
         make_runner(model, "openvino", "fp32", "cpu")
-    with pytest.raises(ValueError, match="supports precision fp32, bf16, not 'int8'"):
-        make_runner(model, "openvino", "int8", "cpu")
+    assert candidates("auto", "int8", cpu)[:2] == [("openvino", "int8"), ("onnxruntime", "int8")]
+    assert ("openvino", "int8") not in candidates("auto", "int8", torch.device("cuda"))
+    with pytest.raises(ValueError, match="supports precision fp32, bf16, int8, not 'fp16'"):
+        make_runner(model, "openvino", "fp16", "cpu")
 
 
 def test_unavailable_backend_message_and_fallback(model, faces, reference, monkeypatch, tmp_path):

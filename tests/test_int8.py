@@ -153,17 +153,41 @@ def test_int8_runner_is_verified_and_refused_with_the_figures(monkeypatch, crops
     path = verdict_path(model, "onnxruntime", "int8")
     bad = {**json.loads(path.read_text()), "passed": False, "va_mean_abs": 0.095, "expression_agreement": 0.54}
     path.write_text(json.dumps(bad))
+    verdict_path(model, "openvino", "int8").write_text(json.dumps({**bad, "backend": "openvino"}))  # tried first
     with pytest.raises(BackendUnavailable, match=r"onnxruntime/int8 is refused for this checkpoint: mean \|dV/A\| "
                                                  r"0\.095 \(<= 0\.02\), expression agreement 54\.0%.*FAILS"):
         make_runner(model, "onnxruntime", "int8", "cpu")
     with pytest.warns(RuntimeWarning, match="int8 is refused"):
         fallback = make_runner(model, "auto", "int8", "cpu")
     assert fallback.precision != "int8" and fallback.requested == ("auto", "int8")
+    assert fallback.backend != "openvino" or fallback.precision != "int8"
     # a benchmark may still measure the unverified path, and it says so
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         unverified = make_runner(model, "onnxruntime", "int8", "cpu", verify=False)
     assert "not verified" in unverified.info["verification"]
+
+
+def test_openvino_int8_runs_the_same_int8_file_and_is_verified(monkeypatch, crops, tmp_path):
+    monkeypatch.setenv("EMONET_CACHE", str(tmp_path))  # not the verdicts the test above made fail
+    monkeypatch.setattr(verify_module, "VERIFY_FACES", 12)
+    model = OutlierModel().eval()
+    onnxruntime_int8 = make_runner(model, "onnxruntime", "int8", "cpu")
+    runner = make_runner(model, "openvino", "int8", "cpu")
+    assert runner.path == onnxruntime_int8.path  # one int8 recipe, one file; two sets of int8 kernels
+    bf16 = bf16_support(torch.device("cpu"))[0]
+    assert runner.info["float_precision"] == ("bf16" if bf16 else "f32")
+    figures = runner.info["verification"]  # judged on its own, not on ONNX Runtime's verdict
+    assert figures["backend"] == "openvino" and figures["precision"] == "int8" and figures["n_faces"] == 12
+    assert figures["passed"], rule_words(figures)
+    x = crops_to_batch(model, crops["selection"])
+    ours, theirs = runner(x), onnxruntime_int8(x)
+    assert ours["expression"].shape == (16, 8) and np.isfinite(ours["valence"]).all()
+    # the same quantised graph: both kernels agree far closer than int8 is from fp32 (the outlier channel)
+    assert np.abs(ours["valence"] - theirs["valence"]).max() < 0.02
+    with torch.inference_mode():
+        ref = model(x)
+    assert np.abs(ours["valence"] - ref["valence"].numpy()).mean() <= RULE_VA_MEAN_ABS
 
 
 @pytest.mark.skipif(not bf16_support(torch.device("cpu"))[0], reason="no native bf16 on this CPU")

@@ -19,8 +19,10 @@ backend                   precisions             what
 ``onnxruntime``           fp32, int8             ONNX Runtime on a cached export (fp32, checked against
                                                  PyTorch) or a static int8 quantisation calibrated on faces,
                                                  sensitive blocks left fp32 (:mod:`emonet.inference.int8`)
-``openvino``              fp32, bf16             OpenVINO's CPU plugin on the same checked export; bf16 on
-                                                 CPUs with native bf16 (the fastest bf16 path measured here)
+``openvino``              fp32, bf16, int8       OpenVINO's CPU plugin on the same files: the checked export
+                                                 (bf16 on CPUs with native bf16: the fastest bf16 path
+                                                 measured here) or the int8 file, run by OpenVINO's int8
+                                                 kernels (faster than ONNX Runtime's on the same file)
 ``auto`` (default of      any                    fp32 on a CPU: the fastest exact path of this machine and
 Predictor and commands)                          checkpoint, probed once and cached
                                                  (:mod:`emonet.inference.choice`); other precisions: the first
@@ -49,7 +51,7 @@ BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch-opt": ("fp32", "bf16", "fp16"),
     "torch-compile": ("fp32", "bf16", "fp16"),
     "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16"),
+    "openvino": ("fp32", "bf16", "int8"),
 }
 # Documented accuracy against the fp32 reference (TorchRunner), checked by the tests (generated
 # checkpoints) and measured by bench/bench_inference.py on real face crops. fp32 paths: max abs difference
