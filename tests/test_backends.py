@@ -255,7 +255,7 @@ def test_no_fallback_without_permission_and_bad_names(model):
         make_runner(model, "tensorrt", "fp32", "cpu")
     with pytest.raises(ValueError, match="supports precision fp32, int8, not 'bf16'"):
         make_runner(model, "onnxruntime", "bf16", "cpu")
-    with pytest.raises(ValueError, match="use --backend onnxruntime or auto"):
+    with pytest.raises(ValueError, match="use --backend onnxruntime or openvino or auto"):
         make_runner(model, "torch", "int8", "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):

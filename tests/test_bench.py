@@ -67,7 +67,7 @@ def test_bench_inference_quick_run(tmp_path):
     # the default path: the probed choice (cached under --cache-dir), exact against eager fp32
     default = rows["auto", "fp32"]
     assert default["verified"] and default["accuracy"]["va_max_abs"] < 1e-4
-    assert default["choice"]["backend"] in ("torch", "torch-opt", "onnxruntime") and not default["choice"]["cached"]
+    assert default["choice"]["backend"] in ("torch", "torch-opt", "onnxruntime", "openvino") and not default["choice"]["cached"]
     assert list((tmp_path / "cache" / "choice").glob("emonet-*.json"))
     assert result["noise_floor"]["n_faces"] == 4
     # the machine as the issue asks: CPU model, the speed flags present and absent, the GPU
