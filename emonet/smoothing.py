@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -213,7 +215,14 @@ def smooth_sequence(values: np.ndarray, times: np.ndarray, frames: np.ndarray, s
     out = np.full_like(values, np.nan)
     if setting.kind == "none":
         return values.copy()
-    smoother = make_smoother(setting.kind, **setting.kwargs)
+    _run_in_frame_order(make_smoother(setting.kind, **setting.kwargs), values, times, frames, max_gap, out)
+    return out
+
+
+def _run_in_frame_order(smoother: Any, values: np.ndarray, times: np.ndarray, frames: np.ndarray, max_gap: int,
+                        out: np.ndarray, lift: Callable[[np.ndarray], np.ndarray] = lambda row: row) -> None:
+    """Feed the finite rows of ``values`` to ``smoother`` in order into ``out[..., i, :]``; a gap of more than
+    ``max_gap`` frames resets it. ``lift`` shapes a row for the smoother (e.g. one copy per candidate)."""
     previous: int | None = None
     for i in range(len(values)):
         if not np.isfinite(values[i]).all():
@@ -222,8 +231,7 @@ def smooth_sequence(values: np.ndarray, times: np.ndarray, frames: np.ndarray, s
         if previous is not None and frame - previous > max_gap:
             smoother.reset()
         previous = frame
-        out[i] = smoother(values[i], float(times[i]))
-    return out
+        out[..., i, :] = smoother(lift(values[i]), float(times[i]))
 
 
 def smooth_sequence_grid(values: np.ndarray, times: np.ndarray, frames: np.ndarray, kind: str,
@@ -245,13 +253,6 @@ def smooth_sequence_grid(values: np.ndarray, times: np.ndarray, frames: np.ndarr
         column = [float(params.get(key, getattr(smoother, key))) for params in candidates]
         setattr(smoother, key, np.asarray(column, dtype=np.float64)[:, None])
     out = np.full((n_candidates, *values.shape), np.nan)
-    previous: int | None = None
-    for i in range(len(values)):
-        if not np.isfinite(values[i]).all():
-            continue
-        frame = int(frames[i])
-        if previous is not None and frame - previous > max_gap:
-            smoother.reset()
-        previous = frame
-        out[:, i] = smoother(np.broadcast_to(values[i], (n_candidates, values.shape[1])), float(times[i]))
+    _run_in_frame_order(smoother, values, times, frames, max_gap, out,
+                        lift=lambda row: np.broadcast_to(row, (n_candidates, values.shape[1])))
     return out

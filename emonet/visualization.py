@@ -389,17 +389,26 @@ def plot_confusion_matrix(
     n = len(class_names)
     if m.shape != (n, n):
         raise ValueError(f"plot_confusion_matrix: matrix {m.shape} does not fit {n} class names")
-    support = m.sum(axis=1)
+    size = (max(5.0, 0.55 * n + 3.0), max(4.5, 0.5 * n + 2.0))
+    return _matrix_figure(m, m.sum(axis=1), class_names, normalize, size, "Blues", "class",
+                          title + (" (rows sum to 1)" if normalize else ""), out_path)
+
+
+def _matrix_figure(m: np.ndarray, support: np.ndarray, class_names: Sequence[str], normalize: bool,
+                   size: tuple[float, float], cmap: str, what: str, title: str,
+                   out_path: str | os.PathLike | None) -> Figure:
+    """Truth x prediction matrix figure; ``normalize`` divides each row by the support of its true ``what``."""
     if normalize:
         m = np.divide(m, support[:, None], out=np.zeros_like(m), where=support[:, None] > 0)
     rows = [f"{c} (n={int(s)})" for c, s in zip(class_names, support)]
-    fig = new_figure((max(5.0, 0.55 * n + 3.0), max(4.5, 0.5 * n + 2.0)), layout="constrained")
+    fig = new_figure(size, layout="constrained")
     ax = fig.add_subplot()
-    im = _draw_matrix(ax, m, rows, class_names, ".2f" if normalize else ".0f", "Blues", 1.0 if normalize else None)
-    fig.colorbar(im, ax=ax, label="share of true class" if normalize else "count")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title + (" (rows sum to 1)" if normalize else ""))
+    im = _draw_matrix(ax, m, rows, class_names, ".2f" if normalize else ".0f", cmap, 1.0 if normalize else None)
+    share = "share of true class" if what == "class" else "share of samples with the true label"
+    fig.colorbar(im, ax=ax, label=share if normalize else "count")
+    ax.set_xlabel(f"predicted {what}")
+    ax.set_ylabel(f"true {what}")
+    ax.set_title(title)
     return _finish(fig, out_path)
 
 
@@ -418,18 +427,9 @@ def plot_cooccurrence(
     """
     m = cooccurrence_matrix(y_true, y_pred).astype(np.float64)
     support = np.asarray(y_true).astype(bool).sum(axis=0)
-    if normalize:
-        m = np.divide(m, support[:, None], out=np.zeros_like(m), where=support[:, None] > 0)
-    rows = [f"{c} (n={s})" for c, s in zip(class_names, support)]
     n = len(class_names)
-    fig = new_figure((max(6.0, 0.42 * n + 3.5), max(5.0, 0.36 * n + 2.5)), layout="constrained")
-    ax = fig.add_subplot()
-    im = _draw_matrix(ax, m, rows, class_names, ".2f" if normalize else ".0f", "viridis", 1.0 if normalize else None)
-    fig.colorbar(im, ax=ax, label="share of samples with the true label" if normalize else "count")
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    ax.set_title(title)
-    return _finish(fig, out_path)
+    size = (max(6.0, 0.42 * n + 3.5), max(5.0, 0.36 * n + 2.5))
+    return _matrix_figure(m, support, class_names, normalize, size, "viridis", "label", title, out_path)
 
 
 # ------------------------------------------------------------------------------------------------- scatter
