@@ -137,3 +137,15 @@ class ColourModel(nn.Module):
     def forward(self, x: torch.Tensor) -> dict:
         m = x.mean(dim=(2, 3))
         return {"expression": m @ self.mix, "valence": m[:, 0] - m[:, 2], "arousal": m[:, 1] - 0.5}
+
+
+# -- README pipeline (tests/test_readme.py, tests/test_docs.py) ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def readme_workspace(tmp_path_factory):
+    """The README's pipeline table run as written, once per session, in a fresh folder holding links to the
+    repository: ``(work folder, environment, per-step timings)``. The docs' runnable snippets run there after it."""
+    from readme_pipeline import run_pipeline
+
+    return run_pipeline(tmp_path_factory.mktemp("readme"))
