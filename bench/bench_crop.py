@@ -13,41 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from benchkit import machine_info, machine_line, median_seconds
 
-import torch  # noqa: E402
-
-from emonet import create_model, save_checkpoint  # noqa: E402
-from emonet.crops import FaceMeshBoxes, crop_faces  # noqa: E402
-from emonet.devices import cpu_flags  # noqa: E402
-from emonet.faces import FaceDetector  # noqa: E402
-from emonet.predictor import Predictor  # noqa: E402
-from emonet.samples import FACE_SAMPLES, sample_image, write_sample_video  # noqa: E402
-from emonet.video import VideoEngine, open_source, process_video  # noqa: E402
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor() or platform.machine()
+from emonet import create_model, save_checkpoint
+from emonet.crops import FaceMeshBoxes, crop_faces
+from emonet.faces import FaceDetector
+from emonet.predictor import Predictor
+from emonet.samples import FACE_SAMPLES, sample_image, write_sample_video
+from emonet.video import VideoEngine, open_source, process_video
 
 
 def video_fps(weights: str, crop: str, clip: Path, frames: int, backend: str) -> dict:
@@ -120,9 +98,8 @@ def main() -> int:
     video = [video_fps(weights, c, clip, args.video_frames, args.backend) for c in ("detector", "mesh")]
     load_after = os.getloadavg()
 
-    flags = cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "avx_vnni"}
-    print(f"cpu={cpu_name()} flags={','.join(sorted(flags))} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()} backend={args.backend}")
+    machine = machine_info()
+    print(machine_line(machine) + f"; backend={args.backend}")
     print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {os.cpu_count()} cores")
     print(f"{'measurement':<38} | {'ms/face':>8} | per sample (ms)")
@@ -133,8 +110,8 @@ def main() -> int:
     for v in video:
         print(f"{'  --crop ' + v['crop']:<38} | {v['fps']:>8.2f} | {v['faces']} faces in {v['frames']} frames, "
               f"{v['crop_fallbacks']} fallback(s)")
-    result = {"cpu": cpu_name(), "cpu_flags": sorted(flags), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "backend": args.backend, "load_before": load_before,
+    result = {"cpu": machine["cpu"], "cpu_flags": machine["cpu_features"], "machine": machine,
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "backend": args.backend, "load_before": load_before,
               "load_after": load_after, "weights": weights, "rows": rows, "video": video}
     print(json.dumps(result))
     if args.json:

@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchkit import machine_info, machine_line
 
 
 def _time_steps(trainer, batches, warmup: int) -> tuple[float, int]:
@@ -101,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
         "torch": torch.__version__, "batch_size": args.batch_size, "timed_steps": args.steps, "warmup_steps": args.warmup,
-        "amp": args.amp, "results": results,
+        "amp": args.amp, "results": results, "machine": machine_info(),
         "speedup_head_only_vs_unfrozen": results[0]["images_per_s"] / results[1]["images_per_s"],
     }
+    print(machine_line(info["machine"]))
     print(f"EmoNet fine-tuning throughput on {info['device']}, torch {torch.__version__}, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(f"{'mode':<24}{'images/s':>10}{'ms/image':>10}")

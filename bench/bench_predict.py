@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from benchkit import machine_info, machine_line, median_seconds
 
-import torch  # noqa: E402
-
-from emonet import create_model, save_checkpoint  # noqa: E402
-from emonet.faces import FaceDetector, crop_face  # noqa: E402
-from emonet.predictor import Predictor  # noqa: E402
-from emonet.samples import sample_image  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from emonet import create_model, save_checkpoint
+from emonet.faces import FaceDetector, crop_face
+from emonet.predictor import Predictor
+from emonet.samples import sample_image
 
 
 def main() -> int:
@@ -50,19 +37,20 @@ def main() -> int:
     rows = []
     for batch in (1, 32):
         predictor = Predictor(weights, device=args.device, detector="auto", batch_size=batch)
-        crops_s = timed(lambda p=predictor, b=batch: p.predict_crops([crop] * b), args.repeats)
-        images_s = timed(lambda p=predictor, b=batch: p.predict_many([image] * b), args.repeats)
+        crops_s = median_seconds(lambda p=predictor, b=batch: p.predict_crops([crop] * b), args.repeats)
+        images_s = median_seconds(lambda p=predictor, b=batch: p.predict_many([image] * b), args.repeats)
         rows.append({"batch": batch, "crops_faces_per_s": batch / crops_s, "images_faces_per_s": batch / images_s,
                      "ms_per_face_crops": 1000 * crops_s / batch, "ms_per_face_images": 1000 * images_s / batch})
         predictor.close()
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} cpu={platform.processor()}")
+    machine = machine_info()
+    print(machine_line(machine) + f"; device={args.device}")
     print(f"{'batch':>5} | {'crops faces/s':>13} | {'ms/face':>8} | {'images faces/s':>14} | {'ms/face':>8}")
     for r in rows:
         print(f"{r['batch']:>5} | {r['crops_faces_per_s']:>13.2f} | {r['ms_per_face_crops']:>8.1f} | "
               f"{r['images_faces_per_s']:>14.2f} | {r['ms_per_face_images']:>8.1f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"device": args.device, "weights": weights, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"device": args.device, "machine": machine, "weights": weights, "rows": rows}, indent=2))
     return 0
 
 

@@ -23,14 +23,13 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from benchkit import machine_info, machine_line
 
-import torch  # noqa: E402
-
-import emonet  # noqa: E402
-from emonet import metrics as M  # noqa: E402
-from emonet.data.fixtures import write_emotic_fixture  # noqa: E402
-from emonet.review import review_predictions_with_visualization  # noqa: E402
+import emonet
+from emonet import metrics as M
+from emonet.data.fixtures import write_emotic_fixture
+from emonet.review import review_predictions_with_visualization
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> dict:
         "inference_ms_per_row": round(1000 * timing["inference_s"] / rows, 2),
         "rows_per_s": round(rows / timing["inference_s"], 1),
         "files": len(result["files"]), "output_mb": round(out_bytes / 1e6, 2),
-        "torch": torch.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "python": platform.python_version(), "machine": machine_info(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -103,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               (f"figures ({res['num_samples']} grid, {res['detailed_samples']} detailed, heatmap, scatter)",
                "figures_s"),
               ("review total", "total_s")]
+    print(machine_line(res["machine"]))
     print(f"review benchmark: {res['arch']} @ {res['input_size']} px, {res['rows']} rows, batch {res['batch_size']}, "
           f"device {res['device']}{' (' + res['gpu'] + ')' if res['gpu'] and 'cuda' in res['device'] else ''}, "
           f"{res['torch_threads']} torch threads")

@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from benchkit import machine_info, machine_line
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from emonet.devices import resolve_device  # noqa: E402
-from emonet.models import create_model  # noqa: E402
-from emonet.training import TrainConfig, Trainer  # noqa: E402
+from emonet.devices import resolve_device
+from emonet.models import create_model
+from emonet.training import TrainConfig, Trainer
 
 
 class _OneBatch(torch.utils.data.Dataset):
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (30 if on_gpu else 3)
     warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 1)
     env = {"torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads(),
-           "cpu": platform.processor() or platform.machine(),
+           "cpu": platform.processor() or platform.machine(), "machine": machine_info(),
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     results = [bench_arch(a, args.batch_size, args.image_size, steps, warmup, str(device), args.amp, args.va_loss)
                for a in args.archs]
@@ -118,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     where = env["gpu"] or f"CPU, {env['threads']} threads"
+    print(machine_line(env["machine"]))
     print(f"training throughput (train_step: fwd+loss+bwd+clip+AdamW), torch {env['torch']}, {where}")
     print(f"{'arch':<20} {'batch':>5} {'size':>5} {'amp':>9} {'img/s':>9} {'step ms':>9} {'min ms':>9}")
     for r in results:
