@@ -1,6 +1,7 @@
 """Loading and saving weights: the one place that reads checkpoint files.
 
-Two kinds of file load through :func:`load_model`:
+:func:`load_model` takes a path or an official checkpoint's name (``emonet_8``, ``emonet_5``: found or
+downloaded by :func:`emonet.hub.resolve_weights`). Two kinds of file load through it:
 
 * official EmoNet state dicts (``emonet_8.pth``, ``emonet_5.pth``), with or without the ``module.`` prefix
   that ``nn.DataParallel`` adds; the number of classes is inferred from the shapes;
@@ -28,6 +29,7 @@ from torch import nn
 from emonet.devices import resolve_device
 from emonet.errors import UserError
 from emonet.fileio import atomic_path
+from emonet.hub import missing_weights_hint, resolve_weights
 from emonet.models.dual_head import DualHeadResNet, imagenet_cache_files, imagenet_weights
 from emonet.models.registry import create_model
 
@@ -36,10 +38,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "emonet-toolkit"
 CHECKPOINT_FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
-# Said whenever model weights are missing, whichever command or class asked for them.
+# Said when no checkpoint was given at all; a missing file gets :func:`emonet.hub.missing_weights_hint`.
 WEIGHTS_HINT = (
-    "Download the official checkpoints with `python weights/download.py` (see weights/README.md) "
-    "or pass the path of a checkpoint trained with this project."
+    "Pass an official checkpoint's name (emonet_8 or emonet_5: downloaded on first use, see weights/README.md) "
+    "or the path of a checkpoint trained with this project."
 )
 
 
@@ -121,10 +123,12 @@ def load_model(
     """Load an official EmoNet file or a project checkpoint; returns the model in eval mode on ``device``
     (``None``: left on the CPU for a caller that places it itself, as the inference runners do).
 
-    A missing file raises ``FileNotFoundError`` with :data:`WEIGHTS_HINT`. ``overrides`` are builder kwargs
-    that do not change the weights' layout, e.g. ``temporal_smoothing=True``.
+    ``path`` may be an official name (``"emonet_8"``): its file is found or downloaded on first use (see
+    :func:`emonet.hub.resolve_weights`). A missing file raises ``FileNotFoundError`` saying what to do.
+    ``overrides`` are builder kwargs that do not change the weights' layout, e.g. ``temporal_smoothing=True``.
     """
-    obj = read_checkpoint(path, what="weights", hint=WEIGHTS_HINT)
+    path = resolve_weights(path)
+    obj = read_checkpoint(path, what="weights", hint=missing_weights_hint(path))
     source = str(path)
     metadata: dict[str, Any] = {}
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:

@@ -83,8 +83,9 @@ def test_other_state_dicts_and_missing_files(tmp_path):
     torch.save(torch.nn.Linear(3, 2).state_dict(), path)
     with pytest.raises(CheckpointError, match="unrecognised state dict"):
         load_model(path)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match="nope.pth") as missing:
         load_model(tmp_path / "nope.pth")
+    assert "download" not in str(missing.value)  # a file of one's own: no hint to fetch other weights
     torch.save({"epoch": 3, "notes": "x"}, tmp_path / "meta.pth")
     with pytest.raises(CheckpointError, match="no state dict"):
         load_model(tmp_path / "meta.pth")

@@ -1,6 +1,9 @@
 """``python -m emonet download`` (also ``python weights/download.py``): fetch and verify the official weights.
 
-The files are checked against their git blob SHA-1; ``--verify`` only checks the files already present.
+They go to the checkout's ``weights/`` when run from a source checkout, else to the cache folder that
+``--weights emonet_8`` and ``emonet.Predictor()`` read (``$EMONET_HOME/weights`` when set; see
+:mod:`emonet.hub`). The files are checked against their git blob SHA-1; ``--verify`` only checks the files
+already present.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from emonet.cli.options import add_output_dir, add_progress
 from emonet.errors import UserError
 from emonet.fileio import check_output
 
-HELP = "download the official EmoNet checkpoints into weights/ and verify them (git blob SHA-1)"
+HELP = "download the official EmoNet checkpoints (into weights/ in a checkout, else the cache) and verify them (git blob SHA-1)"
 
 
 DESCRIPTION = (HELP + ". The weights are CC BY-NC-ND 4.0 (non-commercial research use); see weights/README.md.")
@@ -21,10 +24,11 @@ DESCRIPTION = (HELP + ". The weights are CC BY-NC-ND 4.0 (non-commercial researc
 
 def add_options(p: argparse.ArgumentParser) -> None:
     # lazy: the checkpoint records live beside the models (PyTorch); other commands never load them
-    from emonet.hub import OFFICIAL_WEIGHTS, WEIGHTS_DIR
+    from emonet.hub import HOME_ENV, OFFICIAL_WEIGHTS, download_dir
 
     p.add_argument("names", nargs="*", default=list(OFFICIAL_WEIGHTS), help=f"any of {', '.join(OFFICIAL_WEIGHTS)}")
-    add_output_dir(p, "destination folder (default: weights/)", required=False, default=str(WEIGHTS_DIR),
+    add_output_dir(p, f"destination folder (default here: %(default)s; ${HOME_ENV}/weights when set, else the "
+                   "checkout's weights/ in a source checkout, else the user cache)", required=False, default=str(download_dir()),
                    deprecated=("--dir",))
     p.add_argument("--verify", action="store_true", help="only verify files already present")
     p.add_argument("--force", action="store_true", help="download again even if a verified file exists")
