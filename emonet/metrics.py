@@ -1,37 +1,18 @@
 """Evaluation metrics for valence/arousal regression, single-label expressions and multi-label categories.
 
-Regression (``y_true``, ``y_pred`` 1-D, same length):
+Standard metrics call scikit-learn and SciPy (PCC, RMSE, MAE, accuracy, confusion matrix, P/R/F1, AP, the
+precision-recall curve); the project's own are CCC (population moments), SAGR (``sign(0) = 0``, as in the
+EmoNet paper), ICC(3,1), per-sample F1, co-occurrence, the percentile bootstrap and the video moments.
+Definitions: docs/finetuning-evaluation.md. Degenerate input never crashes; it yields a documented value and a
+:class:`MetricWarning`:
 
-* ``ccc``  concordance correlation, ``2*cov / (sx^2 + sy^2 + (mx-my)^2)`` with population (ddof=0) moments
-  (equal to ``2*rho*sx*sy / (...)``);
-* ``pcc``  Pearson correlation; ``rmse``; ``mae``;
-* ``sagr`` sign agreement, ``mean(sign(gt) == sign(pred))`` (``sign(0) = 0``, as in the EmoNet paper);
-* ``icc``  ICC(3,1) (two-way mixed, consistency, single rater; Shrout & Fleiss 1979) with truth and
-  prediction as the two raters.
-
-Classification: ``accuracy``, ``confusion_matrix``, ``precision_recall_f1`` (binary, at a threshold),
-``best_f1_threshold``, ``average_precision`` (sklearn's step-wise definition, no interpolation),
-``mean_average_precision`` and the reports ``regression_report``, ``multilabel_report``,
-``classification_report``. ``bootstrap_ci`` gives percentile bootstrap intervals for any of them.
-
-Degenerate input never crashes; it yields a documented value and a :class:`MetricWarning`:
-
-=============================================  ==========================================================
-case                                           value
-=============================================  ==========================================================
-empty input (or nothing left after NaN omit)   NaN
-NaN/inf in the input                           ``nan_policy="propagate"`` (default): NaN;
-                                               ``"omit"``: the pairs are dropped; ``"raise"``: ValueError
-constant ``y_true`` or ``y_pred``              PCC NaN; CCC 0.0 (its covariance form is defined), or NaN
-                                               when both are the same constant (0/0); ICC NaN when
-                                               its denominator is 0
-precision with no predicted positive           ``zero_division`` (default 0.0, as scikit-learn)
-recall with no true positive                   ``zero_division``
-F1 = 2TP/(2TP+FP+FN) with TP=FP=FN=0           ``zero_division``
-AP / best-F1 threshold of a class w/o positive NaN; ``mean_average_precision`` averages the other classes
-=============================================  ==========================================================
-
-Length mismatch raises ``ValueError`` naming both lengths.
+* empty input (or nothing left after dropping NaN): NaN; length mismatch: ``ValueError`` naming both lengths;
+* NaN/inf: ``nan_policy="propagate"`` (default) NaN, ``"omit"`` drops the pairs, ``"raise"`` ValueError;
+* constant ``y_true`` or ``y_pred``: PCC NaN; CCC 0.0, or NaN when both are the same constant (0/0); ICC NaN
+  when its denominator is 0;
+* precision without predicted positive, recall without true positive, F1 with TP=FP=FN=0: ``zero_division``
+  (default 0.0, as scikit-learn);
+* AP / best-F1 threshold of a class without positive: NaN; ``mean_average_precision`` averages the others.
 """
 
 from __future__ import annotations
@@ -43,6 +24,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+# scikit-learn and SciPy are imported inside the functions that use them: they add about a second to the
+# start of every command that imports this module (training, video, review) but may never score anything.
 
 __all__ = [
     "BootstrapCI", "MetricWarning", "accuracy", "average_precision", "best_f1_threshold", "bootstrap_ci", "ccc",
@@ -63,7 +47,7 @@ def _warn(message: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------- regression
-def _pair(y_true: Any, y_pred: Any, name: str, nan_policy: str = "propagate") -> tuple[np.ndarray, np.ndarray] | None:
+def _pair(y_true: Any, y_pred: Any, name: str, nan_policy: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Validate and flatten a (truth, prediction) pair; ``None`` means "return NaN" (already warned)."""
     if nan_policy not in ("propagate", "omit", "raise"):
         raise ValueError(f"nan_policy must be 'propagate', 'omit' or 'raise', got {nan_policy!r}")
@@ -93,31 +77,32 @@ def ccc(y_true: Any, y_pred: Any, nan_policy: str = "propagate") -> float:
     if pair is None:
         return math.nan
     t, p = pair
-    mt, mp = t.mean(), p.mean()
-    vt, vp = t.var(), p.var()
-    cov = ((t - mt) * (p - mp)).mean()
-    denom = vt + vp + (mt - mp) ** 2
-    if vt == 0 or vp == 0:
-        if denom == 0:
+    t_constant, p_constant = np.ptp(t) == 0, np.ptp(p) == 0  # exact: a constant's variance can be rounding noise
+    if t_constant or p_constant:
+        if t_constant and p_constant and t[0] == p[0]:
             _warn("ccc: y_true and y_pred are the same constant -> NaN (0/0)")
             return math.nan
         _warn("ccc: y_true or y_pred is constant -> 0.0 (no covariance)")
         return 0.0
-    return float(2.0 * cov / denom)
+    mt, mp = t.mean(), p.mean()
+    cov = ((t - mt) * (p - mp)).mean()
+    return float(2.0 * cov / (t.var() + p.var() + (mt - mp) ** 2))
 
 
 def pcc(y_true: Any, y_pred: Any, nan_policy: str = "propagate") -> float:
-    """Pearson correlation coefficient; NaN (with a warning) when either input is constant."""
+    """Pearson correlation coefficient; NaN (with a warning) when either input is constant.
+
+    NumPy, not ``scipy.stats.pearsonr``: the same value (tested to 1e-12) at a twentieth of the cost, which
+    matters inside bootstrap loops."""
     pair = _pair(y_true, y_pred, "pcc", nan_policy)
     if pair is None:
         return math.nan
     t, p = pair
-    dt, dp = t - t.mean(), p - p.mean()
-    st, sp = np.sqrt((dt**2).sum()), np.sqrt((dp**2).sum())
-    if st == 0 or sp == 0:
+    if np.ptp(t) == 0 or np.ptp(p) == 0:  # also a single pair; checked here so that SciPy does not warn
         _warn("pcc: y_true or y_pred is constant -> NaN (correlation undefined)")
         return math.nan
-    return float(np.clip((dt * dp).sum() / (st * sp), -1.0, 1.0))
+    dt, dp = t - t.mean(), p - p.mean()
+    return float(np.clip(dt @ dp / math.sqrt((dt @ dt) * (dp @ dp)), -1.0, 1.0))
 
 
 def rmse(y_true: Any, y_pred: Any, nan_policy: str = "propagate") -> float:
@@ -139,11 +124,8 @@ def sagr(y_true: Any, y_pred: Any, nan_policy: str = "propagate") -> float:
 
 
 def icc_3_1(ratings: Any) -> float:
-    """ICC(3,1) of an (n_subjects, k_raters) matrix: ``(MSR - MSE) / (MSR + (k-1) * MSE)``.
-
-    Rows holding NaN are dropped (with a warning). NaN with a warning when fewer than 2 subjects remain or the
-    denominator is 0 (e.g. every rating identical).
-    """
+    """ICC(3,1) ``(MSR - MSE) / (MSR + (k-1) * MSE)`` of an (n_subjects, k_raters) matrix; rows with NaN are
+    dropped; NaN when fewer than 2 subjects remain or the denominator is 0 (e.g. every rating identical)."""
     x = np.asarray(ratings, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
         raise ValueError(f"icc_3_1: ratings must be (n_subjects, k>=2 raters), got shape {x.shape}")
@@ -196,29 +178,38 @@ def _labels(y: Any, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _label_pair(y_true: Any, y_pred: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _labels(y_true, f"{name} y_true"), _labels(y_pred, f"{name} y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"{name}: y_true has {t.size} labels but y_pred has {p.size}")
+    return t, p
+
+
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of equal labels; NaN with a warning on empty input."""
-    t, p = _labels(y_true, "accuracy y_true"), _labels(y_pred, "accuracy y_pred")
-    if t.shape != p.shape:
-        raise ValueError(f"accuracy: y_true has {t.size} labels but y_pred has {p.size}")
+    from sklearn.metrics import accuracy_score
+
+    t, p = _label_pair(y_true, y_pred, "accuracy")
     if t.size == 0:
         _warn("accuracy: no samples -> NaN")
         return math.nan
-    return float(np.mean(t == p))
+    return float(accuracy_score(t, p))
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, n_classes: int) -> np.ndarray:
-    """(n_classes, n_classes) counts; row = true class, column = predicted class."""
-    t, p = _labels(y_true, "confusion_matrix y_true"), _labels(y_pred, "confusion_matrix y_pred")
-    if t.shape != p.shape:
-        raise ValueError(f"confusion_matrix: y_true has {t.size} labels but y_pred has {p.size}")
+    """(n_classes, n_classes) int64 counts; row = true class, column = predicted class."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    t, p = _label_pair(y_true, y_pred, "confusion_matrix")
     for name, arr in (("y_true", t), ("y_pred", p)):
         bad = arr[(arr < 0) | (arr >= n_classes)]
-        if bad.size:
+        if bad.size:  # scikit-learn would silently drop them
             raise ValueError(f"confusion_matrix: {name} holds label {int(bad[0])} outside 0..{n_classes - 1}")
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (t, p), 1)
-    return cm
+    if t.size == 0:  # scikit-learn refuses empty input
+        return np.zeros((n_classes, n_classes), dtype=np.int64)
+    with warnings.catch_warnings():  # it warns on a 1x1 matrix even when `labels` names the one class
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        return sk_confusion_matrix(t, p, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def _binary(y: Any, name: str) -> np.ndarray:
@@ -230,84 +221,62 @@ def _binary(y: Any, name: str) -> np.ndarray:
     return arr.astype(bool)
 
 
-def _prf_from_counts(tp: float, fp: float, fn: float, zero_division: float) -> tuple[float, float, float]:
-    precision = tp / (tp + fp) if tp + fp > 0 else zero_division
-    recall = tp / (tp + fn) if tp + fn > 0 else zero_division
-    f1 = 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else zero_division
-    return float(precision), float(recall), float(f1)
-
-
-def precision_recall_f1(
-    y_true: Any, y_score: Any, threshold: float = 0.5, zero_division: float = 0.0
-) -> tuple[float, float, float]:
-    """Binary precision, recall and F1 of ``y_score >= threshold`` against 0/1 ``y_true``.
-
-    Pass 0/1 predictions with the default threshold to score hard labels. Undefined ratios take
-    ``zero_division`` (scikit-learn's convention) with a warning.
-    """
-    t = _binary(y_true, "precision_recall_f1 y_true").reshape(-1)
+def _binary_scores(y_true: Any, y_score: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    t = _binary(y_true, f"{name} y_true").reshape(-1)
     s = np.asarray(y_score, dtype=np.float64).reshape(-1)
     if t.shape != s.shape:
-        raise ValueError(f"precision_recall_f1: y_true has {t.size} values but y_score has {s.size}")
+        raise ValueError(f"{name}: y_true has {t.size} values but y_score has {s.size}")
+    return t, s
+
+
+def precision_recall_f1(y_true: Any, y_score: Any, threshold: float = 0.5,
+                        zero_division: float = 0.0) -> tuple[float, float, float]:
+    """Binary precision, recall and F1 of ``y_score >= threshold`` (0/1 predictions work with the default) against
+    0/1 ``y_true``; undefined ratios take ``zero_division`` (any float) with a warning."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    t, s = _binary_scores(y_true, y_score, "precision_recall_f1")
     pred = s >= threshold
-    tp, fp, fn = float(np.sum(t & pred)), float(np.sum(~t & pred)), float(np.sum(t & ~pred))
-    if tp + fp == 0 or tp + fn == 0:
-        _warn(
-            f"precision_recall_f1: {'no predicted positive' if tp + fp == 0 else 'no true positive'} "
-            f"-> undefined ratios set to zero_division={zero_division}"
-        )
-    return _prf_from_counts(tp, fp, fn, zero_division)
-
-
-def _ranked_counts(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cumulative TP/FP at each distinct score, scores descending (predict positive when score >= it)."""
-    order = np.argsort(-y_score, kind="mergesort")
-    s, t = y_score[order], y_true[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each run of equal scores
-    tps = np.cumsum(t)[last].astype(np.float64)
-    fps = (last + 1 - tps).astype(np.float64)
-    return s[last], tps, fps
+    if not pred.any() or not t.any():
+        _warn(f"precision_recall_f1: {'no predicted positive' if not pred.any() else 'no true positive'} "
+              f"-> undefined ratios set to zero_division={zero_division}")
+    if t.size == 0:  # scikit-learn refuses empty input
+        return float(zero_division), float(zero_division), float(zero_division)
+    # NaN marks the undefined ratios; replacing it afterwards allows any zero_division, not only 0, 1 or NaN.
+    scores = precision_recall_fscore_support(t, pred, average="binary", zero_division=np.nan)[:3]
+    return tuple(float(zero_division) if np.isnan(x) else float(x) for x in scores)  # type: ignore[return-value]
 
 
 def average_precision(y_true: Any, y_score: Any) -> float:
-    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds (= sklearn's definition).
+    """scikit-learn's ``average_precision_score`` (``sum_n (R_n - R_{n-1}) P_n``, no interpolation); NaN with a
+    warning without positive sample (recall undefined) or with a NaN/inf score."""
+    from sklearn.metrics import average_precision_score
 
-    NaN with a warning when ``y_true`` has no positive (recall undefined) or the input is empty.
-    """
-    t = _binary(y_true, "average_precision y_true").reshape(-1)
-    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
-    if t.shape != s.shape:
-        raise ValueError(f"average_precision: y_true has {t.size} values but y_score has {s.size}")
+    t, s = _binary_scores(y_true, y_score, "average_precision")
     if not np.isfinite(s).all():
         _warn("average_precision: scores contain NaN or inf -> NaN")
         return math.nan
-    n_pos = int(t.sum())
-    if n_pos == 0:
+    if not t.any():
         _warn("average_precision: no positive sample -> NaN")
         return math.nan
-    _, tps, fps = _ranked_counts(t, s)
-    precision = tps / (tps + fps)
-    recall = tps / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(t, s))
 
 
 def best_f1_threshold(y_true: Any, y_score: Any) -> tuple[float, float]:
-    """``(threshold, f1)`` maximising F1 of ``y_score >= threshold``; the threshold is one of the scores.
+    """``(threshold, f1)`` maximising F1 of ``y_score >= threshold`` over the scores (ties within 1e-12: the
+    highest); ``(NaN, NaN)`` with a warning without positive sample or with a NaN/inf score."""
+    from sklearn.metrics import precision_recall_curve
 
-    Ties keep the highest threshold. ``(NaN, NaN)`` with a warning when there is no positive sample.
-    """
-    t = _binary(y_true, "best_f1_threshold y_true").reshape(-1)
-    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
-    if t.shape != s.shape:
-        raise ValueError(f"best_f1_threshold: y_true has {t.size} values but y_score has {s.size}")
-    n_pos = int(t.sum())
-    if n_pos == 0 or not np.isfinite(s).all():
-        _warn("best_f1_threshold: " + ("no positive sample" if n_pos == 0 else "scores contain NaN or inf") + " -> NaN")
+    t, s = _binary_scores(y_true, y_score, "best_f1_threshold")
+    if not t.any() or not np.isfinite(s).all():
+        _warn("best_f1_threshold: " + ("no positive sample" if not t.any() else "scores contain NaN or inf") + " -> NaN")
         return math.nan, math.nan
-    thresholds, tps, fps = _ranked_counts(t, s)
-    f1 = 2 * tps / (tps + fps + n_pos)
-    i = int(np.argmax(f1))  # first maximum = highest threshold among ties
-    return float(thresholds[i]), float(f1[i])
+    precision, recall, thresholds = precision_recall_curve(t, s)  # thresholds ascending
+    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))  # 0/0 where nothing is found
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
+    return float(thresholds[best]), float(f1[best])
 
 
 def mean_average_precision(y_true: Any, scores: Any) -> float:
@@ -316,17 +285,14 @@ def mean_average_precision(y_true: Any, scores: Any) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricWarning)
         aps = np.array([average_precision(t[:, c], s[:, c]) for c in range(t.shape[1])])
-    return _nanmean_classes(aps, "mean_average_precision")
-
-
-def _nanmean_classes(values: np.ndarray, name: str) -> float:
-    valid = np.isfinite(values)
+    valid = np.isfinite(aps)
     if not valid.any():
-        _warn(f"{name}: no class has a positive sample -> NaN")
+        _warn("mean_average_precision: no class has a positive sample -> NaN")
         return math.nan
     if not valid.all():
-        _warn(f"{name}: {int((~valid).sum())} of {values.size} classes have no positive sample and are left out")
-    return float(values[valid].mean())
+        _warn(f"mean_average_precision: {int((~valid).sum())} of {aps.size} classes have no positive sample "
+              "and are left out")
+    return float(aps[valid].mean())
 
 
 def _multilabel_pair(y_true: Any, scores: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -338,21 +304,14 @@ def _multilabel_pair(y_true: Any, scores: Any, name: str) -> tuple[np.ndarray, n
 
 
 def sample_f1(y_true: Any, y_pred: Any, empty_value: float = 1.0) -> np.ndarray:
-    """Per-sample F1 ``2|T & P| / (|T| + |P|)`` of (N, C) 0/1 label sets.
-
-    A sample with no true and no predicted label gets ``empty_value`` (1.0: the empty sets agree; this is
-    scikit-learn's ``f1_score(average='samples', zero_division=1)``).
-    """
+    """Per-sample F1 ``2|T & P| / (|T| + |P|)`` of (N, C) 0/1 label sets, ``empty_value`` where both are empty
+    (the mean is scikit-learn's ``f1_score(average='samples', zero_division=1)``, which has no per-sample form)."""
     t, p = _binary(y_true, "sample_f1 y_true"), _binary(y_pred, "sample_f1 y_pred")
     if t.shape != p.shape:
         raise ValueError(f"sample_f1: y_true {t.shape} and y_pred {p.shape} differ")
     t, p = np.atleast_2d(t), np.atleast_2d(p)
-    inter = (t & p).sum(axis=1).astype(np.float64)
-    sizes = (t.sum(axis=1) + p.sum(axis=1)).astype(np.float64)
-    out = np.full(t.shape[0], float(empty_value))
-    nz = sizes > 0
-    out[nz] = 2 * inter[nz] / sizes[nz]
-    return out
+    sizes = t.sum(axis=1) + p.sum(axis=1)
+    return np.divide(2.0 * (t & p).sum(axis=1), sizes, out=np.full(t.shape[0], float(empty_value)), where=sizes > 0)
 
 
 def cooccurrence_matrix(y_true: Any, y_pred: Any) -> np.ndarray:
@@ -373,18 +332,23 @@ class BootstrapCI(NamedTuple):
     n_boot: int
 
 
-def bootstrap_ci(
-    metric_fn: Callable[[np.ndarray, np.ndarray], float],
-    y_true: Any,
-    y_pred: Any,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> BootstrapCI:
+def _percentile_interval(samples: np.ndarray, confidence: float) -> list[float]:
+    """``[low, high]`` quantiles of the finite samples; ``[NaN, NaN]`` when there is none."""
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return [math.nan, math.nan]
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+    return [float(low), float(high)]
+
+
+def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], y_true: Any, y_pred: Any, n_boot: int = 1000,
+                 seed: int = 0, confidence: float = 0.95) -> BootstrapCI:
     """Percentile bootstrap interval of ``metric_fn(y_true, y_pred)`` resampling rows (axis 0) with replacement.
 
-    Works with 1-D pairs and (N, C) arrays. Resamples where the metric is undefined (NaN) are left out; the
-    warnings they raise are silenced so that one summary warning remains. ``n_boot`` counts the valid ones.
+    Works with 1-D pairs and (N, C) arrays. Resamples where the metric is undefined (NaN) are left out (with
+    one summary warning); ``n_boot`` counts the valid ones. Not ``scipy.stats.bootstrap``: it keeps undefined
+    resamples and draws other indices, so every interval (for a given seed) would change.
     """
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if len(t) != len(p):
@@ -397,38 +361,24 @@ def bootstrap_ci(
         _warn("bootstrap_ci: no samples or n_boot <= 0 -> NaN interval")
         return BootstrapCI(value, math.nan, math.nan, 0)
     rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricWarning)
-        for b in range(n_boot):
-            idx = rng.integers(0, n, n)
-            stats[b] = metric_fn(t[idx], p[idx])
-    valid = np.isfinite(stats)
-    if not valid.any():
+        resamples = (rng.integers(0, n, n) for _ in range(n_boot))  # one draw of n row indices per resample
+        stats = np.array([metric_fn(t[idx], p[idx]) for idx in resamples], dtype=np.float64)
+    n_valid = int(np.isfinite(stats).sum())
+    if n_valid == 0:
         _warn("bootstrap_ci: the metric is undefined on every resample -> NaN interval")
         return BootstrapCI(value, math.nan, math.nan, 0)
-    if not valid.all():
-        _warn(f"bootstrap_ci: {int((~valid).sum())} of {n_boot} resamples gave NaN and are left out")
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats[valid], [alpha, 1 - alpha])
-    return BootstrapCI(value, float(low), float(high), int(valid.sum()))
+    if n_valid < n_boot:
+        _warn(f"bootstrap_ci: {n_boot - n_valid} of {n_boot} resamples gave NaN and are left out")
+    return BootstrapCI(value, *_percentile_interval(stats, confidence), n_valid)
 
 
 # --------------------------------------------------------------------------------------------------- reports
-def regression_report(
-    valence_true: Any,
-    valence_pred: Any,
-    arousal_true: Any,
-    arousal_pred: Any,
-    nan_policy: str = "propagate",
-    n_boot: int = 0,
-    seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """``{"valence": {ccc, pcc, rmse, mae, sagr, icc, n}, "arousal": {...}}``.
-
-    Values are taken as given (clip EmoNet's raw regressions to [-1, 1] before, as the paper does). With
-    ``n_boot > 0`` every metric also gets ``<name>_ci = [low, high]`` (95 % percentile bootstrap).
-    """
+def regression_report(valence_true: Any, valence_pred: Any, arousal_true: Any, arousal_pred: Any,
+                      nan_policy: str = "propagate", n_boot: int = 0, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """``{"valence": {ccc, pcc, rmse, mae, sagr, icc, n}, "arousal": {...}}`` of the values as given (clip raw
+    regressions to [-1, 1] first); ``n_boot > 0`` adds ``<name>_ci = [low, high]`` (95 % percentile bootstrap)."""
     report: dict[str, dict[str, Any]] = {}
     for dim, t, p in (("valence", valence_true, valence_pred), ("arousal", arousal_true, arousal_pred)):
         t = np.asarray(t, dtype=np.float64).reshape(-1)
@@ -473,44 +423,31 @@ def _check_class_names(class_names: Sequence[str] | None, n: int, name: str) -> 
     return names
 
 
-def multilabel_report(
-    y_true: Any,
-    scores: Any,
-    class_names: Sequence[str] | None = None,
-    threshold: float = 0.5,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Multi-label metrics of (N, C) 0/1 labels and (N, C) scores (sigmoid probabilities).
+_MULTILABEL_COLUMNS = ["class", "support", "n_predicted", "ap", "precision", "recall", "f1", "best_threshold",
+                       "best_f1"]
 
-    Summary: ``mAP`` (mean AP over classes with a positive), ``macro_f1`` / ``macro_precision`` /
-    ``macro_recall`` (mean over all classes, zero_division=0: identical to scikit-learn's ``average='macro'``),
-    ``micro_*`` (pooled counts), ``samples_f1`` (mean per-sample F1, empty-vs-empty = 1),
-    ``macro_f1_best_threshold`` (mean of the per-class best F1s; optimistic: thresholds tuned on these data),
-    ``threshold``, ``n_samples``, ``n_classes``, ``n_classes_with_positive``.
-    Per class (DataFrame): class, support, n_predicted, ap, precision, recall, f1, best_threshold, best_f1.
-    A prediction is positive when ``score >= threshold``.
+
+def multilabel_report(y_true: Any, scores: Any, class_names: Sequence[str] | None = None,
+                      threshold: float = 0.5) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``(summary, per_class)`` of (N, C) 0/1 labels and scores, positive when ``score >= threshold``.
+
+    Summary: ``mAP`` (classes with a positive), ``macro_*`` (all classes, zero_division=0, as scikit-learn's
+    ``average='macro'``), ``micro_*``, ``samples_f1``, ``macro_f1_best_threshold`` (optimistic: tuned on these
+    data), ``threshold``, ``n_samples``, ``n_classes``, ``n_classes_with_positive``; per class: class, support,
+    n_predicted, ap, precision, recall, f1, best_threshold, best_f1.
     """
     t, s = _multilabel_pair(y_true, scores, "multilabel_report")
     n, c = t.shape
     names = _check_class_names(class_names, c, "multilabel_report")
     pred = s >= threshold
-    rows = []
     with warnings.catch_warnings():
         # Per-class fallbacks are expected on small sets; one summary warning is raised below instead.
         warnings.simplefilter("ignore", MetricWarning)
-        for j in range(c):
-            tp = float(np.sum(t[:, j] & pred[:, j]))
-            fp = float(np.sum(~t[:, j] & pred[:, j]))
-            fn = float(np.sum(t[:, j] & ~pred[:, j]))
-            precision, recall, f1 = _prf_from_counts(tp, fp, fn, 0.0)
-            best_t, best_f1 = best_f1_threshold(t[:, j], s[:, j])
-            rows.append({
-                "class": names[j], "support": int(t[:, j].sum()), "n_predicted": int(pred[:, j].sum()),
-                "ap": average_precision(t[:, j], s[:, j]), "precision": precision, "recall": recall, "f1": f1,
-                "best_threshold": best_t, "best_f1": best_f1,
-            })
-    per_class = pd.DataFrame(rows, columns=[
-        "class", "support", "n_predicted", "ap", "precision", "recall", "f1", "best_threshold", "best_f1",
-    ])
+        prf = _per_class_prf(t, pred)
+        rows = [[names[j], int(t[:, j].sum()), int(pred[:, j].sum()), average_precision(t[:, j], s[:, j]), *prf[j],
+                 *best_f1_threshold(t[:, j], s[:, j])] for j in range(c)]
+        micro = dict(zip(("precision", "recall", "f1"), precision_recall_f1(t.reshape(-1), pred.reshape(-1))))
+    per_class = pd.DataFrame(rows, columns=_MULTILABEL_COLUMNS)
     no_pos = per_class["support"] == 0
     if n == 0:
         _warn("multilabel_report: no samples -> NaN metrics")
@@ -520,40 +457,43 @@ def multilabel_report(
             f"({', '.join(per_class.loc[no_pos, 'class'][:5])}{', ...' if no_pos.sum() > 5 else ''}): their AP and "
             "best threshold are NaN and they are left out of mAP; their F1 counts as 0 in macro-F1"
         )
-    tp, fp, fn = float(np.sum(t & pred)), float(np.sum(~t & pred)), float(np.sum(t & ~pred))
-    micro_p, micro_r, micro_f1 = _prf_from_counts(tp, fp, fn, 0.0)
-    valid_ap = per_class["ap"].dropna()
-    valid_best = per_class["best_f1"].dropna()
     summary = {
-        "mAP": float(valid_ap.mean()) if len(valid_ap) else math.nan,
-        "macro_f1": float(per_class["f1"].mean()) if c and n else math.nan,
-        "macro_precision": float(per_class["precision"].mean()) if c and n else math.nan,
-        "macro_recall": float(per_class["recall"].mean()) if c and n else math.nan,
-        "micro_f1": micro_f1 if n else math.nan,
-        "micro_precision": micro_p if n else math.nan,
-        "micro_recall": micro_r if n else math.nan,
+        "mAP": _mean_of_defined(per_class["ap"]),
+        **{f"macro_{k}": float(per_class[k].mean()) if c and n else math.nan for k in ("f1", "precision", "recall")},
+        **{f"micro_{k}": micro[k] if n else math.nan for k in ("f1", "precision", "recall")},
         "samples_f1": float(sample_f1(t, pred).mean()) if n else math.nan,
-        "macro_f1_best_threshold": float(valid_best.mean()) if len(valid_best) else math.nan,
-        "threshold": float(threshold),
-        "n_samples": int(n),
-        "n_classes": int(c),
+        "macro_f1_best_threshold": _mean_of_defined(per_class["best_f1"]),
+        "threshold": float(threshold), "n_samples": int(n), "n_classes": int(c),
         "n_classes_with_positive": int((~no_pos).sum()),
     }
     return summary, per_class
 
 
-def classification_report(
-    y_true: Any,
-    probs: Any,
-    class_names: Sequence[str] | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Single-label metrics of integer labels (N,) and class probabilities (N, C); prediction = argmax.
+def _per_class_prf(t: np.ndarray, pred: np.ndarray) -> list[tuple[float, float, float]]:
+    """Precision, recall and F1 (zero_division 0) of each column of (N, C) 0/1 truth and predictions."""
+    from sklearn.metrics import precision_recall_fscore_support
 
-    Summary: ``accuracy``, ``balanced_accuracy`` (mean recall over classes with samples), ``macro_f1`` (all
-    classes, zero_division=0), ``n_samples``, ``confusion_matrix`` (rows = truth, list of lists),
-    ``class_names``. Per class (DataFrame): class, support, n_predicted, accuracy (= recall: the share of the
-    class's samples classified correctly; NaN without samples), precision, recall, f1.
+    if t.shape[0] == 0 or t.shape[1] < 2:  # empty (refused) or one column (read as binary, not multi-label)
+        return [precision_recall_f1(t[:, j], pred[:, j]) for j in range(t.shape[1])]
+    columns = precision_recall_fscore_support(t, pred, average=None, zero_division=0.0)[:3]  # not one call per class
+    return [tuple(float(v) for v in values) for values in zip(*columns)]
+
+
+def _mean_of_defined(values: pd.Series) -> float:
+    defined = values.dropna()
+    return float(defined.mean()) if len(defined) else math.nan
+
+
+def classification_report(y_true: Any, probs: Any,
+                          class_names: Sequence[str] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``(summary, per_class)`` of integer labels (N,) and class probabilities (N, C), prediction = argmax.
+
+    Summary: ``accuracy``, ``balanced_accuracy`` (mean recall of the classes with samples), ``macro_f1`` (all
+    classes, zero_division=0), ``n_samples``, ``confusion_matrix`` (rows = truth), ``class_names``; per class:
+    support, n_predicted, accuracy (= recall, NaN without samples), precision, recall, f1.
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     t = _labels(y_true, "classification_report y_true")
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != t.size:
@@ -562,16 +502,16 @@ def classification_report(
     names = _check_class_names(class_names, c, "classification_report")
     pred = p.argmax(axis=1) if t.size else np.zeros(0, dtype=np.int64)
     cm = confusion_matrix(t, pred, c)
-    support, n_pred, tp = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm)
-    rows = []
-    for j in range(c):
-        precision, recall, f1 = _prf_from_counts(float(tp[j]), float(n_pred[j] - tp[j]), float(support[j] - tp[j]), 0.0)
-        rows.append({
-            "class": names[j], "support": int(support[j]), "n_predicted": int(n_pred[j]),
-            "accuracy": float(tp[j] / support[j]) if support[j] else math.nan,
-            "precision": precision, "recall": recall, "f1": f1,
-        })
-    per_class = pd.DataFrame(rows, columns=["class", "support", "n_predicted", "accuracy", "precision", "recall", "f1"])
+    support = cm.sum(axis=1)
+    if t.size:
+        precision, recall, f1, _ = precision_recall_fscore_support(t, pred, labels=np.arange(c), zero_division=0.0)
+    else:  # scikit-learn refuses empty input; every ratio is 0/0 -> zero_division
+        precision = recall = f1 = np.zeros(c)
+    per_class = pd.DataFrame({
+        "class": names, "support": support, "n_predicted": cm.sum(axis=0),
+        "accuracy": np.divide(np.diag(cm), support, out=np.full(c, math.nan), where=support > 0),
+        "precision": precision, "recall": recall, "f1": f1,
+    })
     empty = support == 0
     if t.size and empty.any():
         _warn(
@@ -609,11 +549,8 @@ def va_moments(y_true: Any, y_pred: Any) -> np.ndarray:
 
 
 def metrics_from_moments(moments: np.ndarray) -> dict[str, np.ndarray]:
-    """CCC, PCC, RMSE, SAGR from :func:`va_moments` rows (``(..., 8)``; a sum of rows = the pooled pairs).
-
-    Same definitions and degenerate values as :func:`ccc`, :func:`pcc`, :func:`rmse`, :func:`sagr` (no
-    warnings: NaN where undefined, CCC 0 when exactly one side is constant).
-    """
+    """CCC, PCC, RMSE, SAGR of :func:`va_moments` rows ``(..., 8)`` (a sum of rows = the pooled pairs), with the
+    degenerate values of :func:`ccc` and :func:`pcc` but no warnings."""
     m = np.asarray(moments, dtype=np.float64)
     n, st, sp, stt, spp, stp, sse, agree = (m[..., k] for k in range(len(_MOMENTS)))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -633,31 +570,9 @@ def metrics_from_moments(moments: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.where(empty, np.nan, v) for k, v in out.items()}
 
 
-def grouped_va_report(
-    groups: Any,
-    valence_true: Any,
-    valence_pred: Any,
-    arousal_true: Any,
-    arousal_pred: Any,
-    n_boot: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, Any]:
-    """Video metrics: pooled over all frames (the ABAW protocol) and per video, with bootstrap CIs over videos.
-
-    ``groups``: the video of each frame. Pairs with a NaN (an error row) are left out. Returns::
-
-        {"pooled": {"valence": {ccc, pcc, rmse, sagr, n, <m>_ci}, "arousal": {...}, "abaw", "abaw_ci"},
-         "per_video_mean": {"valence": {...}, "arousal": {...}, "abaw", "abaw_ci", "n_videos"},
-         "per_video": DataFrame (video, n, valence_ccc, ..., arousal_sagr, abaw)}
-
-    ``abaw`` = (CCC valence + CCC arousal) / 2. The intervals resample whole videos with replacement
-    (frames of a video are not independent): the pooled metrics are recomputed on the resampled frames, the
-    per-video means averaged over the resampled videos (videos where a metric is undefined are left out of
-    its mean, e.g. PCC of a video with constant truth).
-    """
+def _moments_per_video(groups: Any, arrays: dict[str, tuple[Any, Any]]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The videos in order of first appearance and, per dimension, their (n_videos, 8) :func:`va_moments`."""
     g = pd.Series(np.asarray(groups).reshape(-1)).astype(str)
-    arrays = {"valence": (valence_true, valence_pred), "arousal": (arousal_true, arousal_pred)}
     videos = list(dict.fromkeys(g))
     codes = pd.Categorical(g, categories=videos).codes
     moments: dict[str, np.ndarray] = {}
@@ -668,54 +583,82 @@ def grouped_va_report(
             raise ValueError(f"grouped_va_report: {dim}: {len(t)} truths, {len(p)} predictions, {len(g)} groups")
         moments[dim] = np.stack([va_moments(t[codes == k], p[codes == k]) for k in range(len(videos))]) \
             if videos else np.zeros((0, len(_MOMENTS)))
+    return videos, moments
+
+
+def _video_draw_counts(scored: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """``counts[b, k]``: how often video k is drawn in resample b (only videos with scored frames are drawn)."""
+    n_boot, n_videos = max(int(n_boot), 0), int(scored.sum())
+    counts = np.zeros((n_boot, scored.size))
+    if n_videos and n_boot:
+        draws = np.random.default_rng(seed).choice(np.flatnonzero(scored), size=(n_boot, n_videos), replace=True)
+        np.add.at(counts, (np.repeat(np.arange(n_boot), n_videos), draws.reshape(-1)), 1)
+    return counts
+
+
+def _pooled_metrics(moments: np.ndarray, counts: np.ndarray, confidence: float) -> tuple[dict[str, Any], Any]:
+    """Metrics of all frames together, their intervals and the bootstrap CCCs (``None`` without resamples)."""
+    point = metrics_from_moments(moments.sum(axis=0))
+    row: dict[str, Any] = {name: float(point[name]) for name in VIDEO_METRICS}
+    row["n"] = int(moments[:, 0].sum())
+    if not len(counts):
+        return row, None
+    boot = metrics_from_moments(counts @ moments)
+    for name in VIDEO_METRICS:
+        row[f"{name}_ci"] = _percentile_interval(boot[name], confidence)
+    return row, boot["ccc"]
+
+
+def _mean_metrics(
+    per_video: pd.DataFrame, dim: str, scored: np.ndarray, counts: np.ndarray, confidence: float
+) -> tuple[dict[str, Any], Any]:
+    """Means of the per-video metrics (each over the videos where it is defined), their intervals and the
+    bootstrap mean CCCs (``None`` without resamples)."""
+    row: dict[str, Any] = {}
+    boot_ccc = None
+    for name in VIDEO_METRICS:
+        values = per_video[f"{dim}_{name}"].to_numpy(dtype=np.float64)
+        defined = np.isfinite(values) & scored
+        row[name] = float(values[defined].mean()) if defined.any() else math.nan
+        if len(counts):
+            weights = counts * defined[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot = (weights @ np.where(defined, values, 0.0)) / weights.sum(axis=1)
+            row[f"{name}_ci"] = _percentile_interval(boot, confidence)
+            if name == "ccc":
+                boot_ccc = boot
+    row["n_videos"] = int((np.isfinite(per_video[f"{dim}_ccc"].to_numpy(dtype=np.float64)) & scored).sum())
+    return row, boot_ccc
+
+
+def grouped_va_report(groups: Any, valence_true: Any, valence_pred: Any, arousal_true: Any, arousal_pred: Any,
+                      n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+    """Video metrics pooled over all frames (the ABAW protocol) and per video; ``groups`` names each frame's video.
+
+    Returns ``{"pooled": {"valence": {ccc, pcc, rmse, sagr, n, <m>_ci}, "arousal", "abaw", "abaw_ci"},
+    "per_video_mean": {..., "n_videos"}, "per_video": DataFrame}``; ``abaw`` = mean of the two CCCs. Pairs with a
+    NaN are left out. The intervals resample whole videos (their frames are not independent).
+    """
+    arrays = {"valence": (valence_true, valence_pred), "arousal": (arousal_true, arousal_pred)}
+    videos, moments = _moments_per_video(groups, arrays)
     per_video = pd.DataFrame({"video": videos, "n": moments["valence"][:, 0].astype(np.int64) if videos else []})
     for dim in arrays:
         for name, values in metrics_from_moments(moments[dim]).items():
             per_video[f"{dim}_{name}"] = values
     per_video["abaw"] = (per_video["valence_ccc"] + per_video["arousal_ccc"]) / 2.0
     scored = per_video["n"].to_numpy() > 0
-    rng = np.random.default_rng(seed)
-    n_videos = int(scored.sum())
-    # counts[b, k]: how often video k is drawn in resample b (only videos with scored frames are drawn).
-    counts = np.zeros((max(int(n_boot), 0), len(videos)))
-    if n_videos and n_boot > 0:
-        draws = rng.choice(np.flatnonzero(scored), size=(int(n_boot), n_videos), replace=True)
-        for b in range(int(n_boot)):
-            counts[b] = np.bincount(draws[b], minlength=len(videos))
-    alpha = (1.0 - confidence) / 2.0
-
-    def interval(samples: np.ndarray) -> list[float]:
-        samples = samples[np.isfinite(samples)]
-        if samples.size == 0:
-            return [math.nan, math.nan]
-        low, high = np.quantile(samples, [alpha, 1.0 - alpha])
-        return [float(low), float(high)]
-
+    counts = _video_draw_counts(scored, n_boot, seed)
     pooled: dict[str, Any] = {}
-    mean: dict[str, Any] = {"n_videos": n_videos}
+    mean: dict[str, Any] = {"n_videos": int(scored.sum())}
     boot_pooled_ccc, boot_mean_ccc = {}, {}
     for dim in arrays:
-        point = metrics_from_moments(moments[dim].sum(axis=0))
-        boot = metrics_from_moments(counts @ moments[dim]) if len(counts) else {}
-        pooled[dim] = {name: float(point[name]) for name in VIDEO_METRICS}
-        pooled[dim]["n"] = int(moments[dim][:, 0].sum())
-        mean[dim] = {}
-        for name in VIDEO_METRICS:
-            values = per_video[f"{dim}_{name}"].to_numpy(dtype=np.float64)
-            defined = np.isfinite(values) & scored
-            mean[dim][name] = float(values[defined].mean()) if defined.any() else math.nan
-            if len(counts):
-                pooled[dim][f"{name}_ci"] = interval(boot[name])
-                weights = counts * defined[None, :]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    boot_mean = (weights @ np.where(defined, values, 0.0)) / weights.sum(axis=1)
-                mean[dim][f"{name}_ci"] = interval(boot_mean)
-                if name == "ccc":
-                    boot_pooled_ccc[dim], boot_mean_ccc[dim] = boot["ccc"], boot_mean
-        mean[dim]["n_videos"] = int((np.isfinite(per_video[f"{dim}_ccc"].to_numpy(dtype=np.float64)) & scored).sum())
+        pooled[dim], boot_pooled_ccc[dim] = _pooled_metrics(moments[dim], counts, confidence)
+        mean[dim], boot_mean_ccc[dim] = _mean_metrics(per_video, dim, scored, counts, confidence)
     pooled["abaw"] = (pooled["valence"]["ccc"] + pooled["arousal"]["ccc"]) / 2.0
     mean["abaw"] = (mean["valence"]["ccc"] + mean["arousal"]["ccc"]) / 2.0
     if len(counts):
-        pooled["abaw_ci"] = interval((boot_pooled_ccc["valence"] + boot_pooled_ccc["arousal"]) / 2.0)
-        mean["abaw_ci"] = interval((boot_mean_ccc["valence"] + boot_mean_ccc["arousal"]) / 2.0)
+        pooled["abaw_ci"] = _percentile_interval((boot_pooled_ccc["valence"] + boot_pooled_ccc["arousal"]) / 2.0,
+                                                 confidence)
+        mean["abaw_ci"] = _percentile_interval((boot_mean_ccc["valence"] + boot_mean_ccc["arousal"]) / 2.0,
+                                               confidence)
     return {"pooled": pooled, "per_video_mean": mean, "per_video": per_video}
