@@ -1,7 +1,7 @@
 """The one evaluation path: run a model over a labelled dataset, score it, report it.
 
 Every caller that runs a model over labelled data goes through here: ``python -m emonet evaluate``,
-training validation (:mod:`emonet.training.engine`), fine-tuning (validation and test split) and the review
+training validation (:meth:`emonet.training.Trainer.validate`), fine-tuning (validation and test split) and the review
 tool (:mod:`emonet.review`).
 
 * :func:`predict_dataset` -> :class:`Predictions`: per-item outputs in dataset order. An item whose image
@@ -46,9 +46,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sequential
 from tqdm import tqdm
 
 from emonet import metrics as M
-from emonet.checkpoint import WEIGHTS_HINT, load_model
+from emonet.checkpoint import load_model
 from emonet.errors import UserError
 from emonet.fileio import write_text_atomic
+from emonet.hub import missing_weights_hint, resolve_weights
 from emonet.images import ImageReadError
 from emonet.inference.runners import forward_with_flip
 from emonet.inference.selection import make_runner
@@ -78,9 +79,11 @@ def published_reference(dataset: str, n_classes: int) -> list[dict[str, Any]]:
 
 
 def load_weights(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """:func:`emonet.load_model` with the download hint when the file is missing (never random weights)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: weights not found. {WEIGHTS_HINT}")
+    """:func:`emonet.load_model` (a path or an official name) with a hint when the file is missing (never
+    random weights)."""
+    path = resolve_weights(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights not found. {missing_weights_hint(path)}")
     return load_model(path, device=device)
 
 
@@ -343,60 +346,81 @@ def predict_dataset(
         shard, gather: ``(rank, world_size)`` and an all-gather function: each process predicts its shard
             and every process gets all rows (DDP validation).
     """
-    runner: Any = model_or_runner
-    model = model_or_runner if isinstance(model_or_runner, nn.Module) else getattr(model_or_runner, "model", None)
+    runner, model = _runner_and_model(model_or_runner, device)
     was_training = bool(getattr(model, "training", False))
-    if isinstance(model_or_runner, nn.Module):
-        runner = make_runner(model_or_runner, backend="torch", precision="fp32", device=device)
-    run_device = torch.device(getattr(runner, "device", "cpu"))
     multi_label = bool(getattr(model, "multi_label", False)) if multi_label is None else bool(multi_label)
-    required_key = label_key
+    required_keys = [key for key in (label_key, "valence", "arousal") if key is not None]
     label_key = label_key or ("categories" if multi_label else "label")
-    rank, world_size = shard
-    sampler: Any = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
-                    if world_size > 1 else SequentialSampler(dataset))
-    collate = CollateItems(getattr(model, "input_size", 256), getattr(model, "normalization", None),
-                           (label_key, "valence", "arousal"))
-    loader = DataLoader(CatchItemErrors(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        collate_fn=collate, pin_memory=run_device.type == "cuda")
+    run_device = torch.device(getattr(runner, "device", "cpu"))
+    loader = _prediction_loader(dataset, model, label_key, batch_size, num_workers, shard, run_device)
     autocast = torch.autocast(run_device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     columns: dict[str, list[np.ndarray]] = {}
     errors: list[ItemError] = []
-
-    def keep(name: str, values: Any) -> None:
-        columns.setdefault(name, []).append(np.asarray(values))
-
     try:
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
             errors += batch["errors"]
             if "image" not in batch:
                 continue
-            for key in (required_key, "valence", "arousal"):
-                if key is not None and key not in batch["targets"]:
-                    raise KeyError(f"dataset items have no {key!r} targets (keys: {batch['item_keys']})")
+            missing = [key for key in required_keys if key not in batch["targets"]]
+            if missing:
+                raise KeyError(f"dataset items have no {missing[0]!r} targets (keys: {batch['item_keys']})")
             with autocast:
-                logits, valence, arousal = _forward(runner, batch["image"], flip_tta)
-            finite = np.isfinite(valence) & np.isfinite(arousal) & np.isfinite(logits).all(axis=1)
-            for j in np.flatnonzero(~finite):  # never a plausible-looking value (clipping would make inf 1.0)
-                errors.append(ItemError(batch["index"][j], batch["path"][j],
-                                        _non_finite_reason(logits[j], valence[j], arousal[j])))
-            if clip:
-                valence, arousal = np.clip(valence, -1.0, 1.0), np.clip(arousal, -1.0, 1.0)
-            for name, values in (("position", batch["position"]), ("index", batch["index"]),
-                                 ("path", np.asarray(batch["path"], dtype=object)), ("expression", logits),
-                                 ("valence", valence), ("arousal", arousal)):
-                keep(name, np.asarray(values)[finite])
-            for key, target in batch["targets"].items():
-                target = target.float().reshape(-1) if key in ("valence", "arousal") else target
-                keep(f"target:{key}", target.numpy()[finite])
+                batch_columns, batch_errors = _predict_batch(runner, batch, flip_tta, clip)
+            errors += batch_errors
+            for name, values in batch_columns.items():
+                columns.setdefault(name, []).append(values)
     finally:
         if model is not None:
             model.train(was_training)
     local = {name: np.concatenate(parts) for name, parts in columns.items()}
-    if world_size > 1:
+    if shard[1] > 1:
         if gather is None:
             raise ValueError("predict_dataset: a sharded run (world_size > 1) needs a gather function")
         local, errors = _merge_shards(gather((local, errors)))
+    return _assemble_predictions(local, errors, model, multi_label, label_key)
+
+
+def _runner_and_model(model_or_runner: Any, device: str | torch.device) -> tuple[Any, nn.Module | None]:
+    """The runner to call and the model holding the metadata: a model runs on the exact fp32 PyTorch runner."""
+    if isinstance(model_or_runner, nn.Module):
+        return make_runner(model_or_runner, backend="torch", precision="fp32", device=device), model_or_runner
+    return model_or_runner, getattr(model_or_runner, "model", None)
+
+
+def _prediction_loader(dataset: Dataset, model: nn.Module | None, label_key: str, batch_size: int,
+                       num_workers: int, shard: tuple[int, int], device: torch.device) -> DataLoader:
+    """Batches of :class:`CatchItemErrors` items in dataset order (this process's shard under DDP)."""
+    rank, world_size = shard
+    sampler: Any = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+                    if world_size > 1 else SequentialSampler(dataset))
+    collate = CollateItems(getattr(model, "input_size", 256), getattr(model, "normalization", None),
+                           (label_key, "valence", "arousal"))
+    return DataLoader(CatchItemErrors(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate, pin_memory=device.type == "cuda")
+
+
+def _predict_batch(runner: Any, batch: dict[str, Any], flip_tta: bool, clip: bool
+                   ) -> tuple[dict[str, np.ndarray], list[ItemError]]:
+    """The columns of one batch's finite rows, and an :class:`ItemError` per non-finite output."""
+    logits, valence, arousal = _forward(runner, batch["image"], flip_tta)
+    finite = np.isfinite(valence) & np.isfinite(arousal) & np.isfinite(logits).all(axis=1)
+    # Never a plausible-looking value: clipping would make inf 1.0.
+    errors = [ItemError(batch["index"][j], batch["path"][j], _non_finite_reason(logits[j], valence[j], arousal[j]))
+              for j in np.flatnonzero(~finite)]
+    if clip:
+        valence, arousal = np.clip(valence, -1.0, 1.0), np.clip(arousal, -1.0, 1.0)
+    columns = {name: np.asarray(values)[finite] for name, values in (
+        ("position", batch["position"]), ("index", batch["index"]), ("path", np.asarray(batch["path"], dtype=object)),
+        ("expression", logits), ("valence", valence), ("arousal", arousal))}
+    for key, target in batch["targets"].items():
+        target = target.float().reshape(-1) if key in ("valence", "arousal") else target
+        columns[f"target:{key}"] = target.numpy()[finite]
+    return columns, errors
+
+
+def _assemble_predictions(local: dict[str, np.ndarray], errors: list[ItemError], model: nn.Module | None,
+                          multi_label: bool, label_key: str) -> Predictions:
+    """:class:`Predictions` of the gathered columns (typed empty arrays when nothing was scored)."""
     n_classes = len(getattr(model, "class_names", []) or [])
     empty_label = np.zeros((0, n_classes), np.float32) if multi_label else np.zeros(0, np.int64)
     targets = {"valence": np.zeros(0, np.float32), "arousal": np.zeros(0, np.float32), label_key: empty_label}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,88 @@ def test_cli_dispatcher_and_config_errors(tmp_path, capsys):
     assert f"{missing}: EMOTIC data folder not found" in capsys.readouterr().err
 
 
+def test_train_flags_are_generated_from_the_config_fields():
+    import argparse
+    import dataclasses
+
+    from emonet.cli import train as train_cli
+    from emonet.training.config import flag_name
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_options(parser)
+    flags = {flag: action for action in parser._actions for flag in action.option_strings}
+    cli_fields = [f for f in dataclasses.fields(TrainConfig) if f.metadata["cli"]]
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {f.name for f in cli_fields} == {"model_kwargs"}
+    defaults = TrainConfig()
+    for f in cli_fields:
+        action = flags[flag_name(f.name)]
+        assert action.dest == f.name and action.default is None, f.name  # None: the config file's value wins
+        if isinstance(getattr(defaults, f.name), bool):
+            assert flags["--no-" + flag_name(f.name)[2:]].const is False
+        elif f.metadata["default_text"] is None:  # the one default, shown in the help
+            shown = getattr(defaults, f.name)
+            shown = ", ".join(map(str, shown)) if isinstance(shown, tuple) else "none" if shown is None else shown
+            assert action.help.endswith(f"(default: {shown})"), (f.name, action.help)
+    own = {"--config", "--set", "--quiet", "-h", "--help"}
+    field_dests = {f.name for f in cli_fields}
+    assert {a.dest for a in parser._actions if not set(a.option_strings) & own} == field_dests
+    # Today's flag names are all there (generated, not listed by hand).
+    for flag in ("--data-root", "--image-size", "--no-augment", "--no-pretrained", "--download-weights",
+                 "--fixture-if-missing", "--no-progress", "--no-plot", "--sync-bn", "--pos-weight", "--no-pos-weight"):
+        assert flag in flags, flag
+    args = parser.parse_args(["--lr", "1e-4", "--crop-scale", "0.5", "1", "--no-augment", "--epochs", "3"])
+    config = train_cli.config_from_args(args)
+    assert (config.lr, config.crop_scale, config.augment, config.epochs) == (1e-4, (0.5, 1.0), False, 3)
+
+
+def test_config_values_are_coerced_by_field_type_and_range_checked(tmp_path, capsys):
+    from emonet.cli import main
+    from emonet.training.config import ConfigError
+
+    text = tmp_path / "c.yaml"
+    text.write_text("lr: 1e-4\nepochs: '3'\nlimit: null\npos_weight: 'yes'\n")  # YAML reads 1e-4 as a string
+    config = TrainConfig.from_file(text)
+    assert isinstance(config.lr, float) and config.lr == 1e-4 and config.epochs == 3 and config.pos_weight is True
+    for values, key in (({"lr": float("nan")}, "lr"), ({"hflip": 1.5}, "hflip"), ({"epochs": 2.5}, "epochs"),
+                        ({"batch_size": True}, "batch_size"), ({"grad_clip": float("inf")}, "grad_clip"),
+                        ({"weight_decay": -1}, "weight_decay"), ({"crop_scale": [0.5]}, "crop_scale")):
+        with pytest.raises(ConfigError, match=rf"^x\.yaml: {key} must") as info:
+            TrainConfig.from_dict(values, source="x.yaml")
+        assert info.value.key == key and isinstance(info.value, UserError)
+    text.write_text("lr: fast\n")
+    assert main(["train", "--config", str(text)]) == 2
+    assert f"error: {text}: lr must be a number, got 'fast'" in capsys.readouterr().err
+    assert main(["train", "--set", "lr=nan"]) == 2
+    assert "error: --set: lr must be a finite number, got nan" in capsys.readouterr().err
+    for argv, flag in ((["--lr", "nan"], "--lr"), (["--epochs", "-1"], "--epochs"), (["--hflip", "inf"], "--hflip")):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *argv])
+        assert exc.value.code == 2 and f"argument {flag}: must be" in capsys.readouterr().err
+
+
+def test_yaml_string_lr_trains_and_a_corrupt_state_is_refused_on_resume(tmp_path, capsys, emotic_root):
+    from emonet.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text((CONFIGS / "smoke.yaml").read_text().replace("lr: 0.001", "lr: 1e-3"))
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--data-root", str(emotic_root), "--output-dir", str(out),
+            "--image-size", "32", "--limit", "8", "--epochs", "1", "--no-progress", "--no-plot", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = emonet.load_model(out / "last.pth").checkpoint_extra["train_config"]
+    assert saved["lr"] == 1e-3 and isinstance(saved["lr"], float)
+    state = out / "training_state.pt"
+    for damage in (b"not a torch file", state.read_bytes()[:200]):  # garbage, a torn write
+        state.write_bytes(damage)
+        assert main([*argv, "--epochs", "2", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {state}: not a readable PyTorch checkpoint" in err and "Traceback" not in err
+    torch.save({"epoch": "two", "model": {}}, state)  # readable, but not a training state
+    assert main([*argv, "--epochs", "2", "--resume"]) == 2
+    assert f"error: {state}: not a training state" in capsys.readouterr().err
+    assert pd.read_csv(out / "log.csv")["epoch"].tolist() == [1]  # the run's files are as they were
+
+
 # ------------------------------------------------------------------------------- validation: bad items, files
 class DamagedToyDataset(ToyDataset):
     """A ToyDataset whose item 2 is an unreadable image file and item 5 an image that gives NaN outputs."""
@@ -409,7 +492,8 @@ class DamagedToyDataset(ToyDataset):
 
 
 def test_validation_scores_the_readable_items_and_reports_the_rest(tmp_path, caplog):
-    from emonet.training import compute_metrics, predict_dataset
+    from emonet.evaluation import predict_dataset, score_predictions
+    from emonet.training.validation import training_metrics
 
     model = tiny()
     config = cfg(tmp_path, epochs=1)
@@ -426,9 +510,14 @@ def test_validation_scores_the_readable_items_and_reports_the_rest(tmp_path, cap
     expected = Trainer(model, train, good, config).validate()
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
-    arrays = predict_dataset(model, val, device="cpu")
-    assert len(arrays["valence"]) == 6 and arrays["target"].shape == (6, 26)
-    assert compute_metrics(arrays, "multilabel", model.class_names)["val_map"] == pytest.approx(metrics["val_map"])
+    # Validation is emonet.evaluation's prediction and scoring, under the log's names.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", emonet.metrics.MetricWarning)  # classes without positives in 6 items
+        predictions = predict_dataset(model, val, device="cpu", clip=False, progress=False)
+        again = training_metrics(score_predictions(predictions), "multilabel")
+    assert predictions.n_scored == 6 and predictions.labels.shape == (6, 26) and predictions.n_errors == 2
+    assert again["val_map"] == pytest.approx(metrics["val_map"])
+    assert again["val_va_ccc"] == pytest.approx(metrics["val_va_ccc"])
 
 
 def test_unreadable_training_items_are_left_out_and_reported(tmp_path, caplog):

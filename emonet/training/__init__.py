@@ -12,23 +12,18 @@ Fine-tuning hooks: ``Trainer(..., frozen_modules=[...], param_groups=..., callba
 ``config.unfreeze_epoch`` / ``config.unfreeze_lr``, :meth:`Trainer.unfreeze`.
 """
 
-from emonet.training.config import TrainConfig
-from emonet.training.engine import (
-    Callback,
-    FitResult,
-    LRSchedule,
-    Trainer,
-    compute_metrics,
-    dataset_targets,
-    evaluate,
-    predict_dataset,
-    summarize_epochs,
-)
-from emonet.training.losses import MultiTaskLoss, ccc, ccc_loss, compute_pos_weight, regression_loss
-from emonet.training.transforms import ImageTransform, build_transforms
+from emonet.lazy import lazy_exports
 
-__all__ = [
-    "Callback", "FitResult", "ImageTransform", "LRSchedule", "MultiTaskLoss", "TrainConfig", "Trainer",
-    "build_transforms", "ccc", "ccc_loss", "compute_metrics", "compute_pos_weight", "dataset_targets",
-    "evaluate", "predict_dataset", "regression_loss", "summarize_epochs",
-]
+# Public names -> defining module, imported on first use: ``emonet.training.config`` (plain Python) must load
+# without PyTorch, so that ``python -m emonet train --help`` stays fast.
+_EXPORTS = {
+    "TrainConfig": "emonet.training.config",
+    **dict.fromkeys(["Callback", "FitResult", "LRSchedule", "Trainer", "dataset_targets"], "emonet.training.engine"),
+    "summarize_epochs": "emonet.training.history",
+    "validation_metrics": "emonet.training.validation",
+    **dict.fromkeys(["MultiTaskLoss", "ccc", "ccc_loss", "compute_pos_weight", "regression_loss"],
+                    "emonet.training.losses"),
+    **dict.fromkeys(["ImageTransform", "build_transforms"], "emonet.training.transforms"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

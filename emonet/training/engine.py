@@ -13,6 +13,10 @@ the resumable ``training_state.pt`` (atomically, loadable with ``torch.load(weig
 Fine-tuning hooks: ``frozen_modules`` (no gradients; kept in eval mode so BatchNorm statistics never drift),
 ``param_groups`` (own learning rates), ``config.unfreeze_epoch`` / :meth:`Trainer.unfreeze`, and callbacks.
 Under ``torchrun`` the model is wrapped in DistributedDataParallel; only rank 0 writes files.
+
+The parts live beside it: :mod:`~emonet.training.state` (the resumable state and the run folder),
+:mod:`~emonet.training.history` (``log.csv``, curves, console lines), :mod:`~emonet.training.validation`
+(the log's names for :mod:`emonet.evaluation`'s scores).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import contextlib
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,41 +38,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from tqdm import tqdm
 
-from emonet import evaluation
-from emonet.checkpoint import atomic_torch_save, save_checkpoint
+from emonet.checkpoint import save_checkpoint
 from emonet.data.emotic import category_matrix
-from emonet.devices import resolve_device
 from emonet.errors import UserError
-from emonet.evaluation import (
-    ItemError,
-    Predictions,
-    class_probabilities,
-    dataset_source,
-    read_item,
-    require_scored,
-    score_arrays,
-    score_predictions,
-)
-from emonet.fileio import remove_stale_temporaries
-from emonet.metrics import MetricWarning
+from emonet.evaluation import ItemError, Predictions, dataset_source, predict_dataset, read_item
 from emonet.training import distributed as du
 from emonet.training.config import TrainConfig
+from emonet.training.history import CURVES_FILE, LOG_FILE, RunHistory, as_float, epoch_line, summary_columns
 from emonet.training.losses import MultiTaskLoss, compute_pos_weight
-from emonet.training.utils import CsvLog, get_rng_state, seed_everything, seed_worker, set_rng_state
+from emonet.training.state import BEST_FILE, LAST_FILE, ResumableState
+from emonet.training.utils import seed_everything, seed_worker
+from emonet.training.validation import validation_metrics
 
 logger = logging.getLogger("emonet.training")
 
-STATE_FILE = "training_state.pt"
-BEST_FILE = "best.pth"
-LAST_FILE = "last.pth"
-LOG_FILE = "log.csv"
-CURVES_FILE = "curves.png"
-CURVES_ALL_FILE = "curves_all.png"
-CONFIG_FILE = "config.yaml"
-STATE_VERSION = 1
 TASKS = ("multilabel", "multiclass")
-# Every file a run writes into its folder (all through emonet.fileio.atomic_path).
-RUN_FILES = (STATE_FILE, BEST_FILE, LAST_FILE, LOG_FILE, CURVES_FILE, CURVES_ALL_FILE, CONFIG_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -160,110 +143,44 @@ def _trainable_norms_in(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _as_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``amp`` mode on ``device`` (None: fp32)."""
+    if amp == "none":
+        return None
+    if device.type == "cuda":
+        if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+            return torch.float16
+        return torch.bfloat16
+    if amp == "bf16":
+        return torch.bfloat16  # CPU autocast supports bf16 (fast on AVX-512 BF16 CPUs)
+    if amp == "fp16":
+        logger.warning("amp=fp16 is only used on CUDA; training in fp32 on %s", device.type)
+    return None
 
 
-# ------------------------------------------------------------------------------------------------ metrics
-# Prediction and scoring are emonet.evaluation's (the one evaluation path); these give them the training
-# log's names and the array form the notebook uses.
-def training_metrics(scores: dict[str, Any], task: str, prefix: str = "val_") -> dict[str, float]:
-    """The training log's view of :func:`emonet.evaluation.score_arrays`, names prefixed by ``prefix``.
-
-    multilabel: ``map``, ``macro_f1`` (threshold 0.5), per dimension ``valence_/arousal_`` ``mae``, ``rmse``,
-    ``ccc``, ``pcc``, ``sagr`` and the means ``va_mae``, ``va_rmse``, ``va_ccc``. multiclass: ``acc``,
-    ``balanced_acc``, ``macro_f1`` and the same V/A metrics. V/A are in [-1, 1] space.
-    """
-    labels = scores["labels"] or {}
-    if task == "multilabel":
-        out = {"map": labels.get("mAP"), "macro_f1": labels.get("macro_f1")}
-    else:
-        out = {"acc": labels.get("accuracy"), "balanced_acc": labels.get("balanced_accuracy"),
-               "macro_f1": labels.get("macro_f1")}
-    for dim in ("valence", "arousal"):
-        for name in ("mae", "rmse", "ccc", "pcc", "sagr"):
-            out[f"{dim}_{name}"] = _as_float(scores[dim][name])
-    for name in ("mae", "rmse", "ccc"):
-        out[f"va_{name}"] = float(np.nanmean([out[f"valence_{name}"], out[f"arousal_{name}"]])) \
-            if not (math.isnan(out[f"valence_{name}"]) and math.isnan(out[f"arousal_{name}"])) else math.nan
-    return {f"{prefix}{k}": _as_float(v) for k, v in out.items()}
-
-
-def compute_metrics(predictions: dict[str, np.ndarray], task: str, class_names: Sequence[str] | None = None,
-                    prefix: str = "val_") -> dict[str, float]:
-    """:func:`training_metrics` of the arrays :func:`predict_dataset` returns."""
-    multi_label = task == "multilabel"
-    with warnings.catch_warnings():
-        # Tiny validation sets make many classes degenerate; the NaNs in the log say enough.
-        warnings.simplefilter("ignore", MetricWarning)
-        scores = score_arrays(
-            predictions["target"], class_probabilities(predictions["expression"], multi_label),
-            predictions["valence_target"], predictions["valence"], predictions["arousal_target"],
-            predictions["arousal"], class_names, multi_label,
-        )
-    return training_metrics(scores, task, prefix)
-
-
-def _predict(model: nn.Module, dataset: Dataset, task: str, context: du.DistContext | None, device: Any = "auto",
-             label_key: str | None = None, batch_size: int = 32, num_workers: int = 0,
-             amp_dtype: torch.dtype | None = None, progress: bool = False) -> Predictions:
-    """:func:`emonet.evaluation.predict_dataset` as training uses it: raw (unclipped) outputs, probabilities by
-    ``task``, the class target under ``label_key``, sharded over the processes of ``context``."""
-    if context is None:
-        context = du.DistContext(device=resolve_device(device))
-    return evaluation.predict_dataset(
-        getattr(model, "module", model), dataset, batch_size, num_workers, device=context.device,
-        progress=progress and context.is_main, clip=False, multi_label=task == "multilabel",
-        label_key=label_key or ("categories" if task == "multilabel" else "expression"), amp_dtype=amp_dtype,
-        shard=(context.rank, context.world_size), gather=partial(du.all_gather_objects, context=context),
-        desc="validate",
-    )
-
-
-def predict_dataset(
-    model: nn.Module,
-    dataset: Dataset,
-    task: str = "multilabel",
-    batch_size: int = 32,
-    device: str | torch.device = "auto",
-    num_workers: int = 0,
-    label_key: str | None = None,
-    amp_dtype: torch.dtype | None = None,
-    context: du.DistContext | None = None,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``dataset`` in eval mode (:func:`emonet.evaluation.predict_dataset`, raw outputs);
-    numpy arrays in dataset order: ``expression`` (N, C) logits, ``valence``, ``arousal``, ``target``,
-    ``valence_target``, ``arousal_target``. Items that cannot be scored are left out (and logged by
-    :func:`evaluate`/validation). Under DDP (``context`` distributed) every process gets all rows.
-    """
-    predictions = _predict(model, dataset, task, context, device, label_key, batch_size, num_workers, amp_dtype,
-                           progress)
-    return {"expression": predictions.expression, "valence": predictions.valence, "arousal": predictions.arousal,
-            "target": predictions.labels, "valence_target": predictions.targets["valence"],
-            "arousal_target": predictions.targets["arousal"]}
-
-
-def evaluate(model: nn.Module, dataset: Dataset, task: str = "multilabel", batch_size: int = 32,
-             device: str | torch.device = "auto", num_workers: int = 0, label_key: str | None = None,
-             prefix: str = "") -> dict[str, float]:
-    """Metrics of ``model`` on ``dataset`` (e.g. the test split with the best checkpoint)."""
-    predictions = _predict(model, dataset, task, None, device, label_key, batch_size, num_workers)
-    return _score(predictions, dataset, task, prefix)
-
-
-def _score(predictions: Predictions, dataset: Dataset, task: str, prefix: str) -> dict[str, float]:
-    """Training metrics of the scored items; items left out are reported, a set with none scored refused."""
-    if predictions.errors:
-        logger.warning("%s: %d of %d items not scored (first: %s)", dataset_source(dataset), predictions.n_errors,
-                       predictions.n_errors + predictions.n_scored, predictions.errors[0].reason)
-    require_scored(predictions, dataset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MetricWarning)
-        return training_metrics(score_predictions(predictions), task, prefix)
+def adamw_optimizer(model: nn.Module, groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (``params``, optional ``lr``/``weight_decay``/``name``) plus a ``head`` group of every
+    other parameter at ``config.lr``; biases and norm parameters (1-D) get no weight decay."""
+    seen: set[int] = set()
+    final: list[dict[str, Any]] = []
+    for i, group in enumerate(groups):
+        params = [p for p in group["params"] if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        name = str(group.get("name", f"group{i}"))
+        lr = float(group.get("lr", config.lr))
+        decay = float(group.get("weight_decay", config.weight_decay))
+        final.append({"name": name, "params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay})
+        final.append({"name": f"{name}_no_decay", "params": [p for p in params if p.ndim <= 1], "lr": lr,
+                      "weight_decay": 0.0})
+    rest = [p for p in model.parameters() if id(p) not in seen]
+    final.append({"name": "head", "params": [p for p in rest if p.ndim > 1], "lr": config.lr,
+                  "weight_decay": config.weight_decay})
+    final.append({"name": "head_no_decay", "params": [p for p in rest if p.ndim <= 1], "lr": config.lr,
+                  "weight_decay": 0.0})
+    # Frozen parameters are in the optimizer from the start (AdamW skips params without gradients), so
+    # unfreezing needs no new optimizer and the optimizer state of a resumed run always fits.
+    return torch.optim.AdamW([g for g in final if g["params"]], lr=config.lr, betas=config.betas,
+                             weight_decay=config.weight_decay)
 
 
 def _batch_images(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
@@ -300,7 +217,7 @@ def _collate_readable(items: list[Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-class Trainer:
+class Trainer(ResumableState):
     """Train ``model`` on ``train_dataset``, validating on ``val_dataset`` every epoch.
 
     Args:
@@ -353,7 +270,8 @@ class Trainer:
         self.epoch = 0  # last completed epoch
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # log rows, resumed ones included
+        self.run_history = RunHistory(self.output_dir)
         monitor_default = self.config.monitor or (None if val_dataset is not None else "train_loss")
         self.monitor, self.mode = self.config.replace(monitor=monitor_default).resolved_monitor(task)
         if val_dataset is None and self.monitor.startswith("val_"):
@@ -374,7 +292,7 @@ class Trainer:
         for module in self.frozen_modules:
             module.requires_grad_(False)
 
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = amp_dtype(self.config.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16
                                            and self.device.type == "cuda")
         self.train_loader = self._train_loader()
@@ -401,20 +319,6 @@ class Trainer:
         """LR of the main (``head``) parameter group, else of the first group."""
         groups = self.optimizer.param_groups
         return float(next((g["lr"] for g in groups if g.get("name") == "head"), groups[0]["lr"]))
-
-    def _amp_dtype(self) -> torch.dtype | None:
-        amp, kind = self.config.amp, self.device.type
-        if amp == "none":
-            return None
-        if kind == "cuda":
-            if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-                return torch.float16
-            return torch.bfloat16
-        if amp == "bf16":
-            return torch.bfloat16  # CPU autocast supports bf16 (fast on AVX-512 BF16 CPUs)
-        if amp == "fp16":
-            logger.warning("amp=fp16 is only used on CUDA; training in fp32 on %s", kind)
-        return None
 
     def _default_loss(self) -> MultiTaskLoss:
         cfg = self.config
@@ -456,34 +360,13 @@ class Trainer:
         return groups
 
     def _optimizer(self, param_groups: Any) -> torch.optim.Optimizer:
-        cfg = self.config
         if callable(param_groups):
             groups = param_groups(self.model)
         elif param_groups is not None:
             groups = list(param_groups)
         else:
             groups = self.default_param_groups()
-        seen: set[int] = set()
-        final: list[dict[str, Any]] = []
-        for i, group in enumerate(groups):
-            params = [p for p in group["params"] if id(p) not in seen]
-            seen.update(id(p) for p in params)
-            name = str(group.get("name", f"group{i}"))
-            lr = float(group.get("lr", cfg.lr))
-            decay = float(group.get("weight_decay", cfg.weight_decay))
-            # No weight decay on biases and norm parameters (1-D): standard practice for AdamW.
-            final.append({"name": name, "params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": decay})
-            final.append({"name": f"{name}_no_decay", "params": [p for p in params if p.ndim <= 1], "lr": lr,
-                          "weight_decay": 0.0})
-        rest = [p for p in self.model.parameters() if id(p) not in seen]
-        final.append({"name": "head", "params": [p for p in rest if p.ndim > 1], "lr": cfg.lr,
-                      "weight_decay": cfg.weight_decay})
-        final.append({"name": "head_no_decay", "params": [p for p in rest if p.ndim <= 1], "lr": cfg.lr,
-                      "weight_decay": 0.0})
-        final = [g for g in final if g["params"]]
-        # Frozen parameters are in the optimizer from the start (AdamW skips params without gradients), so
-        # unfreezing needs no new optimizer and the optimizer state of a resumed run always fits.
-        return torch.optim.AdamW(final, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return adamw_optimizer(self.model, groups, self.config)
 
     def _wrap(self) -> None:
         """(Re)wrap in DDP: DDP only synchronises the parameters that required grad when it was built."""
@@ -600,139 +483,80 @@ class Trainer:
         return means
 
     def validate(self) -> dict[str, float]:
-        """Validation loss terms and metrics (``val_*``) on the whole validation set."""
+        """Validation loss terms and metrics (``val_*``) on the whole validation set.
+
+        Predicted and scored by :mod:`emonet.evaluation` (raw, unclipped outputs; sharded over the DDP
+        processes, every process gets all rows); items that cannot be scored are left out and logged.
+        """
         if self.val_dataset is None:
             return {}
-        predictions = _predict(self.model, self.val_dataset, self.task, self.context, label_key=self.label_key,
-                               batch_size=self.config.batch_size, num_workers=self.config.num_workers,
-                               amp_dtype=self.amp_dtype, progress=self.config.progress)
-        metrics = _score(predictions, self.val_dataset, self.task, "val_")
-        # Loss over the whole set (a CCC loss over the full set, not a mean of batch CCCs).
+        context = self.context
+        predictions = predict_dataset(
+            self.model, self.val_dataset, self.config.batch_size, self.config.num_workers, device=context.device,
+            progress=self.config.progress and context.is_main, clip=False, multi_label=self.task == "multilabel",
+            label_key=self.label_key, amp_dtype=self.amp_dtype, shard=(context.rank, context.world_size),
+            gather=partial(du.all_gather_objects, context=context), desc="validate",
+        )
+        metrics = validation_metrics(predictions, self.val_dataset, self.task, "val_")
+        metrics.update({f"val_{k}": v for k, v in self._set_loss(predictions).items()})
+        return metrics
+
+    def _set_loss(self, predictions: Predictions) -> dict[str, float]:
+        """Loss terms over the whole set (a CCC loss over the full set, not a mean of batch CCCs)."""
         with torch.no_grad():
             outputs = {k: torch.from_numpy(getattr(predictions, k)).to(self.device)
                        for k in ("expression", "valence", "arousal")}
             batch = {self.label_key: torch.from_numpy(predictions.labels).to(self.device),
                      "valence": torch.from_numpy(predictions.targets["valence"]).to(self.device),
                      "arousal": torch.from_numpy(predictions.targets["arousal"]).to(self.device)}
-            terms = self.loss_fn(outputs, batch)
-        metrics.update({f"val_{k}": float(v) for k, v in terms.items()})
-        return metrics
+            return {k: float(v) for k, v in self.loss_fn(outputs, batch).items()}
 
-    # -- checkpoints -----------------------------------------------------------------------------------------
-    @property
-    def state_path(self) -> Path:
-        return self.output_dir / STATE_FILE
+    # -- the loop ------------------------------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        """Train from epoch 1 (or the resumed epoch + 1) to ``config.epochs``; see the module docstring."""
+        self._prepare_output()
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        for epoch in range(self.epoch + 1, self.config.epochs + 1):
+            started = time.perf_counter()
+            if self.config.unfreeze_epoch is not None and epoch >= self.config.unfreeze_epoch:
+                self.unfreeze()
+            for callback in self.callbacks:
+                callback.on_epoch_start(self, epoch)
+            row: dict[str, Any] = {"epoch": epoch, "lr": self.current_lr(), **self.train_one_epoch(epoch),
+                                   **self.validate()}
+            row["time_s"] = time.perf_counter() - started
+            self._end_epoch(epoch, row)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, row)
+        return FitResult(self.output_dir, self.monitor, self.mode, self.best_metric, self.best_epoch, self.epoch,
+                         self.history)
 
-    def _checkpoint_extra(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        return {"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()}, "task": self.task,
-                "monitor": self.monitor, "mode": self.mode, "train_config": self.config.to_dict()}
-
-    def state_dict(self, rng: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Everything needed to resume, as tensors and plain containers (``weights_only=True``-loadable).
-
-        ``rng``: the RNG states of all processes (default: this process's only).
-        """
-        return {
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "arch": getattr(self.model, "arch", type(self.model).__name__),
-            "model_config": dict(getattr(self.model, "config", {})),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "monitor": self.monitor,
-            "unfrozen": self.unfrozen,
-            "world_size": self.context.world_size,
-            "rng": rng if rng is not None else [get_rng_state()],
-            "config": self.config.to_dict(),
-            "task": self.task,
-        }
-
-    def load_state_dict(self, state: dict[str, Any], source: str = "training state") -> None:
-        """Restore what :meth:`state_dict` saved (model, optimizer, scheduler, scaler, RNG, epoch, best)."""
-        arch = getattr(self.model, "arch", type(self.model).__name__)
-        if state.get("arch") != arch:
-            raise ValueError(f"{source}: saved for architecture {state.get('arch')!r}, but the model is {arch!r}")
-        if state.get("model_config") != dict(getattr(self.model, "config", {})):
-            raise ValueError(f"{source}: saved for model config {state.get('model_config')}, but the model was "
-                             f"built with {dict(getattr(self.model, 'config', {}))}")
-        if state.get("task", self.task) != self.task:
-            raise ValueError(f"{source}: saved for task {state.get('task')!r}, not {self.task!r}")
-        self.model.load_state_dict(state["model"])
-        if state.get("unfrozen") and not self.unfrozen:
-            self.unfreeze()
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:
-            raise ValueError(f"{source}: optimizer state does not fit the parameter groups ({exc})") from exc
-        self.scheduler.load_state_dict(state["scheduler"])
-        # load_state_dict copied the saved schedule's numbers into it: rebuild it from the current config so
-        # that a resumed run may extend --epochs (the step counter itself is kept).
-        self.schedule = self._make_schedule()
-        self.scheduler.lr_lambdas = [self.schedule] * len(self.optimizer.param_groups)
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.best_metric = state.get("best_metric")
-        self.best_epoch = state.get("best_epoch")
-        rng = state.get("rng") or []
-        if len(rng) == self.context.world_size:
-            set_rng_state(rng[self.context.rank])
-        elif rng:
-            logger.warning("%s: saved with %d process(es), resuming with %d: RNG streams restart from the seed",
-                           source, len(rng), self.context.world_size)
-
-    def save_state(self) -> None:
-        rng = du.all_gather_objects(get_rng_state(), self.context)  # collective: every process calls it
+    def _end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        """Best metric, log row, checkpoints, training state, curves and console line of a finished epoch."""
+        if self.monitor not in row:
+            raise KeyError(f"monitored metric {self.monitor!r} is not computed; available: "
+                           f"{', '.join(k for k in row if k not in ('epoch', 'time_s'))}")
+        value = as_float(row[self.monitor])
+        improved = self._improved(value)
+        if improved:
+            self.best_metric, self.best_epoch = value, epoch
+        self.epoch = epoch
         if self.is_main:
-            atomic_torch_save(self.state_dict(rng), self.state_path)
-
-    def _resume(self) -> None:
-        if not self.state_path.is_file():
-            logger.warning("--resume: no %s in %s; starting from epoch 1", STATE_FILE, self.output_dir)
-            return
-        try:
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RuntimeError(f"{self.state_path}: cannot read the training state ({exc})") from exc
-        self.load_state_dict(state, str(self.state_path))
+            # Order matters for resume: log row, checkpoints, then the state; on resume the log is cut
+            # back to the state's epoch, so a crash anywhere leaves neither gaps nor duplicates.
+            self.run_history.append(row)
+            extra = self._checkpoint_extra(epoch, {k: v for k, v in row.items() if isinstance(v, float)})
+            save_checkpoint(self.output_dir / LAST_FILE, self.model, extra)
+            if improved:
+                save_checkpoint(self.output_dir / BEST_FILE, self.model, extra)
+        self.save_state()
         if self.is_main:
-            logger.info("resumed from %s after epoch %d (best %s=%s at epoch %s)", self.state_path, self.epoch,
-                        self.monitor, self.best_metric, self.best_epoch)
-
-    def _prepare_output(self) -> None:
-        """Refuse to clobber another run unless resuming or overwriting; trim the log to the resumed epoch."""
-        problem = None
-        if self.is_main:
-            existing = [p for p in (self.state_path, self.output_dir / LOG_FILE) if p.exists()]
-            if existing and not self.config.resume and not self.config.overwrite:
-                problem = (
-                    f"{self.output_dir}: already holds a training run ({', '.join(p.name for p in existing)}); "
-                    "pass --resume to continue it, --overwrite to start again, or another --output-dir"
-                )
-            else:
-                self.output_dir.mkdir(parents=True, exist_ok=True)
-                # A run killed while writing left .<name>.<random><suffix> files: cleared before this run writes.
-                stale = [p for name in RUN_FILES for p in remove_stale_temporaries(self.output_dir / name)]
-                if stale:
-                    logger.info("removed %d temporary file(s) left by an interrupted run in %s: %s", len(stale),
-                                self.output_dir, ", ".join(p.name for p in stale))
-                if self.config.overwrite and not self.config.resume:
-                    for name in (STATE_FILE, LOG_FILE):
-                        (self.output_dir / name).unlink(missing_ok=True)
-        problem = du.broadcast_object(problem, self.context)  # every process stops, none waits forever
-        if problem:
-            raise FileExistsError(problem)
-        if self.config.resume:
-            self._resume()
-        if self.is_main:
-            log = CsvLog(self.output_dir / LOG_FILE)
-            log.truncate(self.epoch)  # rows written after the last saved state (crash in between) go
-            self.history = [dict(r) for r in log.read()]
-            self.config.save(self.output_dir / CONFIG_FILE)
+            if self.config.plot:
+                self.plot_curves(everything=epoch == self.config.epochs)
+            self.history.append(row)
+            logger.info("%s", epoch_line(row, self.config.epochs, self.monitor, improved))
+        du.barrier()
 
     def _improved(self, value: float) -> bool:
         if self.best_metric is None or (isinstance(self.best_metric, float) and math.isnan(self.best_metric)):
@@ -741,88 +565,19 @@ class Trainer:
             return False
         return value > self.best_metric if self.mode == "max" else value < self.best_metric
 
+    def _checkpoint_extra(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"epoch": epoch, "metrics": {k: float(v) for k, v in metrics.items()}, "task": self.task,
+                "monitor": self.monitor, "mode": self.mode, "train_config": self.config.to_dict()}
+
     def summary_columns(self) -> list[str]:
         """Log columns of the summary curves: losses, the monitored metric and the headline metrics."""
-        metric = ["val_map", "val_macro_f1"] if self.task == "multilabel" else ["val_acc", "val_macro_f1"]
-        return ["train_loss", "val_loss", self.monitor, *metric, "val_va_ccc", "val_va_mae", "lr"]
+        return summary_columns(self.task, self.monitor)
 
     def plot_curves(self, everything: bool = False) -> None:
         """``curves.png`` (summary panels) and, with ``everything``, ``curves_all.png`` (every logged column)."""
-        import pandas as pd
-
-        log_path = self.output_dir / LOG_FILE
-        arch = getattr(self.model, "arch", "model")
-        try:
-            # lazy: matplotlib loads only when the curves are drawn
-            from emonet.visualization import plot_training_curves
-
-            frame = pd.read_csv(log_path)
-            summary = ["epoch", *[c for c in dict.fromkeys(self.summary_columns()) if c in frame.columns]]
-            plot_training_curves(frame[summary], self.output_dir / CURVES_FILE, title=f"{arch} training curves")
-            if everything:
-                plot_training_curves(frame.drop(columns=["time_s"], errors="ignore"),
-                                     self.output_dir / CURVES_ALL_FILE, title=f"{arch}: every logged value")
-        except Exception as exc:  # plotting must never stop a training run
-            logger.warning("could not plot training curves from %s: %s", log_path, exc)
-
-    # -- the loop ------------------------------------------------------------------------------------------
-    def fit(self) -> FitResult:
-        """Train from epoch 1 (or the resumed epoch + 1) to ``config.epochs``; see the module docstring."""
-        cfg = self.config
-        self._prepare_output()
-        for callback in self.callbacks:
-            callback.on_fit_start(self)
-        csv_log = CsvLog(self.output_dir / LOG_FILE)
-        for epoch in range(self.epoch + 1, cfg.epochs + 1):
-            started = time.perf_counter()
-            if cfg.unfreeze_epoch is not None and epoch >= cfg.unfreeze_epoch:
-                self.unfreeze()
-            for callback in self.callbacks:
-                callback.on_epoch_start(self, epoch)
-            train_metrics = self.train_one_epoch(epoch)
-            val_metrics = self.validate()
-            row: dict[str, Any] = {"epoch": epoch, "lr": self.current_lr(),
-                                   **train_metrics, **val_metrics, "time_s": time.perf_counter() - started}
-            if self.monitor not in row:
-                raise KeyError(f"monitored metric {self.monitor!r} is not computed; available: "
-                               f"{', '.join(k for k in row if k not in ('epoch', 'time_s'))}")
-            value = _as_float(row[self.monitor])
-            improved = self._improved(value)
-            if improved:
-                self.best_metric, self.best_epoch = value, epoch
-            self.epoch = epoch
-            if self.is_main:
-                # Order matters for resume: log row, checkpoints, then the state; on resume the log is cut
-                # back to the state's epoch, so a crash anywhere leaves neither gaps nor duplicates.
-                csv_log.append(row)
-                extra = self._checkpoint_extra(epoch, {k: v for k, v in row.items() if isinstance(v, float)})
-                save_checkpoint(self.output_dir / LAST_FILE, self.model, extra)
-                if improved:
-                    save_checkpoint(self.output_dir / BEST_FILE, self.model, extra)
-            self.save_state()
-            if self.is_main:
-                if cfg.plot:
-                    self.plot_curves(everything=epoch == cfg.epochs)
-                self.history.append(row)
-                shown = [k for k in ("train_loss", "val_loss", self.monitor, "val_va_ccc", "val_va_mae") if k in row]
-                logger.info("epoch %d/%d  %s  (%.1fs)%s", epoch, cfg.epochs,
-                            "  ".join(f"{k} {row[k]:.4f}" for k in dict.fromkeys(shown)), row["time_s"],
-                            "  * best" if improved else "")
-            du.barrier()
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, epoch, row)
-        return FitResult(self.output_dir, self.monitor, self.mode, self.best_metric, self.best_epoch, self.epoch,
-                         self.history)
+        self.run_history.plot(getattr(self.model, "arch", "model"), self.summary_columns(), everything)
 
     def close(self) -> None:
         """Destroy the process group if this trainer started it."""
         du.cleanup(self.context)
-
-
-def summarize_epochs(history: list[dict[str, Any]], keys: Sequence[str]) -> str:
-    """A small text table of ``keys`` per epoch (for notebooks and logs)."""
-    lines = ["epoch  " + "  ".join(f"{k:>14}" for k in keys)]
-    for row in history:
-        lines.append(f"{int(float(row['epoch'])):>5}  " + "  ".join(f"{_as_float(row.get(k)):>14.4f}" for k in keys))
-    return "\n".join(lines)
 
