@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emonet.cli.options import add_inference, add_progress
+from emonet.cli.options import add_inference, add_progress, port, positive_float
 from emonet.errors import UserError
 
 HELP = "browser app: photos, clips and a live webcam with the overlay, table, CSV and plots (Gradio)"
@@ -19,28 +19,46 @@ DESCRIPTION = (
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="checkpoint(s) offered first (official emonet_8.pth / emonet_5.pth or project checkpoints); "
+                   help="checkpoint(s) offered first (official names emonet_8 / emonet_5, downloaded on first use, "
+                   "or checkpoint files); "
                    "the .pth/.pt files of --weights-dir are offered too")
     p.add_argument("--weights-dir", default="weights", help="folder whose checkpoints the page also offers (default weights)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="allow a --host other than a loopback address (prints a warning)")
+    p.add_argument("--port", type=port, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--allow-remote", nargs="?", const="", default=None, metavar="HOST[,HOST]",
+                   help="allow a --host other than a loopback address (prints a warning); the names browsers "
+                   "use to reach the app (the Host header) may follow: loopback names, the --host address and, "
+                   "for 0.0.0.0 without names, this machine's names are accepted; any other Host is refused")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs the internet)")
-    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload accepted, MB (default 50)")
-    p.add_argument("--max-video-seconds", type=float, default=60.0, help="longest clip accepted, seconds (default 60)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=50.0, help="largest upload accepted, MB (default 50)")
+    p.add_argument("--max-total-upload-mb", type=positive_float, default=500.0,
+                   help="bytes kept across all uploads and results, MB (default 500): older results are removed, "
+                   "then uploads refused")
+    p.add_argument("--max-video-seconds", type=positive_float, default=60.0, help="longest clip accepted, seconds (default 60)")
     add_inference(p)  # the page's starting backend/precision (it can switch); --device for every model
     p.set_defaults(backend="auto")  # the library's default: the fastest backend verified on this machine
     add_progress(p, has_bar=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from emonet.app.server import ServerConfig, check_host, free_port, make_workdir, prepare_environment
+    from emonet.app.server import (
+        ServerConfig,
+        check_host,
+        free_port,
+        make_workdir,
+        parse_host_list,
+        prepare_environment,
+    )
 
-    check_host(args.host, args.allow_remote)  # before loading anything
-    for name in ("max_upload_mb", "max_video_seconds"):
-        if getattr(args, name) <= 0:
+    allow_remote = args.allow_remote is not None  # `--allow-remote` alone, or with host names
+    remote_hosts = parse_host_list(args.allow_remote)
+    check_host(args.host, allow_remote)  # before loading anything
+    for name in ("max_upload_mb", "max_video_seconds", "max_total_upload_mb"):
+        if not getattr(args, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.max_total_upload_mb < args.max_upload_mb:
+        raise UserError(f"--max-total-upload-mb {args.max_total_upload_mb:g} is below --max-upload-mb "
+                        f"{args.max_upload_mb:g}: one upload would not fit")
     try:
         import gradio  # noqa: F401 - only to say how to install it when missing
     except ImportError:
@@ -59,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         port = free_port(args.host) if args.port == 0 else args.port
         print(f"EmoNet app on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port} "
               f"(Ctrl-C stops it); uploads and outputs in {workdir} (removed on exit)", flush=True)
-        serve(core, ServerConfig(args.host, port, args.share, args.allow_remote, args.max_upload_mb))
+        serve(core, ServerConfig(args.host, port, args.share, allow_remote, args.max_upload_mb, remote_hosts,
+                                 args.max_total_upload_mb))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
