@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from emonet.boxes import box_iou
-from emonet.images import to_rgb_uint8
+from emonet.images import MAX_IMAGE_SIDE, to_rgb_uint8
 from emonet.nativelogs import configure_native_logs, native_stderr_silenced
 
 CROP_SIZE = 256
@@ -26,6 +26,9 @@ CROP_FACE_PIXELS = 200.0
 CROP_REFERENCE = 220.0
 # MediaPipe struggles on very small images; upscale them before detection (boxes are mapped back).
 MIN_DETECTION_SIDE = 192
+# ...but never beyond this side: MediaPipe aborts the process on a side over 32767 (a 1x2000 image upscaled
+# x192), and a longer side only costs memory (the detector sees a 128/192-pixel input).
+MAX_DETECTION_SIDE = 4096
 
 
 @dataclass
@@ -101,6 +104,23 @@ def crop_from_landmarks(image: np.ndarray, landmarks: np.ndarray, size: int = CR
     return crop_face(image, landmark_box(landmarks), size)
 
 
+def detection_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) an image is resized to before detection, whatever its aspect ratio.
+
+    Small images are upscaled so that the short side reaches :data:`MIN_DETECTION_SIDE`, but the long side
+    never beyond :data:`MAX_DETECTION_SIDE` by upscaling, nor beyond :data:`MAX_IMAGE_SIDE` at all (arrays
+    given to the API are not capped by the image reader); no side under 1 pixel.
+    """
+    longest = max(width, height)
+    factor = max(1.0, MIN_DETECTION_SIDE / min(width, height))
+    if factor > 1.0:
+        factor = max(1.0, min(factor, MAX_DETECTION_SIDE / longest))
+    factor = min(factor, MAX_IMAGE_SIDE / longest)
+    if factor == 1.0:
+        return width, height
+    return max(round(width * factor), 1), max(round(height * factor), 1)
+
+
 class FaceDetector:
     """MediaPipe face detector returning every face with box and score (models ship inside the wheel).
 
@@ -118,6 +138,8 @@ class FaceDetector:
     def __init__(self, model: str = "auto", min_score: float = 0.5, max_faces: int | None = None) -> None:
         if model not in ("auto", "short", "full"):
             raise ValueError(f"model must be 'auto', 'short' or 'full', got {model!r}")
+        if not (isinstance(min_score, (int, float)) and 0.0 <= min_score <= 1.0):  # also refuses NaN
+            raise ValueError(f"min_score must be a number in [0, 1], got {min_score!r}")
         # Quiet MediaPipe's C++ start-up logging unless the user asked for it (EMONET_VERBOSE / --verbose).
         configure_native_logs()
         import mediapipe as mp
@@ -151,9 +173,9 @@ class FaceDetector:
             raise RuntimeError("FaceDetector is closed")
         rgb = to_rgb_uint8(image, channel_order)
         h, w = rgb.shape[:2]
-        factor = max(1.0, MIN_DETECTION_SIDE / min(h, w))
-        if factor > 1.0:
-            rgb = cv2.resize(rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
+        size = detection_size(w, h)
+        if size != (w, h):
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC if size[0] > w else cv2.INTER_AREA)
         faces: list[Face] = []
         with self._lock:
             results = [d.process(rgb) for d in self._detectors]
@@ -166,6 +188,8 @@ class FaceDetector:
                     continue
                 keypoints = np.array([(k.x * w, k.y * h) for k in det.location_data.relative_keypoints])
                 candidate = Face(box, float(det.score[0]), keypoints)
+                if not candidate.score >= self.min_score:  # MediaPipe's own threshold does not hold on every path
+                    continue
                 # Earlier detectors (short range) win on overlap: their boxes fit the crop protocol.
                 if not faces or box_iou([candidate.box], [f.box for f in faces]).max() < 0.3:
                     faces.append(candidate)

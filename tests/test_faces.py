@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
 
-from emonet.faces import CROP_SIZE, FaceDetector, crop_face, crop_from_landmarks, crop_region, landmark_box
-from emonet.images import ImageReadError, list_images, read_image, to_rgb_uint8
+from emonet.faces import (
+    CROP_SIZE,
+    MAX_DETECTION_SIDE,
+    FaceDetector,
+    crop_face,
+    crop_from_landmarks,
+    crop_region,
+    detection_size,
+    landmark_box,
+)
+from emonet.images import MAX_IMAGE_SIDE, ImageReadError, list_images, read_image, to_rgb_uint8
 from emonet.landmarks import decode_heatmaps
 from emonet.samples import sample_image
 
@@ -99,3 +108,31 @@ def test_read_image_errors_name_the_file(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         list_images([tmp_path / "nowhere"])
+
+
+@pytest.mark.parametrize("shape", [(1, 2000), (2000, 1), (1, 30000), (3, 40000), (1, 1), (2, 193)])
+def test_extreme_aspect_ratios_never_reach_mediapipe_beyond_its_limits(detector, shape):
+    """MediaPipe aborts the process on a side over 32767: a 1x2000 strip was upscaled x192 to 192x384000."""
+    width, height = detection_size(shape[1], shape[0])
+    assert 1 <= min(width, height) and max(width, height) <= MAX_IMAGE_SIDE
+    assert max(width, height) <= max(MAX_DETECTION_SIDE, max(shape))  # upscaling never passes the cap
+    strip = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    assert detector.detect(strip) == []  # in this process: an abort would end the test run
+
+
+def test_detection_size_keeps_ordinary_images_and_upscales_small_ones():
+    assert detection_size(640, 480) == (640, 480)
+    assert detection_size(6000, 4000) == (6000, 4000)
+    assert detection_size(96, 64) == (288, 192)  # the short side reaches MIN_DETECTION_SIDE
+
+
+def test_min_face_score_filters_and_is_validated():
+    face = sample_image("astronaut")
+    with FaceDetector("auto", min_score=0.5) as loose:
+        scores = [f.score for f in loose.detect(face)]
+    assert len(scores) == 1 and 0.5 <= scores[0] < 0.99
+    with FaceDetector("auto", min_score=0.99) as strict:  # the option now does what it says
+        assert strict.detect(face) == []
+    for bad in (float("nan"), 2.0, -0.1, "0.5"):
+        with pytest.raises(ValueError, match="min_score must be a number in \\[0, 1\\]"):
+            FaceDetector("auto", min_score=bad)
