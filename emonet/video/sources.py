@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import sys
 import tempfile
 import time
 import warnings
@@ -19,10 +21,15 @@ import cv2
 import numpy as np
 
 from emonet.errors import UserError
+from emonet.fileio import special_file_kind
 from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from emonet.samples import write_sample_video
 
 DEFAULT_CAMERA_INDICES = (0, 1, 2, 3)
+# A stream URL that neither connects nor delivers within this many seconds is an error, never a hang
+# (FFmpeg's own default is 30 s per open and read, with a generic message).
+DEFAULT_STREAM_TIMEOUT_S = 15.0
+_V4L2_MAJOR = 81  # Linux character devices of this major number are video4linux cameras (/dev/video*)
 
 
 class SourceError(UserError, RuntimeError):
@@ -169,6 +176,50 @@ class _TemporarySource(FrameSource):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _is_camera_device(path: Path, info: os.stat_result) -> bool:
+    """A character device the user means as a camera: a video4linux node (``/dev/video0``, or a link to one)."""
+    if not stat.S_ISCHR(info.st_mode):
+        return False
+    if sys.platform.startswith("linux"):
+        return os.major(info.st_rdev) == _V4L2_MAJOR
+    return path.resolve().name.startswith("video")
+
+
+def check_source_path(path: Path) -> os.stat_result:
+    """``os.stat`` of a source path, refusing a FIFO, socket or non-camera device before OpenCV opens it.
+
+    OpenCV (FFmpeg) opens a FIFO with a blocking ``open(2)`` that no timeout and no SIGINT/SIGTERM
+    interrupts: the run would hang until a writer appears, so such a path is refused up front.
+    """
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the video source ({exc.strerror or exc})") from None
+    if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode) or _is_camera_device(path, info):
+        return info
+    kind = special_file_kind(path) or "not a regular file"
+    raise SourceError(f"{path}: is {kind}, not a video file, image folder or camera; give a video file, an image "
+                      "folder, a camera index (0) or a stream URL")
+
+
+def _open_stream(url: str, timeout_s: float, fps: float | None, retries: int, retry_delay: float) -> CaptureSource:
+    """A stream URL whose open and every read time out after ``timeout_s`` (FFmpeg's interrupt callback)."""
+    timeout_ms = int(max(timeout_s, 0.001) * 1000)
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+    started = time.monotonic()
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    ok, image = capture.read() if capture.isOpened() else (False, None)
+    if not ok or image is None:
+        capture.release()
+        if time.monotonic() - started >= timeout_s * 0.9:
+            raise SourceError(f"cannot open stream {url}: no frame within {timeout_s:g} s (timed out; check the "
+                              "address, the network and that the stream is live)")
+        raise SourceError(f"cannot open stream {url}: OpenCV (FFmpeg) could not read a frame from it")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    # A URL of a finite file reports its frame count; a live stream does not.
+    return CaptureSource(capture, image, url, live=count <= 0, fps=fps, retries=retries, retry_delay=retry_delay)
+
+
 def open_camera(
     indices: Sequence[int] = DEFAULT_CAMERA_INDICES, retries: int = 5, retry_delay: float = 0.2,
     capture_factory: Callable[[int], object] | None = None,
@@ -193,6 +244,7 @@ def open_camera(
 def open_source(
     source: str | int | os.PathLike, fps: float | None = None, retries: int = 5, retry_delay: float = 0.2,
     sample_seconds: float = 8.0, sample_size: tuple[int, int] = (640, 480), as_sequence: bool = False,
+    stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S,
 ) -> FrameSource:
     """Open a frame source.
 
@@ -201,8 +253,10 @@ def open_source(
     :func:`emonet.samples.write_sample_video`). ``fps`` overrides the frame rate (image folders: 30).
     ``as_sequence``: an image folder is the frames of one clip rather than independent photos
     (:class:`ImageFolderSource`).
+    ``stream_timeout_s``: a stream URL that connects or delivers no frame within it is a :class:`SourceError`.
     Raises :class:`FileNotFoundError` for a path that does not exist and :class:`SourceError` for a source
-    that exists but cannot be opened or decoded.
+    that exists but cannot be opened or decoded, or that is a FIFO, socket or device other than a camera
+    (refused from ``os.stat`` before OpenCV opens it: it would block).
     """
     text = str(source)
     if isinstance(source, int) or text.isdigit():
@@ -214,21 +268,23 @@ def open_source(
         inner.description = f"sample video ({sample_seconds:g} s, generated)"
         return _TemporarySource(inner, folder)
     if "://" in text:
-        capture = cv2.VideoCapture(text)
-        ok, image = capture.read() if capture.isOpened() else (False, None)
-        if not ok or image is None:
-            capture.release()
-            raise SourceError(f"cannot open stream {text}: OpenCV (FFmpeg) could not read a frame from it")
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        # A URL of a finite file reports its frame count; a live stream does not.
-        return CaptureSource(capture, image, text, live=count <= 0, fps=fps, retries=retries, retry_delay=retry_delay)
+        return _open_stream(text, stream_timeout_s, fps, retries, retry_delay)
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(
             f"video source not found: {text} (expected a camera index, a video file, an image folder, "
             "a stream URL or 'sample')"
         )
-    if path.is_dir():
+    info = check_source_path(path)  # before OpenCV: a FIFO would block it for good
+    if _is_camera_device(path, info):
+        capture = cv2.VideoCapture(str(path))
+        ok, image = capture.read() if capture.isOpened() else (False, None)
+        if not ok or image is None:
+            capture.release()
+            raise SourceError(f"{path}: the camera delivered no frame (in use by another program, or no access)")
+        return CaptureSource(capture, image, f"camera {path}", live=True, fps=fps, retries=retries,
+                             retry_delay=retry_delay)
+    if stat.S_ISDIR(info.st_mode):
         paths = list_images([path])
         if not paths:
             raise SourceError(f"{path}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
