@@ -19,7 +19,6 @@ How the mesh is found (measured on crops of the real sample faces, see README, "
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import math
 import multiprocessing
@@ -40,6 +39,7 @@ from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
 from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, same_file, write_csv_atomic
 from emonet.images import to_rgb_uint8
+from emonet.ledger import LedgerError, append_records, read_ledger, start_ledger
 from emonet.nativelogs import configure_native_logs, native_stderr_silenced
 
 log = logging.getLogger(__name__)
@@ -246,28 +246,30 @@ def partial_path_for(output_csv: str | os.PathLike) -> Path:
 
 
 def _read_partial(path: Path, header: dict[str, Any], n_rows: int) -> dict[int, tuple[float, str | None]]:
-    """Rows finished by an earlier run on the same input; a mismatched or unreadable sidecar is ignored."""
-    if not path.exists():
+    """Rows finished by an earlier run on the same input (the sidecar is an :mod:`emonet.ledger`: a torn last
+    line is cut off); a sidecar of another input or settings, or a damaged one, is ignored: start over."""
+    try:
+        found = read_ledger(path)
+    except LedgerError as exc:
+        log.warning("%s; starting over", exc)
+        return {}
+    if found.torn_lines:
+        log.info("%s: ignored the torn last line of the interrupted run", path)
+    if not found.records:
+        return {}
+    if found.records[0] != header:
+        log.warning("%s: partial results belong to another input or settings; starting over", path)
         return {}
     done: dict[int, tuple[float, str | None]] = {}
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline()
+    for record in found.records[1:]:
         try:
-            found = json.loads(first)
-        except json.JSONDecodeError:
-            found = None
-        if found != header:
-            log.warning("%s: partial results belong to another input or settings; starting over", path)
-            return {}
-        for line in handle:
-            try:
-                record = json.loads(line)
-                row = int(record["row"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # the last line of an interrupted run may be cut short
-            if 0 <= row < n_rows:
-                value = record.get("visibility")
-                done[row] = (math.nan if value is None else float(value), record.get("error"))
+            row = int(record["row"])
+            value = record.get("visibility")
+            done_value = (math.nan if value is None else float(value), record.get("error"))
+        except (KeyError, TypeError, ValueError):
+            continue  # not a row record: measured again
+        if 0 <= row < n_rows:
+            done[row] = done_value
     return done
 
 
@@ -329,6 +331,150 @@ def _chunks(items: list[tuple[int, str]], size: int) -> Iterator[list[tuple[int,
         yield items[start: start + size]
 
 
+def _check_paths(csv_path: Path, arrays_dir: Path, output_csv, in_place: bool, histogram) -> Path:
+    """Before any work: one output, not the input (unless in place), writable; the inputs exist."""
+    if in_place == (output_csv is not None):
+        raise ValueError("give exactly one of output_csv or in_place=True")
+    output = csv_path if in_place else Path(output_csv)
+    if not in_place:
+        if same_file(output, csv_path):
+            raise UserError(f"--output {output}: is the input CSV; pass --in-place (in_place=True) to replace it")
+        check_output(output, [arrays_dir, histogram], kind="file", option="--output")
+    if histogram is not None:
+        check_outputs({"--histogram": histogram}, [csv_path, arrays_dir, output])
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: annotation CSV not found")
+    if not arrays_dir.is_dir():
+        raise FileNotFoundError(f"{arrays_dir}: image array folder not found")
+    return output
+
+
+def read_annotations(csv_path: Path, column: str):
+    """The EMOTIC CSV as text (every other cell is written back exactly as read), checked."""
+    import pandas as pd  # lazy: loaded in the parent only, never in the workers
+
+    from emonet.data.emotic import EmoticFormatError, validate_emotic_columns  # lazy: imports PyTorch
+
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise EmoticFormatError(f"{csv_path}: cannot parse CSV ({exc})") from None
+    columns = list(frame.columns)
+    if columns and columns[0].startswith("Unnamed: 0"):
+        columns = columns[1:]
+    validate_emotic_columns(columns, csv_path)
+    if column not in frame.columns:
+        raise ValueError(f"{csv_path}: no column {column!r}")
+    if VISIBILITY_COLUMN in frame.columns:
+        log.info("%s already has %s; recomputing it", csv_path, VISIBILITY_COLUMN)
+    return frame
+
+
+def _pending_tasks(names: Iterable[str], arrays_dir: Path, results: dict, csv_path: Path, column: str
+                   ) -> list[tuple[int, str]]:
+    """(row, array path) of the rows still to measure; an empty name is an error row at once."""
+    tasks: list[tuple[int, str]] = []
+    for row, name in enumerate(names):
+        if row in results:
+            continue
+        if not name.strip():
+            results[row] = (math.nan, f"{csv_path}: row {row}: empty {column}")
+        else:
+            tasks.append((row, str(arrays_dir / name)))
+    return tasks
+
+
+def start_workers(tasks: list[tuple[int, str]], options: dict[str, Any], workers: int, start_method: str | None):
+    """The worker pool and its submitted tasks (``None, []`` for one worker). Called before any thread starts
+    (tqdm's monitor): forking a process that runs threads can deadlock the child."""
+    if not tasks or workers == 1:
+        return None, []
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_worker_context(start_method), initializer=_init_worker, initargs=(options,),
+    )
+    return pool, [pool.submit(_measure_chunk, chunk) for chunk in _chunks(tasks, TASK_CHUNK)]
+
+
+def measure_rows(tasks: list[tuple[int, str]], options: dict[str, Any], futures: list
+                 ) -> Iterator[tuple[int, float, str | None]]:
+    """``(row, visibility, error)`` of every task, in completion order: from the pool's ``futures``, or measured
+    in this process when there are none."""
+    if not futures:
+        if tasks:
+            with FaceVisibility(**options) as estimator:
+                for row, path in tasks:
+                    yield (row, *measure_array(estimator, path))
+        return
+    for future in concurrent.futures.as_completed(futures):
+        yield from future.result()
+
+
+def compute_visibility_table(
+    frame, csv_path: Path, arrays_dir: Path, partial: Path, header: dict[str, Any], column: str, *,
+    workers: int, progress: bool, start_method: str | None,
+) -> tuple[dict[int, tuple[float, str | None]], int]:
+    """Step 1: ``row -> (visibility, error)`` for every row, resuming from and appending to the ``partial``
+    ledger (one fsynced line per measured row). Returns the results and the number of rows resumed."""
+    from tqdm import tqdm
+
+    n = len(frame)
+    results = _read_partial(partial, header, n)
+    resumed = len(results)
+    if resumed:
+        log.info("resuming: %d of %d rows already measured in %s", resumed, n, partial)
+    else:
+        partial.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, as the final write creates it
+        start_ledger(partial, header)
+    tasks = _pending_tasks(frame[column], arrays_dir, results, csv_path, column)
+    pool, futures = start_workers(tasks, header["options"], workers, start_method)
+    try:
+        with tqdm(total=n, initial=n - len(tasks), desc="face visibility", unit="crop", disable=not progress) as bar:
+            for row, value, error in measure_rows(tasks, header["options"], futures):
+                results[row] = (value, error)
+                append_records(partial, [{"row": row, "visibility": None if math.isnan(value) else value,
+                                          "error": error}])  # one fsynced line: it survives a kill
+                bar.update(1)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("stopped: %d finished rows kept in %s; run the same command again to resume", len(results), partial)
+        raise
+    if pool is not None:
+        pool.shutdown(wait=True)
+    return results, resumed
+
+
+def _visibility_cells(results: dict[int, tuple[float, str | None]], n: int) -> tuple[np.ndarray, list, list[str]]:
+    """Values (NaN: unreadable), the sorted (row, error) list and the error column's cells."""
+    values = np.full(n, math.nan)
+    errors: list[tuple[int, str]] = []
+    error_cells = [""] * n
+    for row, (value, error) in results.items():
+        values[row] = value
+        if error:
+            errors.append((row, error))
+            error_cells[row] = error
+    errors.sort()
+    for row, error in errors[:20]:
+        log.warning("row %d: %s", row, error)
+    if len(errors) > 20:
+        log.warning("... and %d more unreadable rows (see %s)", len(errors) - 20, ERROR_COLUMN)
+    return values, errors, error_cells
+
+
+def write_visibility(frame, values: np.ndarray, error_cells: list[str], csv_path: Path, output: Path,
+                     in_place: bool) -> str | None:
+    """Step 2: the CSV with the two columns added, written atomically (in place: after a backup copy)."""
+    frame[VISIBILITY_COLUMN] = ["" if math.isnan(v) else f"{v:.2f}" for v in values]
+    frame[ERROR_COLUMN] = error_cells
+    backup = None
+    if in_place:
+        backup = _backup_path(csv_path)
+        shutil.copy2(csv_path, backup)
+    write_csv_atomic(frame, output, mode_from=csv_path if in_place else None)
+    return str(backup) if backup else None
+
+
 def compute_face_visibility(
     csv_path: str | os.PathLike,
     arrays_dir: str | os.PathLike,
@@ -346,144 +492,33 @@ def compute_face_visibility(
 
     Writes ``output_csv`` (a new file; the input is never touched) or, with ``in_place``, replaces
     ``csv_path`` atomically after copying it to ``<csv>.bak``. Every other cell is written back exactly as
-    read. Finished rows are appended to ``<output>.partial.jsonl`` as they complete, so an interrupted run
-    resumes where it stopped; the sidecar is removed on success.
+    read. Finished rows are appended to ``<output>.partial.jsonl`` (an :mod:`emonet.ledger`) as they complete,
+    so an interrupted run resumes where it stopped; the sidecar is removed on success.
 
     ``workers`` > 1 runs that many processes, each building its FaceMesh once. ``start_method`` (``fork``,
     ``forkserver``, ``spawn``) defaults to ``fork`` on Linux while MediaPipe is not loaded in this process,
     else ``forkserver``/``spawn`` (see :func:`_worker_context`).
     """
-    # lazy: pandas and PyTorch (via emonet.data.emotic) load in the parent only, never in the workers
-    import pandas as pd
-    from tqdm import tqdm
-
-    from emonet.data.emotic import EmoticFormatError, validate_emotic_columns
-
     started = time.perf_counter()
     csv_path, arrays_dir = Path(csv_path), Path(arrays_dir)
-    if in_place == (output_csv is not None):
-        raise ValueError("give exactly one of output_csv or in_place=True")
-    output = csv_path if in_place else Path(output_csv)
-    if not in_place:
-        if same_file(output, csv_path):
-            raise UserError(f"--output {output}: is the input CSV; pass --in-place (in_place=True) to replace it")
-        check_output(output, [arrays_dir, histogram], kind="file", option="--output")
-    if histogram is not None:
-        check_outputs({"--histogram": histogram}, [csv_path, arrays_dir, output])
+    output = _check_paths(csv_path, arrays_dir, output_csv, in_place, histogram)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: annotation CSV not found")
-    if not arrays_dir.is_dir():
-        raise FileNotFoundError(f"{arrays_dir}: image array folder not found")
-
-    # Text mode: every other cell is written back exactly as it was read.
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise EmoticFormatError(f"{csv_path}: cannot parse CSV ({exc})") from None
-    columns = list(frame.columns)
-    if columns and columns[0].startswith("Unnamed: 0"):
-        columns = columns[1:]
-    validate_emotic_columns(columns, csv_path)
-    if column not in frame.columns:
-        raise ValueError(f"{csv_path}: no column {column!r}")
-    if VISIBILITY_COLUMN in frame.columns:
-        log.info("%s already has %s; recomputing it", csv_path, VISIBILITY_COLUMN)
-
-    options = dict(estimator_options or {})
+    frame = read_annotations(csv_path, column)
     header = {"format": PARTIAL_FORMAT, "version": 1, "input_sha256": file_sha256(csv_path),
-              "arrays_dir": str(arrays_dir.resolve()), "column": column, "options": options}
+              "arrays_dir": str(arrays_dir.resolve()), "column": column, "options": dict(estimator_options or {})}
     partial = partial_path_for(output)
+    results, resumed = compute_visibility_table(frame, csv_path, arrays_dir, partial, header, column,
+                                                workers=workers, progress=progress, start_method=start_method)
     n = len(frame)
-    results = _read_partial(partial, header, n)
-    resumed = len(results)
-    if resumed:
-        log.info("resuming: %d of %d rows already measured in %s", resumed, n, partial)
-
-    tasks: list[tuple[int, str]] = []
-    for row, name in enumerate(frame[column]):
-        if row in results:
-            continue
-        if not name.strip():
-            results[row] = (math.nan, f"{csv_path}: row {row}: empty {column}")
-        else:
-            tasks.append((row, str(arrays_dir / name)))
-
-    partial.parent.mkdir(parents=True, exist_ok=True)  # the output's folder, as the final atomic write creates it
-    mode = "a" if resumed else "w"
-    pool: concurrent.futures.ProcessPoolExecutor | None = None
-    try:
-        futures = []
-        if tasks and workers > 1:
-            pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=_worker_context(start_method),
-                initializer=_init_worker, initargs=(options,),
-            )
-            # Submitting starts the workers now, before tqdm's monitor thread exists (forking a process
-            # that runs threads can deadlock the child).
-            futures = [pool.submit(_measure_chunk, chunk) for chunk in _chunks(tasks, TASK_CHUNK)]
-        with open(partial, mode, encoding="utf-8") as sidecar, tqdm(
-            total=n, initial=n - len(tasks), desc="face visibility", unit="crop", disable=not progress
-        ) as bar:
-            if not resumed:
-                sidecar.write(json.dumps(header) + "\n")
-            elif sidecar.tell() and not partial.read_bytes().endswith(b"\n"):
-                sidecar.write("\n")  # end a line cut short by the interruption before appending
-            sidecar.flush()
-
-            def record(row: int, value: float, error: str | None) -> None:
-                results[row] = (value, error)
-                sidecar.write(json.dumps({"row": row, "visibility": None if math.isnan(value) else value,
-                                          "error": error}) + "\n")
-                sidecar.flush()  # what is flushed survives a kill of this process
-                bar.update(1)
-
-            if tasks and workers == 1:
-                with FaceVisibility(**options) as estimator:
-                    for row, path in tasks:
-                        record(row, *measure_array(estimator, path))
-            for future in concurrent.futures.as_completed(futures):
-                for row, value, error in future.result():
-                    record(row, value, error)
-        if pool is not None:
-            pool.shutdown(wait=True)
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        log.warning("stopped: %d finished rows kept in %s; run the same command again to resume",
-                    len(results), partial)
-        raise
-
-    values = np.full(n, math.nan)
-    errors: list[tuple[int, str]] = []
-    error_cells = [""] * n
-    for row, (value, error) in results.items():
-        values[row] = value
-        if error:
-            errors.append((row, error))
-            error_cells[row] = error
-    errors.sort()
-    for row, error in errors[:20]:
-        log.warning("row %d: %s", row, error)
-    if len(errors) > 20:
-        log.warning("... and %d more unreadable rows (see %s)", len(errors) - 20, ERROR_COLUMN)
-
-    frame[VISIBILITY_COLUMN] = ["" if math.isnan(v) else f"{v:.2f}" for v in values]
-    frame[ERROR_COLUMN] = error_cells
-    backup = None
-    if in_place:
-        backup = _backup_path(csv_path)
-        shutil.copy2(csv_path, backup)
-    write_csv_atomic(frame, output, mode_from=csv_path if in_place else None)
-
+    values, errors, error_cells = _visibility_cells(results, n)
+    backup = write_visibility(frame, values, error_cells, csv_path, output, in_place)
     readable = values[np.isfinite(values)]
     summary = VisibilitySummary(
         input_csv=str(csv_path), output_csv=str(output), rows=n, with_face=int((readable > 0).sum()),
         no_face=int((readable == 0).sum()), unreadable=int(n - readable.size),
         mean_visibility=float(readable.mean()) if readable.size else math.nan, resumed_rows=resumed,
-        seconds=time.perf_counter() - started, workers=workers, backup=str(backup) if backup else None,
-        errors=errors,
+        seconds=time.perf_counter() - started, workers=workers, backup=backup, errors=errors,
     )
     if histogram is not None:
         title = (f"Face visibility of {n} crops ({csv_path.name})\n"

@@ -130,7 +130,7 @@ def test_ledger_adopts_orphan_shards_cuts_torn_lines_and_redoes_lost_shards(tmp_
     stale.write_bytes(b"half a shard")  # atomic_path's temporary of a killed run
 
     again = open_output(tmp_path / "out", job, columns)
-    assert sorted(again.done) == ["/c.jpg", "/d.jpg"] and again.adopted == 2
+    assert sorted(again.done) == ["/c.jpg", "/d.jpg"] and again.adopted == 2 and again.torn_lines == 1
     assert sorted(again.lost) == ["/a.jpg", "/b.jpg"]
     assert not stale.exists()
     entries = [json.loads(line) for line in ledger.read_text().splitlines()]  # the torn line is gone
@@ -142,6 +142,26 @@ def test_ledger_adopts_orphan_shards_cuts_torn_lines_and_redoes_lost_shards(tmp_
     assert list(df.columns) == columns
     with pytest.raises(OutputError, match="other options .*smoothing: 'none' before, 'ema' now"):
         open_output(tmp_path / "out", {**job, "smoothing": "ema"}, columns)
+
+
+def test_ledger_helper_counts_and_cuts_a_torn_line_and_refuses_a_damaged_one(tmp_path):
+    """emonet.ledger, the one resume record (batch, predict, visibility): whole lines in, a torn last line out."""
+    from emonet.ledger import LedgerError, append_records, read_ledger, start_ledger
+
+    path = tmp_path / "ledger.jsonl"
+    assert read_ledger(path).records == [] and read_ledger(path).torn_lines == 0
+    start_ledger(path, {"format": "test"})
+    append_records(path, [{"n": 1}, {"n": 2}])
+    with open(path, "ab") as handle:
+        handle.write(b'{"n": 3, "ro')  # a kill inside the write of the next line
+    found = read_ledger(path)
+    assert found.records == [{"format": "test"}, {"n": 1}, {"n": 2}] and found.torn_lines == 1
+    assert path.read_bytes().endswith(b'{"n": 2}\n')  # cut: the next append starts a whole line
+    append_records(path, [{"n": 3}])
+    assert [r.get("n") for r in read_ledger(path).records] == [None, 1, 2, 3] and read_ledger(path).torn_lines == 0
+    path.write_bytes(b'{"n": 1}\nnot json\n{"n": 2}\n')  # damage inside the file is no interruption
+    with pytest.raises(LedgerError, match="line 2 is not a ledger record"):
+        read_ledger(path)
 
 
 # -- the command ---------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -203,3 +205,54 @@ def test_parquet_and_explicit_format(official_checkpoint_8, sample_images_dir, t
     df = pd.read_parquet(out)
     assert df["error"].tolist() == ["no face detected"] * 2 and "p_Happy" in df.columns
     assert df["path"].map(lambda p: p.split("/")[-1]).tolist() == ["chelsea.jpg", "rocket.jpg"]
+
+
+# -- resume: the batch engine's ledger beside --output ----------------------------------------------------
+def test_killed_predict_resumes_without_predicting_finished_images_again(official_checkpoint_8, sample_images_dir,
+                                                                          tmp_path):
+    """SIGKILL mid-run (no handler runs), then a torn ledger line as a kill inside a write leaves it: the rerun
+    predicts only the images the ledger does not hold and writes the same bytes as an uninterrupted run."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        shutil.copy(sample_images_dir / "grace_hopper.jpg", folder / f"face_{i}.jpg")
+    out, ledger = tmp_path / "out.csv", tmp_path / "out.csv.partial.jsonl"
+    args = ["predict", folder, "--weights", official_checkpoint_8, "--output", out, "--no-detect", "--batch-size", 1,
+            "--backend", "torch", "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if ledger.exists() and len(ledger.read_text().splitlines()) >= 3:  # header + 2 finished images
+            break
+        time.sleep(0.02)
+    process.kill()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, stderr
+    finished = len(ledger.read_text().splitlines()) - 1
+    assert 2 <= finished < 8 and not out.exists()
+    with open(ledger, "a") as handle:
+        handle.write('{"source": "' + str(folder / "face_7.jpg") + '", "rows": [{"pa')  # torn by a kill
+
+    summary = tmp_path / "summary.json"
+    run_cli(*args, "--summary-json", summary)
+    counts = json.loads(summary.read_text())
+    assert counts["resumed_images"] == finished and counts["torn_ledger_lines"] == 1
+    assert counts["images"] == counts["faces"] == 8
+    assert not ledger.exists() and not (tmp_path / "out.csv.partial").exists()
+    clean = tmp_path / "clean.csv"
+    run_cli(*args[:5], clean, *args[6:])
+    assert out.read_bytes() == clean.read_bytes()
+
+
+def test_a_ledger_of_other_options_is_not_resumed(official_checkpoint_8, sample_images_dir, tmp_path):
+    out = tmp_path / "out.csv"
+    ledger = tmp_path / "out.csv.partial.jsonl"
+    image = sample_images_dir / "grace_hopper.jpg"
+    ledger.write_text(json.dumps({"format": "emonet-predict-partial", "version": 1, "job": {"crop": "other"}})
+                      + "\n" + json.dumps({"source": str(image), "error": "", "rows": [{"path": str(image)}]}) + "\n")
+    summary = tmp_path / "summary.json"
+    run_cli("predict", image, "--weights", official_checkpoint_8, "--output", out, "--no-detect", "--backend", "torch",
+            "--no-progress", "--summary-json", summary)
+    assert json.loads(summary.read_text())["resumed_images"] == 0
+    assert pd.read_csv(out)["valence"].notna().all() and not ledger.exists()

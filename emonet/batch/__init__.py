@@ -5,6 +5,7 @@ Modules, each importing only the ones above it in this list:
 
 * :mod:`~emonet.batch.inputs`: expanding files, folders and manifests into image/video inputs;
 * :mod:`~emonet.batch.output`: the output folder (Parquet shards, ledger, job record, lock);
+* :mod:`~emonet.batch.sinks`: where the driver puts finished inputs (that folder, or ``predict``'s one table file);
 * :mod:`~emonet.batch.pipeline`: the three stages (locate, model, finish) and :class:`BatchConfig`;
 * :mod:`~emonet.batch.engines`: where stages 1-2 run (``local`` or Ray Data; Ray imported lazily);
 * :mod:`~emonet.batch.job`: the driver loop (:func:`run_job`) and its summary.

@@ -12,7 +12,8 @@ Crash safety. All rows of one input are in one shard. A shard is written to a hi
 renamed (:func:`emonet.fileio.atomic_path`), then its inputs are appended to the ledger. A run killed
 between the rename and the ledger line leaves an *orphan* shard: the shard's Parquet metadata lists the
 inputs it completes, so the next run adopts it into the ledger instead of redoing (and duplicating) them.
-A torn last ledger line is cut off. An input is done when the ledger names it and its shard exists, so
+A torn last ledger line (a kill inside its write) is detected, counted (``torn_ledger_lines``) and cut off
+(:mod:`emonet.ledger`, the project's one resume record). An input is done when the ledger names it and its shard exists, so
 deleting a shard makes the next run redo its inputs. One run at a time per folder (an ``flock`` lock).
 """
 
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from emonet.errors import UserError
 from emonet.fileio import atomic_path, check_output, write_json_atomic
+from emonet.ledger import LedgerError, append_records, read_ledger
+from emonet.records import BATCH_KEYS, schema_columns
 
 ROWS_DIR, LEDGER, JOB, SUMMARY, CSV_NAME, LOCK = "rows", "ledger.jsonl", "job.json", "summary.json", "rows.csv", ".lock"
 METADATA_KEY = b"emonet.batch.inputs"  # Parquet key-value metadata: the inputs a shard completes
@@ -41,16 +44,14 @@ class OutputError(UserError):
     """The output folder cannot be used (not writable, another run holds it, another job's options)."""
 
 
-def batch_columns(class_names: Sequence[str], smoothing: bool, landmarks: bool, extra: Sequence[str] = ()) -> list[str]:
-    """Columns of the batch dataset, in order (fixed for a job: every shard has them all)."""
-    columns = ["source", "kind", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "score",
-               "valence", "arousal", "expression", *[f"p_{c}" for c in class_names]]
-    if smoothing:
-        columns += ["valence_raw", "arousal_raw"]
-    columns += ["detected", *extra]
-    if landmarks:
-        columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
-    return columns + ["error"]
+def batch_columns(
+    class_names: Sequence[str], smoothing: bool, landmarks: bool, extra: Sequence[str] = (), crop: bool = False,
+) -> list[str]:
+    """Columns of the batch dataset, in order (fixed for a job: every shard has them all): the one schema
+    (:func:`emonet.records.schema_columns`) with the batch key columns and ``detected``; ``extra`` (the
+    command passes the crop columns) after it."""
+    return schema_columns(class_names, BATCH_KEYS, raw=smoothing, detected=True, crop=crop, extra=extra,
+                          landmarks=landmarks)
 
 
 _TEXT = {"source", "kind", "expression", "error", "crop_method"}
@@ -101,6 +102,7 @@ class BatchOutput:
     adopted: int = 0  # orphan shards of a killed run taken into the ledger
     lost: list[str] = field(default_factory=list)  # ledger inputs whose shard is gone: redone
     shards_written: int = 0
+    torn_lines: int = 0  # torn last ledger lines of a killed run, cut off when the folder was opened
     _lock_fd: int | None = None
     _run: str = ""
 
@@ -128,13 +130,7 @@ class BatchOutput:
         return name
 
     def _append_ledger(self, entries: Sequence[LedgerEntry]) -> None:
-        text = "".join(json.dumps(e.__dict__) + "\n" for e in entries)
-        fd = os.open(self.folder / LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, text.encode())  # one write: a kill leaves whole lines or one torn last line
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_records(self.folder / LEDGER, [e.__dict__ for e in entries])
         for e in entries:
             self.done[e.source] = e
 
@@ -183,22 +179,20 @@ def check_output_dir(folder: str | os.PathLike, inputs: Sequence[str | os.PathLi
     return target
 
 
-def _read_ledger(path: Path) -> list[LedgerEntry]:
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # torn last line of a killed run: cut it so appends stay whole lines
-        data = data[: data.rfind(b"\n") + 1]
-        with open(path, "r+b") as handle:
-            handle.truncate(len(data))
+def _read_ledger(path: Path) -> tuple[list[LedgerEntry], int]:
+    """The ledger's entries and the torn last lines cut off (0 or 1)."""
+    hint = "Remove the line (its input is then redone) or choose another --output-dir"
+    try:
+        found = read_ledger(path)
+    except LedgerError as exc:
+        raise OutputError(f"{exc}; {hint}") from None
     entries = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+    for number, record in enumerate(found.records, 1):
         try:
-            entries.append(LedgerEntry(**json.loads(line)))
-        except (ValueError, TypeError):
-            raise OutputError(f"{path}: line {number} is not a ledger entry; was the file edited? "
-                              "Remove the line (its input is then redone) or choose another --output-dir") from None
-    return entries
+            entries.append(LedgerEntry(**record))
+        except TypeError:
+            raise OutputError(f"{path}: line {number} is not a ledger entry; was the file edited? {hint}") from None
+    return entries, found.torn_lines
 
 
 def _shard_inputs(path: Path) -> list[dict] | None:
@@ -237,7 +231,7 @@ def open_output(
             for stale in folder_.iterdir():
                 if TEMPORARY_PATTERN.fullmatch(stale.name) and stale.is_file():
                     stale.unlink(missing_ok=True)
-        entries = _read_ledger(target / LEDGER)
+        entries, out.torn_lines = _read_ledger(target / LEDGER)
         shards = {p.name for p in rows_dir.iterdir() if SHARD_PATTERN.fullmatch(p.name)}
         for entry in entries:
             if entry.shard in shards:

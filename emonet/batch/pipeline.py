@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from emonet.batch.inputs import InputItem, missing_reason
 from emonet.errors import UserError
 from emonet.faces import Face
 from emonet.images import read_image
-from emonet.predictor import NO_FACE_ERROR, CropBatchResult, Predictor, prediction_rows
+from emonet.predictor import NO_FACE_ERROR, CropBatchResult, FacePrediction, Predictor, prediction_rows
+from emonet.records import record_row
 from emonet.video.engine import VideoEngine, predict_located
 from emonet.video.results import FrameResult, LocatedFrame
 from emonet.video.sources import open_source
@@ -44,7 +45,7 @@ class BatchConfig:
 
     weights: str
     device: str = "auto"
-    detector: str = "auto"
+    detector: str | None = "auto"  # None: every image is an already cropped face (predict --no-detect)
     min_face_score: float = 0.5
     crop: str = "mesh"
     flip_tta: bool = False
@@ -215,7 +216,10 @@ class Scorer:
     @property
     def predictor(self) -> Predictor:
         if self._predictor is None:
-            self._predictor = model_predictor(self.config)
+            try:
+                self._predictor = model_predictor(self.config)
+            except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
+                raise UserError(f"the model cannot run with these options: {exc}") from None
         return self._predictor
 
     def __call__(self, chunks: list[Chunk]) -> list[Chunk]:
@@ -249,33 +253,21 @@ def _empty(predictor: Predictor) -> CropBatchResult:
 
 # -- stage 3: finish -------------------------------------------------------------------------------------
 def frame_rows(source: str, result: FrameResult, class_names: list[str], landmarks: bool) -> list[dict]:
-    """Rows of one video frame's result: the columns of the ``video`` command's CSV, unformatted."""
+    """Rows of one video frame's result: the columns of the ``video`` command's CSV, unformatted
+    (:func:`emonet.records.record_row`; a missing detector score is null)."""
     rows = []
     for face in result.faces:
-        row = {"source": source, "kind": "video", "frame": result.index, "time_s": result.time_s,
-               "face_id": face.face_id, "x1": face.box[0], "y1": face.box[1], "x2": face.box[2], "y2": face.box[3],
-               "score": None if math.isnan(face.score) else face.score, "valence": face.valence,
-               "arousal": face.arousal, "expression": face.expression, "valence_raw": face.valence_raw,
-               "arousal_raw": face.arousal_raw, "detected": face.detected, "error": face.error}
-        row.update({f"p_{c}": float(p) for c, p in zip(class_names, face.probabilities)})
-        crop = getattr(face, "crop", None)
-        if crop is not None:
-            row.update(crop_x0=crop.x0, crop_y0=crop.y0, crop_side=crop.side)
-        if getattr(face, "crop_method", ""):
-            row["crop_method"] = face.crop_method
-        if landmarks and face.landmarks is not None and not face.error:
-            for i, (x, y) in enumerate(face.landmarks):
-                row[f"lm_x{i}"], row[f"lm_y{i}"] = float(x), float(y)
+        row = {"source": source, "kind": "video", **record_row(face, landmarks)}
+        row.update(frame=result.index, time_s=result.time_s, score=None if math.isnan(face.score) else face.score)
         rows.append(row)
     return rows
 
 
-def image_rows(predictor: Predictor, chunk: Chunk) -> list[dict]:
-    """Rows of one image: the ``predict`` command's rows (:func:`emonet.predictor.prediction_rows`), keyed by
-    source, ``face`` named ``face_id`` as in videos."""
-    key = {"source": chunk.source, "kind": "image"}
+def image_predictions(predictor: Predictor, chunk: Chunk) -> list[FacePrediction] | None:
+    """The faces of one scored image chunk, as :meth:`emonet.predictor.Predictor.predict` gives them
+    (``None``: the image could not be read, reason in ``chunk.error``)."""
     if chunk.error:
-        return prediction_rows(key, None, chunk.error)
+        return None
     frame, result = chunk.frames[0], chunk.results[0]
     shape = (frame.size[1], frame.size[0])
     faces = []
@@ -285,7 +277,20 @@ def image_rows(predictor: Predictor, chunk: Chunk) -> list[dict]:
             prediction.crop_x0, prediction.crop_y0, prediction.crop_side = region.x0, region.y0, region.side
         prediction.crop_method = frame.methods[0][k]
         faces.append(prediction)
-    rows = prediction_rows(key, faces)
+    return faces
+
+
+def predict_image_rows(predictor: Predictor, chunk: Chunk) -> list[dict]:
+    """Rows of one image exactly as the ``predict`` command writes them: keyed by ``path`` (the input as
+    given), built by :func:`emonet.predictor.prediction_rows`."""
+    return prediction_rows({"path": chunk.source}, image_predictions(predictor, chunk), chunk.error)
+
+
+def image_rows(predictor: Predictor, chunk: Chunk) -> list[dict]:
+    """Rows of one image in the batch dataset: the ``predict`` command's rows
+    (:func:`emonet.predictor.prediction_rows`), keyed by source, ``face`` named ``face_id`` as in videos."""
+    key = {"source": chunk.source, "kind": "image"}
+    rows = prediction_rows(key, image_predictions(predictor, chunk), chunk.error)
     for row in rows:
         row["face_id"] = row.pop("face", None)
         if row["face_id"] is not None:  # a face row (not the image's error row): the detector found it
@@ -309,8 +314,11 @@ class Finished:
 class Assembler:
     """Stage 3, in the driver: chunks (in any order) -> finished inputs. Videos are finished in frame order."""
 
-    def __init__(self, config: BatchConfig) -> None:
+    def __init__(self, config: BatchConfig, image_rows: Callable[[Predictor, Chunk], list[dict]] = image_rows) -> None:
+        """``image_rows``: how an image's rows are keyed (:func:`image_rows` for the batch dataset,
+        :func:`predict_image_rows` for the ``predict`` command's table)."""
         self.config = config
+        self.image_rows = image_rows
         self._predictor: Predictor | None = None
         self._open: dict[int, dict] = {}  # input index -> engine, next seq, waiting chunks, rows, frames
         self.seconds = {stage: 0.0 for stage in STAGES}
@@ -327,7 +335,7 @@ class Assembler:
         start = time.perf_counter()
         try:
             if chunk.kind != "video" or chunk.error:
-                rows = image_rows(self.predictor, chunk) if chunk.kind == "image" else \
+                rows = self.image_rows(self.predictor, chunk) if chunk.kind == "image" else \
                     [{"source": chunk.source, "kind": chunk.kind, "error": chunk.error}]
                 return [Finished(chunk.index, chunk.source, chunk.kind, chunk.error, rows, frames=int(chunk.kind == "image" and not chunk.error))]
             return self._video(chunk)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emonet.cli.options import add_num_workers, add_output_dir, add_weights
+from emonet.cli.options import add_num_workers, add_output_dir, add_weights, positive_float, positive_int
 from emonet.cli.video import add_common_video_options
 from emonet.errors import UserError
 from emonet.fileio import check_outputs, write_json_atomic
@@ -40,21 +40,21 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["parquet", "csv"], default="parquet",
                    help="parquet (default: OUT/rows/*.parquet); csv also writes OUT/rows.csv at the end (small jobs)")
     p.add_argument("--path-column", default="path", help="column of a CSV/Parquet manifest that holds the paths (default path)")
-    p.add_argument("--frame-stride", type=int, default=1, metavar="N",
+    p.add_argument("--frame-stride", type=positive_int, default=1, metavar="N",
                    help="process every Nth frame of a video (default 1: every frame); frame and time_s keep the "
                    "video's own numbering")
     p.add_argument("--landmarks", action="store_true", help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns")
-    p.add_argument("--shard-rows", type=int, default=20_000, metavar="N",
+    p.add_argument("--shard-rows", type=positive_int, default=20_000, metavar="N",
                    help="rows per Parquet shard, about (default 20000; a shard also closes every --shard-seconds)")
-    p.add_argument("--shard-seconds", type=float, default=60.0, metavar="S",
+    p.add_argument("--shard-seconds", type=positive_float, default=60.0, metavar="S",
                    help="close a shard at least every S seconds, so a killed run loses at most that much (default 60)")
-    p.add_argument("--chunk-frames", type=int, default=16, metavar="N",
+    p.add_argument("--chunk-frames", type=positive_int, default=16, metavar="N",
                    help="video frames per task between the stages (default 16)")
     add_num_workers(p, "--engine ray: locate actors (decode, detect, track; 1 CPU each); default: the cluster's "
                     "CPUs minus the model actors", 0)
-    p.add_argument("--model-workers", type=int, default=None, metavar="N",
+    p.add_argument("--model-workers", type=positive_int, default=None, metavar="N",
                    help="--engine ray: model actors (default: one per GPU, or 1 without GPUs)")
-    p.add_argument("--gpus-per-model-worker", type=float, default=None, metavar="G",
+    p.add_argument("--gpus-per-model-worker", type=positive_float, default=None, metavar="G",
                    help="--engine ray: GPUs per model actor (default 1 when the cluster has GPUs, else 0)")
     p.add_argument("--summary-json", default=None, metavar="FILE",
                    help="also write the run summary here (it is always written to OUT/summary.json)")
@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if args.address and args.engine != "ray":
         raise UserError("--address joins a Ray cluster: add --engine ray")
     if not Path(args.weights).exists():
-        from emonet.checkpoint import WEIGHTS_HINT
+        from emonet.hub import missing_weights_hint  # lazy: PyTorch, only on this error
 
-        raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
+        raise UserError(f"weights not found: {args.weights}. {missing_weights_hint(args.weights)}")
     items = expand_inputs(args.inputs, args.path_column)  # InputError names the missing file or bad manifest
     if not items:
         raise UserError(f"no images or videos found in {' '.join(args.inputs)}")
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from emonet.batch.job import describe_summary, run_job
     from emonet.batch.pipeline import Assembler, BatchConfig
     from emonet.fileio import file_sha256
+    from emonet.models.registry import provides_landmarks
     from emonet.predictor import CROP_COLUMNS
 
     config = BatchConfig(
@@ -111,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     assembler = Assembler(config)
     try:
         class_names = assembler.predictor.class_names  # loads the checkpoint: a bad file fails here, clearly
-        if args.landmarks and getattr(assembler.predictor.model, "arch", "") != "emonet":
-            raise ValueError("landmarks are only available for EmoNet models (they come from its heatmaps)")
+        if args.landmarks and not provides_landmarks(assembler.predictor.model):
+            raise ValueError("--landmarks: this model does not predict landmarks (EmoNet's come from its heatmaps)")
     except (ValueError, RuntimeError) as exc:
         assembler.close()
         raise UserError(str(exc)) from None
@@ -124,9 +125,10 @@ def run(args: argparse.Namespace) -> int:
         summary = run_job(items, config, out, engine=args.engine, ray_options=ray_options,
                           progress=not args.no_progress, shard_rows=args.shard_rows, shard_seconds=args.shard_seconds,
                           assembler=assembler, verbose=getattr(args, "verbose", False))
+        summary["torn_ledger_lines"] = out.torn_lines  # a kill inside a ledger write (its shard adopted, or its inputs redone)
         if args.format == "csv":
             summary["csv"] = str(out.write_csv())
-            out.write_summary(summary)
+        out.write_summary(summary)
     except KeyboardInterrupt:
         print(f"interrupted: finished inputs are in {out.folder}; rerun the same command to resume")
         raise
@@ -134,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         out.close()
         assembler.close()
     print(describe_summary(summary))
+    if out.torn_lines:
+        print(f"  ledger: {out.torn_lines} torn last line of a killed run cut off")
     if args.summary_json:
         write_json_atomic(args.summary_json, summary)
     return 0

@@ -1,19 +1,21 @@
-"""``python -m emonet predict``: valence, arousal and expression for every face of images and folders."""
+"""``python -m emonet predict``: valence, arousal and expression for every face of images and folders.
+
+The images run on the batch package's local engine (:mod:`emonet.batch`: decode and detect in a thread ahead
+of the model, the same stages, error rows and driver as ``batch``); the rows go to one table file through a
+:class:`~emonet.batch.sinks.TableFileSink`, whose ledger (``OUT.partial.jsonl``) lets a rerun of an interrupted
+command skip the images already done. Three steps: check the outputs, compute the table, write it (and the
+annotated images and crops, drawn from the table's rows).
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import importlib.util
-import math
 import os
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from tqdm import tqdm
 
 from emonet.cli.options import (
     add_crop,
@@ -26,16 +28,14 @@ from emonet.cli.options import (
 )
 from emonet.errors import UserError
 from emonet.fileio import atomic_path, check_output, check_outputs, write_json_atomic
-from emonet.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
-
-FLOAT_FORMAT = "{:.8f}"
-
+from emonet.images import IMAGE_EXTENSIONS, list_images
 
 HELP = "predict valence/arousal/expression for every face in images or folders"
 DESCRIPTION = (
     "Detect faces (MediaPipe), crop them with EmoNet's protocol and predict valence, arousal "
     "and expression. Writes one row per face (CSV, JSON or Parquet); unreadable images and images without a face get a row "
-    "with the reason in the 'error' column and do not stop the run."
+    "with the reason in the 'error' column and do not stop the run. An interrupted run is resumed by the same "
+    "command (finished images are kept in OUT.partial.jsonl)."
 )
 
 
@@ -45,8 +45,9 @@ FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
     add_weights(p)
-    add_output(p, "output table, one row per face: .csv (written as OUT.partial until the run completes), "
-               ".json or .parquet (written at the end); see --format")
+    add_output(p, "output table, one row per face: .csv, .json or .parquet (see --format), written when the run "
+               "completes; meanwhile finished images are kept in OUT.partial.jsonl (and, for CSV, readable in "
+               "OUT.partial), and a rerun of the same command resumes after them")
     p.add_argument("--format", choices=sorted(set(FORMATS.values())), default=None,
                    help="output format (default: from the --output suffix .csv/.json/.parquet, else csv); "
                    "parquet needs pyarrow")
@@ -63,15 +64,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip-tta", action="store_true", help="average valence/arousal over the face and its mirror (official evaluate_flip)")
     p.add_argument("--landmarks", action="store_true", help="add 68 landmarks (lm_x0..lm_y67) decoded from EmoNet's heatmaps")
     add_inference(p)
-    add_num_workers(p, "threads reading images ahead", 2, deprecated=("--workers",))
+    add_num_workers(p, "accepted for compatibility: images are decoded and detected in one thread ahead of the "
+                    "model (the batch local engine)", 2, deprecated=("--workers",))
     p.add_argument("--summary-json", metavar="FILE", help="also write the run summary (counts, outputs) as JSON")
     add_progress(p)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else FLOAT_FORMAT.format(value)
-    return str(value)
 
 
 def output_stems(paths: list[Path]) -> list[str]:
@@ -108,132 +104,201 @@ def _write_png(path: Path, image) -> None:
             raise UserError(f"{path}: cannot write the image")
 
 
-def run(args: argparse.Namespace) -> int:
+# -- step 1: the outputs, checked before any work ----------------------------------------------------------
+@dataclass
+class PredictPlan:
+    """The images and every output of a run, checked."""
+
+    paths: list[Path]
+    output: Path
+    fmt: str
+    stems: list[str]
+    annotated_dir: Path | None = None
+    crops_dir: Path | None = None
+
+
+def plan_outputs(args: argparse.Namespace) -> PredictPlan:
+    """Before any work: no output may replace an input image, a folder or another output, and each must be
+    writable (the partial files beside ``--output`` included)."""
+    from emonet.batch.sinks import csv_partial_path_for, ledger_path_for
+
     paths = list_images(args.inputs)
     if not paths:
         raise UserError(f"no images found in {' '.join(args.inputs)} ({', '.join(IMAGE_EXTENSIONS)})")
-    # Before any work: no output may replace an input image, a folder or another output, and each must be writable.
     inputs = [*args.inputs, *paths, args.weights]
     output = check_outputs({"--output": args.output, "--summary-json": args.summary_json}, inputs)["--output"]
     fmt = args.format or FORMATS.get(output.suffix.lower(), "csv")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise UserError(f"--output {output}: writing Parquet needs pyarrow, which is not installed: pip install pyarrow")
-    partial = output.with_name(output.name + ".partial")
-    if fmt == "csv":
+    for partial in (ledger_path_for(output), *([csv_partial_path_for(output)] if fmt == "csv" else [])):
         check_output(partial, inputs, kind="file", option="--output")
-    stems = output_stems(paths)
+    plan = PredictPlan(paths, output, fmt, output_stems(paths))
     others = [*args.inputs, args.weights, output]
-    annotated_dir = crops_dir = None
     if args.save_annotated:
-        names = [re.compile(re.escape(f"{s}.png".lower())) for s in stems]
-        annotated_dir = _check_image_dir(args.save_annotated, "--save-annotated", paths, names, others)
+        names = [re.compile(re.escape(f"{s}.png".lower())) for s in plan.stems]
+        plan.annotated_dir = _check_image_dir(args.save_annotated, "--save-annotated", paths, names, others)
     if args.save_crops:
-        names = [re.compile(re.escape(f"{s}_face".lower()) + r"\d+\.png") for s in stems]
-        crops_dir = _check_image_dir(args.save_crops, "--save-crops", paths, names, others)
+        names = [re.compile(re.escape(f"{s}_face".lower()) + r"\d+\.png") for s in plan.stems]
+        plan.crops_dir = _check_image_dir(args.save_crops, "--save-crops", paths, names, others)
+    return plan
 
-    # imported once the checks passed (PyTorch, MediaPipe): --help and refused outputs answer fast
-    from emonet.crops import draw_crop_square
-    from emonet.predictor import Predictor, prediction_columns, prediction_rows, rows_to_dataframe
-    from emonet.video.overlay import draw_predictions  # the video overlay's drawing, for --save-annotated
 
+# -- step 2: compute the table -------------------------------------------------------------------------------
+@dataclass
+class PredictTable:
+    """The rows of every image in input order, and what the summary counts."""
+
+    rows: list[dict]
+    columns: list[str]
+    class_names: list[str]
+    unreadable: set[str] = field(default_factory=set)  # paths that could not be read (their row says why)
+    resumed: int = 0  # images taken from the ledger of an interrupted run
+    torn_lines: int = 0
+    faces: int = field(init=False)
+    invalid: int = field(init=False)
+    crop_fallbacks: int = 0
+
+    def __post_init__(self) -> None:
+        face_rows = [r for r in self.rows if r.get("face") is not None]
+        self.faces = sum(not r.get("error") for r in face_rows)
+        self.invalid = sum(bool(r.get("error")) for r in face_rows)
+
+
+def predict_config(args: argparse.Namespace):
+    """The batch pipeline's options for this command (``--no-detect``: no detector)."""
+    from emonet.batch.pipeline import BatchConfig
+
+    return BatchConfig(
+        weights=str(args.weights), device=args.device, detector=None if args.no_detect else args.detector,
+        min_face_score=args.min_face_score, crop=args.crop, flip_tta=args.flip_tta, landmarks=args.landmarks,
+        batch_size=args.batch_size, backend=args.backend, precision=args.precision,
+    )
+
+
+def open_assembler(config):
+    """The finish stage, keyed as ``predict`` rows. Loading the checkpoint here makes a bad file a clear error
+    before any work; the model stage's own errors (device, backend, option combination) are ``UserError``s
+    of :class:`emonet.batch.pipeline.Scorer`."""
+    from emonet.batch.pipeline import Assembler, predict_image_rows
+
+    assembler = Assembler(config, image_rows=predict_image_rows)
     try:
-        predictor = Predictor(
-            args.weights, device=args.device, detector=None if args.no_detect else args.detector,
-            flip_tta=args.flip_tta, landmarks=args.landmarks, batch_size=args.batch_size,
-            backend=args.backend, precision=args.precision, min_face_score=args.min_face_score, crop=args.crop,
-        )
-    except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
+        assembler.predictor  # noqa: B018 - loads the checkpoint
+    except (ValueError, RuntimeError) as exc:
+        assembler.close()
         raise UserError(str(exc)) from None
+    return assembler
 
-    columns = prediction_columns(predictor.class_names, args.landmarks)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    counts = {"faces": 0, "unreadable": 0, "invalid": 0, "images_done": 0}
-    rows: list[dict] = []  # JSON/Parquet: written at the end from the same rows the CSV would hold
 
-    def load(index: int):
-        try:
-            return index, read_image(paths[index]), ""
-        except (ImageReadError, ValueError, OSError) as exc:
-            return index, None, str(exc)
+def compute_table(plan: PredictPlan, config, assembler, args: argparse.Namespace):
+    """Every image through the batch local engine into the table sink; returns the table and the sink
+    (still holding the partial files until :func:`write_outputs` replaces them with the table)."""
+    from emonet.batch.inputs import InputItem
+    from emonet.batch.job import run_job
+    from emonet.batch.sinks import TableFileSink
+    from emonet.fileio import file_sha256
+    from emonet.predictor import prediction_columns
 
-    def save_images(index: int, image, faces) -> None:
-        if annotated_dir is not None:
-            bgr = image[..., ::-1]  # OpenCV draws and writes BGR
-            canvas = draw_predictions(bgr, faces, predictor.class_names, show_landmarks=args.landmarks)
-            for face in faces:  # the square the model saw (--crop), dashed
-                if face.crop_side:
-                    draw_crop_square(canvas, face.crop_x0, face.crop_y0, face.crop_side)
-            _write_png(annotated_dir / f"{stems[index]}.png", canvas)
-        if crops_dir is not None:
-            for face, crop in zip(faces, predictor.face_crops(image, faces)):
-                _write_png(crops_dir / f"{stems[index]}_face{face.face}.png", crop[..., ::-1])
-
-    def handle(loaded: list, emit) -> None:
-        """Predict a chunk; emit the rows of each image (one place builds them: prediction_rows)."""
-        good = [img for _, img, _ in loaded if img is not None]
-        # read_image returns RGB: the order is known, so the likely-BGR check does not apply
-        results = iter(predictor.predict_many(good, channel_order="rgb") if good else [])
-        for index, image, error in loaded:
-            faces = None if image is None else next(results)
-            emit(prediction_rows({"path": str(paths[index])}, faces, error))
-            if faces is None:
-                counts["unreadable"] += 1
-                continue
-            save_images(index, image, faces)
-            counts["faces"] += sum(not f.error for f in faces)
-            counts["invalid"] += sum(bool(f.error) for f in faces)
-
+    class_names = list(assembler.predictor.class_names)
+    columns = prediction_columns(class_names, args.landmarks)
+    header = {"job": config.job_record(file_sha256(args.weights))}
+    sink = TableFileSink(plan.output, plan.fmt, columns, header).open()
+    sources = [str(p) for p in plan.paths]
+    resumed = sum(s in sink.done for s in sources)
     try:
-        with contextlib.ExitStack() as stack:
-            pool = stack.enter_context(ThreadPoolExecutor(max(1, args.num_workers)))
-            if fmt == "csv":  # rows reach OUT.partial chunk by chunk; the final file appears when the run completes
-                f = stack.enter_context(open(partial, "w", newline=""))
-                writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-                writer.writeheader()
-
-                def emit(image_rows: list[dict]) -> None:
-                    writer.writerows({k: _fmt(v) for k, v in row.items()} for row in image_rows)
-            else:
-                emit = rows.extend
-            chunk = predictor.batch_size
-            with tqdm(total=len(paths), unit="img", desc="predict", disable=args.no_progress) as bar:
-                for start in range(0, len(paths), chunk):
-                    handle(list(pool.map(load, range(start, min(start + chunk, len(paths))))), emit)
-                    if fmt == "csv":
-                        f.flush()
-                    counts["images_done"] += min(chunk, len(paths) - start)
-                    bar.update(min(chunk, len(paths) - start))
+        # shard_rows=1: every finished image is on disk (ledger line, fsync) before the next is counted
+        run_job([InputItem(s, "image") for s in sources], config, sink, engine="local",
+                progress=not args.no_progress, shard_rows=1, assembler=assembler,
+                verbose=getattr(args, "verbose", False))
     except KeyboardInterrupt:
-        kept = f"rows for {counts['images_done']} of {len(paths)} image(s) kept in {partial}" if fmt == "csv" else "nothing written"
-        print(f"interrupted: {kept} (rerun to produce {output})", file=sys.stderr)
+        sink.close()
+        done = sum(s in sink.done for s in sources)
+        kept = f"{sink.csv_partial} and {sink.ledger}" if plan.fmt == "csv" else str(sink.ledger)
+        print(f"interrupted: rows for {done} of {len(sources)} image(s) kept in {kept} (rerun the same command "
+              f"to resume and produce {plan.output})", file=sys.stderr)
         raise
-    finally:
-        predictor.close()
-    if fmt == "csv":
-        os.replace(partial, output)
-    else:
-        df = rows_to_dataframe(rows, columns)
-        with atomic_path(output) as tmp:
-            if fmt == "json":
-                df.to_json(tmp, orient="records", indent=2)
-            else:
-                df.to_parquet(tmp, index=False)
+    except BaseException:
+        sink.close()
+        sink.discard_if_empty()  # an error before the first image: no partial files left behind
+        raise
+    rows = sink.rows_in_order(sources)
+    table = PredictTable(rows, columns, class_names, unreadable={s for s in sources if sink.done[s]["error"]},
+                         resumed=resumed, torn_lines=sink.torn_lines)
+    if config.detector is not None and config.crop != "detector":  # FaceMesh found no face: detector box used
+        table.crop_fallbacks = sum(r.get("crop_method") == "detector" for r in rows)
+    return table, sink
+
+
+# -- step 3: write the table, then draw the images from it ----------------------------------------------------
+def face_records(rows: list[dict], class_names: list[str]) -> list:
+    """The faces of one image's rows, as the predictor returned them (for drawing and cutting crops)."""
+    from emonet.records import row_record
+
+    return [face for face in (row_record(row, class_names) for row in rows) if face is not None]
+
+
+def save_images(plan: PredictPlan, table: PredictTable, predictor, landmarks: bool) -> None:
+    """``--save-annotated`` and ``--save-crops``: each readable image drawn / cut from its rows."""
+    from emonet.drawing import draw_predictions  # the one drawing of stills and video frames
+    from emonet.images import ImageReadError, read_image
+
+    by_path: dict[str, list[dict]] = {}
+    for row in table.rows:
+        by_path.setdefault(row["path"], []).append(row)
+    for path, stem in zip(plan.paths, plan.stems):
+        if str(path) in table.unreadable:
+            continue  # nothing to draw
+        try:
+            image = read_image(path)
+        except (ImageReadError, ValueError, OSError):
+            continue  # changed since it was predicted: its row already says what was seen
+        faces = face_records(by_path[str(path)], table.class_names)
+        if plan.annotated_dir is not None:
+            # with the square the model saw (--crop), dashed
+            canvas = draw_predictions(image[..., ::-1], faces, table.class_names, show_landmarks=landmarks,
+                                      show_crop=True)
+            _write_png(plan.annotated_dir / f"{stem}.png", canvas)
+        if plan.crops_dir is not None:
+            for face, crop in zip(faces, predictor.face_crops(image, faces)):
+                _write_png(plan.crops_dir / f"{stem}_face{face.face}.png", crop[..., ::-1])
+
+
+def write_summary(args: argparse.Namespace, plan: PredictPlan, table: PredictTable) -> None:
+    """The closing lines on stdout/stderr and ``--summary-json``."""
     notes = []
-    if counts["unreadable"]:
-        notes.append(f"{counts['unreadable']} unreadable image(s)")
-    if counts["invalid"]:
-        notes.append(f"{counts['invalid']} face(s) with an invalid (non-finite) model output")
-    if predictor.crop_fallbacks:
-        print(f"--crop {args.crop}: FaceMesh found no face in {predictor.crop_fallbacks} detector box(es); those "
+    if table.unreadable:
+        notes.append(f"{len(table.unreadable)} unreadable image(s)")
+    if table.invalid:
+        notes.append(f"{table.invalid} face(s) with an invalid (non-finite) model output")
+    if table.crop_fallbacks:
+        print(f"--crop {args.crop}: FaceMesh found no face in {table.crop_fallbacks} detector box(es); those "
               "faces were cropped from the detector box (crop_method 'detector')", file=sys.stderr)
-    print(f"{counts['faces']} face(s) from {len(paths)} image(s) written to {output}"
+    if table.resumed:
+        print(f"resumed: {table.resumed} image(s) finished by an interrupted run were not predicted again",
+              file=sys.stderr)
+    print(f"{table.faces} face(s) from {len(plan.paths)} image(s) written to {plan.output}"
           + (f"; {' and '.join(notes)} listed with their error" if notes else ""))
     if args.summary_json:
         write_json_atomic(args.summary_json, {
-            "images": len(paths), "faces": counts["faces"], "unreadable_images": counts["unreadable"],
-            "invalid_faces": counts["invalid"], "output": str(output), "format": fmt,
-            "annotated_dir": str(annotated_dir) if annotated_dir else None,
-            "crops_dir": str(crops_dir) if crops_dir else None, "weights": str(args.weights),
-            "crop": "none" if args.no_detect else args.crop, "crop_fallbacks": predictor.crop_fallbacks,
+            "images": len(plan.paths), "faces": table.faces, "unreadable_images": len(table.unreadable),
+            "invalid_faces": table.invalid, "output": str(plan.output), "format": plan.fmt,
+            "annotated_dir": str(plan.annotated_dir) if plan.annotated_dir else None,
+            "crops_dir": str(plan.crops_dir) if plan.crops_dir else None, "weights": str(args.weights),
+            "crop": "none" if args.no_detect else args.crop, "crop_fallbacks": table.crop_fallbacks,
+            "resumed_images": table.resumed, "torn_ledger_lines": table.torn_lines,
         })
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_outputs(args)
+    config = predict_config(args)
+    assembler = open_assembler(config)  # PyTorch, MediaPipe: loaded once the outputs passed their checks
+    try:
+        table, sink = compute_table(plan, config, assembler, args)
+        sink.finish(table.rows)  # the table in place, then the partial files removed
+        if plan.annotated_dir is not None or plan.crops_dir is not None:
+            save_images(plan, table, assembler.predictor, args.landmarks)
+    finally:
+        assembler.close()
+    write_summary(args, plan, table)
     return 0
