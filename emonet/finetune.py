@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from emonet.data.registry import build_affect_dataset
+from emonet.data.overlap import find_shared_images
+from emonet.data.registry import build_affect_dataset, dataset_spec
 from emonet.errors import UserError
 from emonet.evaluation import (
     ModelInput,
@@ -37,12 +38,6 @@ from emonet.evaluation import (
 from emonet.training import Callback, FitResult, ImageTransform, TrainConfig, Trainer
 
 logger = logging.getLogger("emonet.finetune")
-
-DATASETS = ("emodataset", "affectnet", "csv")
-# Default splits per format: (train, validation, test). Emodataset has no validation split: its test split
-# is used for model selection, as in the published fine-tune; pass --val-split none to train blind.
-DEFAULT_SPLITS = {"emodataset": ("train", "test", None), "affectnet": ("train", "val", None),
-                  "csv": ("train", "val", None)}
 
 
 # -- model -----------------------------------------------------------------------------------------------
@@ -129,9 +124,8 @@ def _limit(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
 
 def build_datasets(data: FinetuneData, model: nn.Module, config: TrainConfig, progress: bool = True):
     """(train, val or None, test or None) datasets with the training (augmenting) and evaluation transforms."""
-    if data.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset format {data.dataset!r}; choose from {DATASETS}")
-    train_default, val_default, test_default = DEFAULT_SPLITS[data.dataset]
+    # the image datasets' registry: ValueError naming the formats when unknown; default splits per format
+    train_default, val_default, test_default = dataset_spec(data.dataset, "image").splits
     size, norm = int(model.input_size), getattr(model, "normalization", None)
     eval_tf = ModelInput(size, norm)  # exactly the official preprocessing (cv2 bilinear, /255)
     if config.augment:
@@ -168,7 +162,29 @@ def build_datasets(data: FinetuneData, model: nn.Module, config: TrainConfig, pr
             "val.csv and test.csv; emodataset/affectnet: --train-split/--val-split/--test-split naming different "
             "splits), --val-split none to train without validation, or --allow-shared-splits to accept it"
         )
-    return _limit(train, data.limit, config.seed), (_limit(val, data.limit, config.seed) if val else None), test
+    train, val = _limit(train, data.limit, config.seed), (_limit(val, data.limit, config.seed) if val else None)
+    # Copies under other paths: compared by decoded pixels, on the items that are actually used.
+    shared_images = find_shared_images(split_image_paths({"train": train, "val": val, "test": test}), progress)
+    if shared_images and not data.allow_shared_splits:
+        raise UserError("; ".join(group.describe() for group in shared_images)
+                        + ". Their scores would not be held out: remove the copies from one split, or pass "
+                        "--allow-shared-splits to accept it")
+    return train, val, test
+
+
+def split_image_paths(splits: dict[str, Dataset | None]) -> dict[str, list[str] | None]:
+    """The image file of every item of each split (``None`` for an unused split or one that lists no files)."""
+    out: dict[str, list[str] | None] = {}
+    for role, dataset in splits.items():
+        indices = None
+        while isinstance(dataset, Subset):  # --limit: only the chosen items
+            inner = list(dataset.indices)
+            indices = inner if indices is None else [inner[i] for i in indices]
+            dataset = dataset.dataset
+        paths = getattr(dataset, "paths", None)
+        out[role] = None if paths is None else [str(paths[i]) for i in (indices if indices is not None else
+                                                                          range(len(paths)))]
+    return out
 
 
 def shared_split_files(splits: dict[str, Dataset | None]) -> list[tuple[str, list[str]]]:

@@ -95,7 +95,7 @@ def test_other_weights_reuse_the_timing_but_are_checked(small_resnet, choices, m
 def test_fallbacks_to_eager_when_nothing_else_works(small_resnet, choices, monkeypatch, capsys):
     monkeypatch.setattr(choice_module, "TINY_FORWARD_S", 0.0)
     monkeypatch.setattr(runners, "onnxruntime_status", lambda: (False, "onnxruntime is not installed"))
-    monkeypatch.setattr(choice_module, "CPU_CANDIDATES", [("torch", "fp32"), ("onnxruntime", "fp32")])
+    monkeypatch.setattr(choice_module, "cpu_candidates", lambda: [("torch", "fp32"), ("onnxruntime", "fp32")])
     runner = make_runner(small_resnet, "auto", "fp32", "cpu")
     choice = runner.info["choice"]
     assert runner.backend == "torch" and choice.backend == "torch"

@@ -269,3 +269,76 @@ def test_predictor_uses_backend(model, sample_images_dir):
     a, b = ref.predict(image)[0], fast.predict(image)[0]
     assert abs(a.valence - b.valence) <= 1e-4 and abs(a.arousal - b.arousal) <= 1e-4
     assert a.expression == b.expression and np.abs(a.landmarks - b.landmarks).max() < 0.5
+
+
+# -- the backend registry -----------------------------------------------------------------------------------------
+class _CountingRunner(runners.TorchRunner):
+    """A toy backend: eager PyTorch that records each batch size it ran (so the test sees it was used)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
+        self.batches.append(int(batch.shape[0]))
+        return super().__call__(batch)
+
+
+@pytest.fixture()
+def toy_backend():
+    from emonet.inference.backends import register_runner, unregister_backend
+
+    register_runner("toy-eager", precisions=("fp32", "bf16"), cpu={"bf16": -1}, probe=True)(_CountingRunner)
+    try:
+        yield "toy-eager"
+    finally:
+        unregister_backend("toy-eager")
+
+
+def test_a_registered_backend_is_a_choice_a_candidate_and_runs(model, faces, reference, toy_backend):
+    from emonet.cli import command_parser
+    from emonet.inference.backends import backend_names, backend_precisions, validate
+    from emonet.inference.choice import cpu_candidates
+    from emonet.inference.selection import candidates
+
+    cpu = torch.device("cpu")
+    assert toy_backend in backend_names() and backend_precisions(toy_backend) == ("fp32", "bf16")
+    args = command_parser("predict", "predict").parse_args(["x.jpg", "--weights", "w.pth", "-o", "out.csv", "--backend", toy_backend])
+    assert args.backend == toy_backend
+    assert candidates("auto", "bf16", cpu)[0] == (toy_backend, "bf16")  # rank -1: before OpenVINO
+    assert (toy_backend, "fp32") not in candidates("auto", "fp32", cpu)  # not an fp32 fallback
+    assert (toy_backend, "fp32") in cpu_candidates()  # but probed by the default choice
+    with pytest.raises(ValueError, match="supports precision fp32, bf16, not 'int8'"):
+        validate(toy_backend, "int8")
+    runner = make_runner(model, toy_backend, "fp32", "cpu", with_heatmap=True)
+    assert isinstance(runner, _CountingRunner) and runner.backend == toy_backend
+    assert_exact(runner(faces), reference)
+    assert runner.batches == [len(faces)]
+
+
+def test_backend_registry_refuses_clashes_and_forgets_on_unregister(toy_backend):
+    from emonet.inference.backends import backend_names, declare_backend, register_runner, unregister_backend
+
+    with pytest.raises(ValueError, match="already declared"):
+        declare_backend("torch", ("fp32",), "emonet.inference.runners")
+    with pytest.raises(ValueError, match="already has a runner"):
+        register_runner(toy_backend)(runners.TorchRunner)
+    with pytest.raises(ValueError, match="candidate precisions"):
+        register_runner("toy-int8", precisions=("fp32",), cpu={"int8": 0})(runners.TorchRunner)
+    unregister_backend("toy-int8")
+    unregister_backend(toy_backend)
+    assert toy_backend not in backend_names()
+    with pytest.raises(ValueError, match="unknown backend 'toy-eager'"):
+        make_runner(None, toy_backend, "fp32", "cpu")
+
+
+def test_command_line_reads_backend_names_without_pytorch():
+    """``predict --help`` lists the registered backends without importing PyTorch (fast start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from emonet.cli import build_parser; p = build_parser(['predict']); "
+            "h = p._subparsers._group_actions[0].choices['predict'].format_help(); "
+            "print('torch' in sys.modules, 'onnxruntime' in h and 'openvino' in h and 'torch-opt' in h)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

@@ -6,14 +6,12 @@ refine; real subprocess runs of the CLI.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO_ROOT, ColourModel
+from cli_helpers import run_cli
+from conftest import ColourModel
 from torch import nn
 
 from emonet.checkpoint import load_model
@@ -33,11 +31,6 @@ from emonet.crops import (
 from emonet.faces import CropRegion, FaceDetector, crop_region, crop_region_image
 from emonet.predictor import CROP_COLUMNS, Predictor
 from emonet.samples import FACE_SAMPLES, sample_image
-
-
-def run_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "emonet", *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +202,14 @@ def test_video_engine_refines_each_frame_and_writes_the_crop(official_checkpoint
         [face] = result.faces
         assert calls == [1, 1] and face.crop_method == "refine"  # two forwards, on the frame's pixels
         mesh = engine.predictors[0].crop_faces(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB), [face.box]).regions[0]
-        assert face.crop.x0 - mesh.x0 == pytest.approx(32 * mesh.side / 256, abs=2)  # the stub's points moved it
+        assert face.crop_x0 - mesh.x0 == pytest.approx(32 * mesh.side / 256, abs=2)  # the stub's points moved it
         writer.write(result, engine.predictors[0].class_names)
     finally:
         writer.close()
         engine.close()
     [row] = pd.read_csv(tmp_path / "frames.csv").itertuples()
     assert (row.crop_x0, row.crop_y0, row.crop_side, row.crop_method) == (
-        face.crop.x0, face.crop.y0, face.crop.side, "refine")
+        face.crop_x0, face.crop_y0, face.crop_side, "refine")
 
 
 def test_refine_needs_a_landmark_head():
@@ -227,6 +220,42 @@ def test_refine_needs_a_landmark_head():
         Predictor(model, device="cpu", detector=None, crop="refine")
     with pytest.raises(ValueError, match="crop must be one of"):
         Predictor(ColourModel(), device="cpu", detector=None, crop="box")
+
+
+class NoLandmarksModel(ColourModel):
+    """Named like EmoNet but offering no landmarks: the predictor must ask the model, not its name."""
+
+    arch, provides_landmarks = "emonet", False
+
+
+class LandmarkColourModel(ColourModel):
+    """Another architecture that does provide landmarks: the stub's known heatmaps for every crop."""
+
+    arch, provides_landmarks = "colour-landmarks", True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("maps", heatmaps_at(template_points()))
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {**super().forward(x), "heatmap": self.maps.expand(x.shape[0], -1, -1, -1).clone()}
+
+
+def test_predictor_asks_the_model_for_landmarks_not_its_name():
+    crop = sample_image("astronaut")[60:290, 60:290]
+    plain = Predictor(NoLandmarksModel(), device="cpu", detector=None, backend="torch")
+    [face] = plain.predict(crop, channel_order="rgb")
+    assert face.landmarks is None and not plain.runner.with_heatmap and np.isfinite(face.valence)
+    with pytest.raises(ValueError, match="landmarks: a emonet model does not predict landmarks"):
+        Predictor(NoLandmarksModel(), device="cpu", detector=None, landmarks=True, backend="torch")
+    with pytest.raises(ValueError, match="crop 'refine'.*provides_landmarks is False.*use crop 'mesh'"):
+        Predictor(NoLandmarksModel(), device="cpu", detector=None, crop="refine", backend="torch")
+    # a non-EmoNet model that says it provides them gets landmarks (decoded from its heatmaps) and refine
+    predictor = Predictor(LandmarkColourModel(), device="cpu", detector=None, landmarks=True, backend="torch")
+    [face] = predictor.predict(crop, channel_order="rgb")
+    expected = (template_points() * 4 + 1.5) * crop.shape[0] / 256  # heatmap -> crop pixels -> image pixels
+    assert face.landmarks.shape == (68, 2) and np.abs(face.landmarks - expected).max() < 1.0
+    Predictor(LandmarkColourModel(), device="cpu", detector=None, crop="refine", backend="torch").close()
 
 
 # -- outputs -------------------------------------------------------------------------------------------------

@@ -199,3 +199,95 @@ def test_affectnet_csv_drops_invalid_rows_and_counts_them(affect_csv):
         [0, 1, 2, 3, 6]).to_numpy()
     assert len(five) == int(expected.sum())
     assert five.labels.tolist() == [{0: 0, 1: 1, 2: 2, 3: 3, 6: 4}[e] for e in valid["expression"][expected]]
+
+
+# -- the dataset registry ------------------------------------------------------------------------------------
+
+def test_registry_builds_each_builtin_by_name_with_its_fixture_and_splits(tmp_path):
+    from emonet.data.registry import build_affect_dataset, dataset_names, default_splits, write_fixture
+
+    assert dataset_names("image") == ("affectnet", "emodataset", "csv")
+    assert dataset_names("video") == ("afew-va", "affwild2", "video-csv")
+    assert default_splits("emodataset") == ("train", "test", None)  # no validation split: test selects
+    assert default_splits("affectnet") == ("train", "val", None)
+    emo = write_fixture("emodataset", tmp_path / "emo", n_train=4, n_test=3)
+    ds = build_affect_dataset("emodataset", emo, None, arousal_range="0,1", layout="kaggle", progress=False)
+    assert isinstance(ds, Emodataset) and len(ds) == 3 and ds.crop == "none"  # split None: test; auto: none
+    net = write_fixture("affectnet", tmp_path / "affectnet", n=8, layout="kaggle", seed=1)
+    assert isinstance(build_affect_dataset("affectnet", net, "val", progress=False), AffectNet)
+    with pytest.raises(ValueError, match="unknown image dataset format 'afew-va'; choose from affectnet, emodataset, csv"):
+        build_affect_dataset("afew-va", net, None)
+    with pytest.raises(ValueError, match="'csv' has no fixture writer"):
+        write_fixture("csv", tmp_path / "csv")
+
+
+def _write_toy_faces(root, n: int = 3):
+    """A toy dataset format: ``fit.csv``/``check.csv`` listing crops of a sample face (a CSV of faces)."""
+    import cv2
+
+    from emonet.samples import sample_image
+
+    root.mkdir(parents=True, exist_ok=True)
+    face = sample_image("astronaut")[60:290, 60:290]
+    for split, labels in (("fit", ["happy", "sad", "neutral"][:n]), ("check", ["anger", "happy"])):
+        # check images are cut 2 px taller: other pixels than the fit images (finetune refuses shared images)
+        base = face if split == "fit" else sample_image("astronaut")[58:290, 60:290]
+        rows = []
+        for i, label in enumerate(labels):
+            view = np.ascontiguousarray(base[:, ::-1] if i % 2 else base)  # mirrored every other row
+            cv2.imwrite(str(root / f"{split}{i}.png"), cv2.cvtColor(view, cv2.COLOR_RGB2BGR))
+            rows.append({"path": f"{split}{i}.png", "label": label, "valence": 0.1 * i, "arousal": -0.1 * i})
+        pd.DataFrame(rows).to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
+@pytest.fixture()
+def toy_dataset():
+    from emonet.data.registry import register_dataset, unregister_dataset
+
+    def build_toy(root, split, classes: int = 8, transform=None):
+        return CsvFaceDataset(root, split=split, arousal_range=(-1, 1), classes=classes, transform=transform)
+
+    register_dataset("toy-faces", kind="image", splits=("fit", "check", None), fixture=_write_toy_faces)(build_toy)
+    try:
+        yield "toy-faces"
+    finally:
+        unregister_dataset("toy-faces")
+
+
+def test_a_registered_dataset_is_a_choice_buildable_by_name_with_fixture_and_splits(toy_dataset, tmp_path):
+    from conftest import ColourModel
+
+    from emonet.cli import command_parser
+    from emonet.data.registry import build_affect_dataset, dataset_names, default_splits, write_fixture
+    from emonet.finetune import FinetuneData, build_datasets
+    from emonet.training import TrainConfig
+
+    assert toy_dataset in dataset_names("image") and toy_dataset not in dataset_names("video")
+    root = write_fixture(toy_dataset, tmp_path / "toy")
+    for command in ("evaluate", "finetune"):
+        args = command_parser(command, command).parse_args(
+            ["--weights", "w.pth", "--dataset", toy_dataset, "--data-root", str(root), "--output-dir", str(tmp_path / "o")])
+        assert args.dataset == toy_dataset
+    assert default_splits(toy_dataset) == ("fit", "check", None)
+    # options the builder does not take (layout, cleaned...) are not passed to it
+    ds = build_affect_dataset(toy_dataset, root, "fit", classes=5, layout="kaggle", cleaned=True, progress=False)
+    assert isinstance(ds, CsvFaceDataset) and ds.labels.tolist() == [1, 2, 0] and ds.class_names == EMONET_5_CLASSES
+    # fine-tuning takes its default splits from the registry: fit to train, check to select
+    train, val, test = build_datasets(FinetuneData(dataset=toy_dataset, root=str(root)), ColourModel(),
+                                      TrainConfig(augment=False), progress=False)
+    assert (len(train), len(val), test) == (3, 2, None)
+    assert train[0]["image"].shape == (3, 32, 32)
+
+
+def test_dataset_registry_refuses_clashes(toy_dataset):
+    from emonet.data.registry import declare_dataset, register_dataset
+
+    with pytest.raises(ValueError, match="already declared"):
+        declare_dataset("affectnet", "image", "emonet.data.affectnet")
+    with pytest.raises(ValueError, match="already has a builder"):
+        register_dataset(toy_dataset)(lambda root, split: None)
+    with pytest.raises(ValueError, match="declared as image, not video"):
+        register_dataset(toy_dataset, kind="video")(lambda root, split: None)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register_dataset("toy-sound", kind="audio")(lambda root, split: None)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emonet.cli.options import add_data_root, add_device, add_output_dir, add_progress, add_weights
+from emonet.cli.options import (
+    add_data_root,
+    add_device,
+    add_output_dir,
+    add_progress,
+    add_weights,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from emonet.data.registry import dataset_names, dataset_spec  # the datasets' registry (no PyTorch import)
 from emonet.errors import UserError
 
-# Same names as emonet.data.registry.DATASET_FORMATS / VIDEO_DATASET_FORMATS; kept here so that building the
-# parser stays light.
-IMAGE_DATASETS = ("affectnet", "emodataset", "csv")
-VIDEO_DATASETS = ("afew-va", "affwild2", "video-csv")
-DATASETS = IMAGE_DATASETS + VIDEO_DATASETS
 DEFAULT_VIDEO_SMOOTHING = "none,ema,one-euro,emonet5"
 
 
@@ -30,7 +35,7 @@ DESCRIPTION = (
 
 def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
-    p.add_argument("--dataset", required=True, choices=DATASETS, help="dataset format")
+    p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset format")
     add_data_root(p, "dataset folder (affectnet: Kaggle folder or folder with validation.csv; emodataset: folder "
                    "with test_labels.csv; csv: the CSV file or its folder)", deprecated=("--root",))
     p.add_argument("--split", default=None,
@@ -51,9 +56,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "detector (the detector box, as before --crop existed; detect meant this then); auto = landmarks "
                    "for the original AffectNet CSV, else none. refine is not available here (predict/video only)")
     p.add_argument("--layout", default="auto", choices=("auto", "kaggle", "csv"), help="AffectNet layout (default: detected)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (quick check)")
-    p.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
-    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers reading images (default 2)")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images (quick check)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="faces per forward pass (default 32)")
+    p.add_argument("--num-workers", type=non_negative_int, default=2, help="DataLoader workers reading images (default 2)")
     add_device(p)
     add_output_dir(p, "folder for metrics.json, predictions.csv, table.txt", deprecated=("--output",))
     add_progress(p)
@@ -70,13 +75,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
                        "auto = cropped when <data-root>/cropped_aligned exists")
     video.add_argument("--frames-root", default=None, metavar="DIR",
                        help="video-csv: folder with <video>/ frame folders or <video>.<ext> files (default: the CSV's folder)")
-    video.add_argument("--fps", type=float, default=None,
+    video.add_argument("--fps", type=positive_float, default=None,
                        help="frame rate for frame times (default: the video file's; AFEW-VA 25; image frames 30)")
-    video.add_argument("--max-gap", type=int, default=10, metavar="FRAMES",
+    video.add_argument("--max-gap", type=non_negative_int, default=10, metavar="FRAMES",
                        help="smoothing restarts after a jump of more than this many frames without a scored face (default 10)")
-    video.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples over videos for the CIs (default 1000)")
-    video.add_argument("--max-videos", type=int, default=None, help="evaluate only the first N videos (quick check)")
-    video.add_argument("--figures", type=int, default=3, metavar="N",
+    video.add_argument("--n-boot", type=non_negative_int, default=1000, help="bootstrap resamples over videos for the CIs (default 1000)")
+    video.add_argument("--max-videos", type=positive_int, default=None, help="evaluate only the first N videos (quick check)")
+    video.add_argument("--figures", type=non_negative_int, default=3, metavar="N",
                        help="timeline figures of the N worst and N best videos, and the circumplex density (0: none)")
     video.add_argument("--predictions-format", default="csv", choices=("csv", "parquet"),
                        help="per-frame predictions file format (default csv)")
@@ -100,7 +105,7 @@ def _refuse_options(args: argparse.Namespace, options: dict[str, bool], kind: st
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.dataset in VIDEO_DATASETS:
+    if dataset_spec(args.dataset).kind == "video":
         _refuse_options(args, {"--cleaned": args.cleaned, "--layout": args.layout != "auto",
                                "--arousal-range": str(args.arousal_range).lower() != "auto"},
                         "options of the image datasets")
@@ -109,7 +114,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                            "--frames": args.frames != "auto", "--frames-root": args.frames_root is not None,
                            "--max-videos": args.max_videos is not None, "--fps": args.fps is not None,
                            "--predictions-format": args.predictions_format != "csv"},
-                    "options of the video datasets afew-va, affwild2, video-csv")
+                    f"options of the video datasets {', '.join(dataset_names('video'))}")
     # imported when the command runs (PyTorch): building the parser for --help stays fast
     from torch.utils.data import Subset
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emonet.cli.options import add_output, add_progress, add_weights
+from emonet.cli.options import add_output, add_progress, add_weights, positive_float, positive_int
 from emonet.fileio import check_output, write_json_atomic
-from emonet.inference.backends import BACKEND_PRECISIONS, tolerance_verdict
+from emonet.inference.backends import backend_precisions, tolerance_verdict
 
 HELP = "export a checkpoint to ONNX (dynamic batch, named outputs), checked with ONNX Runtime"
 DESCRIPTION = (
     "Export EmoNet or a dual-head ResNet checkpoint to ONNX. Input 'input' (B, 3, S, S): RGB "
     "pixels / 255 (then ImageNet mean/std for the ResNet models); outputs 'expression' (logits), 'valence', "
-    "'arousal' and, for EmoNet, 'heatmap'. The file is run with ONNX Runtime on batches of 1 and 3 and "
+    "'arousal' and, for a model that provides landmarks (EmoNet), 'heatmap'. The file is run with ONNX Runtime on batches of 1 and 3 and "
     "compared with PyTorch: the max abs difference is reported and the export fails above --tolerance."
 )
 
@@ -22,13 +22,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_weights(p)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (onnx)")
     add_output(p, "output file, e.g. emonet_8.onnx (never the checkpoint itself)", deprecated=("--out",))
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--precision", choices=list(BACKEND_PRECISIONS["onnxruntime"]), default="fp32",
+    p.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--precision", choices=list(backend_precisions("onnxruntime")), default="fp32",
                    help="fp32 (default) or int8: static quantisation calibrated on the sample faces (needs MediaPipe)")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare the file with PyTorch through ONNX Runtime (default on; fp32 only)")
-    p.add_argument("--tolerance", type=float, default=None, help="max abs difference allowed by --check (default 1e-4)")
-    p.add_argument("--no-heatmap", action="store_true", help="EmoNet: leave the heatmap output out of the graph outputs")
+    p.add_argument("--tolerance", type=positive_float, default=None, help="max abs difference allowed by --check (default 1e-4)")
+    p.add_argument("--no-heatmap", action="store_true", help="models with landmarks (EmoNet): leave the heatmap output out of the graph outputs")
     p.add_argument("--summary-json", metavar="FILE", default=None,
                    help="also write the export report (paths, timings, check and int8 accuracy figures) as JSON")
     add_progress(p)  # the int8 export's bar: calibration and evaluation take minutes on a CPU

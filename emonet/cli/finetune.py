@@ -13,12 +13,22 @@ from typing import Any
 
 from emonet.checkpoint import load_model
 from emonet.classes import expression_classes
-from emonet.cli.options import add_data_root
+from emonet.cli.options import (
+    add_data_root,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    seed,
+)
+from emonet.data.overlap import find_shared_images
+from emonet.data.registry import dataset_names
 from emonet.errors import UserError
 from emonet.evaluation import evaluate, format_table, published_reference, write_results
 from emonet.fileio import check_output
 from emonet.finetune import (
-    DATASETS,
     FinetuneData,
     adapt_expression_head,
     build_datasets,
@@ -26,11 +36,13 @@ from emonet.finetune import (
     finetune_config,
     load_starting_model,
     shared_split_files,
+    split_image_paths,
     splits_phrase,
 )
 from emonet.training import TrainConfig
 from emonet.training.config import VA_LOSSES
-from emonet.training.engine import BEST_FILE, LAST_FILE, LOG_FILE, STATE_FILE
+from emonet.training.history import LOG_FILE
+from emonet.training.state import BEST_FILE, LAST_FILE, STATE_FILE
 
 HELP = "fine-tune the pretrained EmoNet on Emodataset, AffectNet or a CSV of faces"
 DESCRIPTION = ("Fine-tune EmoNet (head only by default, FAN frozen with its BatchNorm statistics kept) on "
@@ -40,7 +52,7 @@ DESCRIPTION = ("Fine-tune EmoNet (head only by default, FAN frozen with its Batc
 def add_options(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     add_data_root(d, "dataset folder (csv: the folder of train.csv/val.csv, or a CSV file)", deprecated=("--data",))
-    d.add_argument("--dataset", choices=DATASETS, default="emodataset", help="dataset format (default: %(default)s)")
+    d.add_argument("--dataset", choices=dataset_names("image"), default="emodataset", help="dataset format (default: %(default)s)")
     d.add_argument("--train-split", default=None, help="training split (default: train)")
     d.add_argument("--val-split", default=None,
                    help="validation split used to pick best.pth (default: emodataset test, affectnet val, csv val; "
@@ -57,43 +69,44 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="face crops: none (images are faces), landmarks (official 68-landmark crop), detect "
                    "(MediaPipe); auto = landmarks for the original AffectNet CSV, else none")
     d.add_argument("--layout", default="auto", choices=("auto", "kaggle", "csv"), help="AffectNet layout (default: auto)")
-    d.add_argument("--limit", type=int, default=None, help="use at most N train and N validation images (quick runs)")
-    d.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 2)")
+    d.add_argument("--limit", type=positive_int, default=None, help="use at most N train and N validation images (quick runs)")
+    d.add_argument("--num-workers", type=non_negative_int, default=None, help="DataLoader workers (default 2)")
     d.add_argument("--allow-shared-splits", action="store_true",
-                   help="let two splits read the same file (e.g. --dataset csv --data faces.csv); refused by default "
+                   help="let two splits read the same file (e.g. --dataset csv --data faces.csv) or hold the same "
+                   "images (same decoded pixels, under other paths); refused by default "
                    "because scores on training data are not held out; with this flag they are labelled so")
 
     m = p.add_argument_group("model and optimisation")
-    m.add_argument("--weights", default="../weights/emonet_8.pth",
-                   help="starting checkpoint: official emonet_8.pth/emonet_5.pth or a project checkpoint "
-                   "(default: %(default)s)")
+    m.add_argument("--weights", default="emonet_8",
+                   help="starting checkpoint: an official name (emonet_8, emonet_5: downloaded on first use), "
+                   "an official file or a project checkpoint (default: %(default)s)")
     m.add_argument("--config", default=None, help="YAML/JSON TrainConfig file; command-line flags win over it")
-    m.add_argument("--epochs", type=int, default=None, help="epochs (default 10)")
-    m.add_argument("--batch-size", type=int, default=None, help="batch size (default 32)")
-    m.add_argument("--lr", type=float, default=None, help="head learning rate (default 1e-4)")
-    m.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 1e-4)")
+    m.add_argument("--epochs", type=positive_int, default=None, help="epochs (default 10)")
+    m.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default 32)")
+    m.add_argument("--lr", type=positive_float, default=None, help="head learning rate (default 1e-4)")
+    m.add_argument("--weight-decay", type=non_negative_float, default=None, help="AdamW weight decay (default 1e-4)")
     m.add_argument("--scheduler", choices=("cosine", "step", "none"), default=None, help="LR schedule (default cosine)")
-    m.add_argument("--warmup-epochs", type=float, default=None, help="linear warmup (default 0.5 epoch)")
-    m.add_argument("--unfreeze-epoch", type=int, default=None,
+    m.add_argument("--warmup-epochs", type=non_negative_float, default=None, help="linear warmup (default 0.5 epoch)")
+    m.add_argument("--unfreeze-epoch", type=non_negative_int, default=None,
                    help="1-based epoch from which the FAN trains too (default: never, head only)")
-    m.add_argument("--unfreeze-lr", type=float, default=None, help="FAN learning rate once unfrozen (default lr/10)")
+    m.add_argument("--unfreeze-lr", type=positive_float, default=None, help="FAN learning rate once unfrozen (default lr/10)")
     m.add_argument("--train-fan-bn-stats", action="store_true",
                    help="once unfrozen, let the FAN's BatchNorm running statistics update (default: kept as loaded)")
     m.add_argument("--va-loss", choices=VA_LOSSES, default=None, help="valence/arousal loss (default ccc = 1 - CCC)")
-    m.add_argument("--huber-delta", type=float, default=None, help="Huber loss transition point (default 0.1)")
-    m.add_argument("--cls-weight", type=float, default=None, help="weight of the expression cross-entropy (default 1)")
-    m.add_argument("--valence-weight", type=float, default=None, help="weight of the valence loss (default 1)")
-    m.add_argument("--arousal-weight", type=float, default=None, help="weight of the arousal loss (default 1)")
-    m.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (default 0)")
-    m.add_argument("--grad-clip", type=float, default=None, help="max gradient norm, 0 disables (default 1)")
+    m.add_argument("--huber-delta", type=positive_float, default=None, help="Huber loss transition point (default 0.1)")
+    m.add_argument("--cls-weight", type=non_negative_float, default=None, help="weight of the expression cross-entropy (default 1)")
+    m.add_argument("--valence-weight", type=non_negative_float, default=None, help="weight of the valence loss (default 1)")
+    m.add_argument("--arousal-weight", type=non_negative_float, default=None, help="weight of the arousal loss (default 1)")
+    m.add_argument("--label-smoothing", type=finite_float(0, 1, max_open=True), default=None, help="cross-entropy label smoothing (default 0)")
+    m.add_argument("--grad-clip", type=non_negative_float, default=None, help="max gradient norm, 0 disables (default 1)")
     m.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default=None,
                    help="mixed precision (default auto: bf16/fp16 on CUDA, none on CPU)")
 
     a = p.add_argument_group("augmentation")
     a.add_argument("--no-augment", action="store_true", help="no augmentation (train with the evaluation preprocessing)")
-    a.add_argument("--hflip", type=float, default=None, help="horizontal flip probability (default 0.5)")
-    a.add_argument("--color-jitter", type=float, default=None, help="brightness/contrast/saturation strength (default 0.2)")
-    a.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+    a.add_argument("--hflip", type=probability, default=None, help="horizontal flip probability (default 0.5)")
+    a.add_argument("--color-jitter", type=non_negative_float, default=None, help="brightness/contrast/saturation strength (default 0.2)")
+    a.add_argument("--crop-scale", type=finite_float(0, 1, min_open=True), nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="random resized crop area range (default 0.8 1.0)")
 
     r = p.add_argument_group("run")
@@ -104,7 +117,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="metric picking best.pth (default val_va_ccc; e.g. val_acc, val_loss, val_valence_ccc)")
     r.add_argument("--flip-tta", action="store_true", help="flip TTA in the final test evaluation")
     r.add_argument("--device", default=None, help="auto | cpu | cuda | mps (default auto)")
-    r.add_argument("--seed", type=int, default=None, help="random seed (default 42)")
+    r.add_argument("--seed", type=seed, default=None, help="random seed (default 42)")
     r.add_argument("--no-plot", action="store_true", help="do not draw curves.png")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -200,6 +213,10 @@ def _run(args: argparse.Namespace, config: TrainConfig) -> int:
     for file, roles in shared:
         print(f"WARNING: {file}: {splits_phrase(roles)} read this file (--allow-shared-splits): their scores are "
               "NOT held out", file=sys.stderr)
+    splits = split_image_paths({"train": train, "val": val, "test": test})
+    shared_images = find_shared_images(splits, progress=False)  # digests kept from build_datasets: no re-decoding
+    for group in shared_images:
+        print(f"WARNING: {group.describe()} (--allow-shared-splits): their scores are NOT held out", file=sys.stderr)
     result = finetune(model, train, val, config)
     print(f"best {result.monitor} = {result.best_metric} at epoch {result.best_epoch}; "
           f"checkpoints: {result.best_path}, {result.last_path}; log: {result.log_path}")
@@ -213,6 +230,8 @@ def _run(args: argparse.Namespace, config: TrainConfig) -> int:
         for file, roles in test_shared:
             title += (f"\nNOT HELD OUT: {splits_phrase(roles)} read {file} (--allow-shared-splits); this is not a "
                       "test score")
+        for group in (g for g in shared_images if "test" in g.roles):
+            title += f"\nNOT HELD OUT: {group.describe()} (--allow-shared-splits); this is not a test score"
         if test_shared:
             evaluation.info["shared_splits"] = {file: roles for file, roles in test_shared}
         table = format_table(evaluation.metrics, published, title)

@@ -31,6 +31,8 @@ from emonet.data.affect_base import (
     require_columns,
     resolve_paths,
 )
+from emonet.data.fixtures import write_affectnet_fixture
+from emonet.data.registry import register_dataset
 
 CSV_COLUMNS = [
     "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
@@ -105,6 +107,8 @@ def locate(root: str | os.PathLike, split: str | None, layout: str) -> tuple[str
     )
 
 
+# fine-tuning trains on train_set/training and selects on val_set/validation (the published test set)
+@register_dataset("affectnet", splits=("train", "val", None), fixture=write_affectnet_fixture)
 class AffectNet(AffectFaceDataset):
     """AffectNet, Kaggle or original-CSV layout (detected by default).
 

@@ -27,6 +27,7 @@ from emonet.data.affect_base import (
     resolve_paths,
     to_signed_range,
 )
+from emonet.data.registry import register_dataset
 
 PATH_COLUMNS = ("path", "pth", "file", "filename", "image", "image_path")
 LABEL_COLUMNS = ("label", "expression", "emotion")
@@ -98,3 +99,13 @@ class CsvFaceDataset(AffectFaceDataset):
             paths, labels, valence, to_signed_range(table["arousal"].to_numpy(float), (lo, hi)), landmarks,
             classes=classes, cleaned=cleaned, crop=crop, transform=transform, name=f"csv/{csv_file.name}",
         )
+
+
+@register_dataset("csv", splits=("train", "val", None))
+def build_csv_faces(
+    root: str | os.PathLike, split: str | None, arousal_range: str | Sequence[float] = "auto", classes: int = 8,
+    cleaned: bool = False, crop: str = "auto", transform: Callable[[np.ndarray], Any] | None = None,
+) -> CsvFaceDataset:
+    """``--dataset csv``: ``root`` is the CSV (``split`` None) or its folder; ``crop="auto"`` means none."""
+    return CsvFaceDataset(root, split=split, arousal_range=arousal_range, classes=classes, cleaned=cleaned,
+                          crop="none" if crop == "auto" else crop, transform=transform)

@@ -28,6 +28,8 @@ from emonet.data.affect_base import (
     resolve_paths,
     to_signed_range,
 )
+from emonet.data.fixtures import write_emodataset_fixture
+from emonet.data.registry import register_dataset
 
 SPLIT_ALIASES = {"val": "test", "validation": "test", "valid": "test"}
 
@@ -86,3 +88,15 @@ class Emodataset(AffectFaceDataset):
             paths, labels, valence, to_signed_range(table["arousal"].to_numpy(float), (lo, hi)),
             classes=classes, cleaned=cleaned, crop=crop, transform=transform, name=f"emodataset/{split}",
         )
+
+
+# Emodataset has no validation split: its test split selects the model when fine-tuning, as in the published
+# fine-tune (--val-split none trains blind)
+@register_dataset("emodataset", splits=("train", "test", None), fixture=write_emodataset_fixture)
+def build_emodataset(
+    root: str | os.PathLike, split: str | None, arousal_range: str | Sequence[float] = "auto", classes: int = 8,
+    cleaned: bool = False, crop: str = "auto", transform: Callable[[np.ndarray], Any] | None = None,
+) -> Emodataset:
+    """``--dataset emodataset``: ``split`` None means ``test``; ``crop="auto"`` means none (the images are faces)."""
+    return Emodataset(root, split=split or "test", arousal_range=arousal_range, classes=classes, cleaned=cleaned,
+                      crop="none" if crop == "auto" else crop, transform=transform)

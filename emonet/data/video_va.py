@@ -37,6 +37,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,11 @@ import torch
 from torch.utils.data import Dataset
 
 from emonet.crops import FaceMeshBoxes, crop_faces
+from emonet.data.fixtures import write_afew_va_fixture, write_affwild2_fixture
+from emonet.data.registry import register_dataset
 from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_from_landmarks
-from emonet.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from emonet.images import IMAGE_EXTENSIONS, MAX_IMAGE_SIDE, ImageReadError, read_image
 from emonet.tracking import IoUTracker
 
 VIDEO_DATASETS = ("afew-va", "affwild2", "video-csv")
@@ -305,6 +308,7 @@ class VideoFrameDataset(Dataset):
         row = self.frames.iloc[index]
         image = self._frame_image(row)
         if self.crop == "landmarks":
+            _check_landmarks_in_frame(self.landmarks[index], image.shape, row)
             return crop_from_landmarks(image, self.landmarks[index])
         if self.crop in DETECT_MODES:
             return self._detect(image, row)
@@ -331,6 +335,18 @@ class VideoFrameDataset(Dataset):
             self._mesh = None
 
 
+def _check_landmarks_in_frame(points: np.ndarray, shape: tuple[int, ...], row: pd.Series) -> None:
+    """Landmarks whose box lies mostly outside the frame would crop black borders, scored as if a face: the
+    frame becomes an error row instead (half the box may hang over an edge, as for a face cut by it)."""
+    height, width = shape[:2]
+    x1, y1 = points.min(axis=0)
+    x2, y2 = points.max(axis=0)
+    inside = max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
+    if inside < 0.5 * (x2 - x1) * (y2 - y1):
+        raise FrameUnavailable(f"{row['path']}: the landmarks of frame {int(row['frame'])} of {row['video']} "
+                               f"(x {x1:g}..{x2:g}, y {y1:g}..{y2:g}) lie outside the {width}x{height} frame")
+
+
 def _resolve_crop(crop: str, default: str) -> str:
     return default if crop in (None, "auto") else crop
 
@@ -348,6 +364,39 @@ def _afew_value(value: Any, key: str, path: Path, frame: str) -> float:
     if not -10 <= value <= 10:
         raise VideoLayoutError(f"{path}: frame {frame}: {key} {value} is outside AFEW-VA's [-10, 10]")
     return float(value) / 10.0
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: an object with a key twice is an error (the default keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
+
+
+def _afew_landmarks(value: Any, path: Path, frame: str) -> np.ndarray:
+    """68 finite [x, y] pairs within the largest frame the image reader opens, spanning an area."""
+    try:  # numbers only: no strings ("12"), no booleans, no ragged lists
+        points = np.asarray(value) if isinstance(value, list) else None
+    except (TypeError, ValueError):
+        points = None
+    if points is not None and points.dtype.kind in "iuf":
+        points = points.astype(np.float64)
+    if points is None or points.dtype != np.float64 or points.shape != (68, 2) or not np.isfinite(points).all():
+        raise VideoLayoutError(f"{path}: frame {frame}: landmarks must be 68 [x, y] pairs of finite numbers")
+    worst = float(np.abs(points).max())
+    if worst > MAX_IMAGE_SIDE:  # a crop around them would allocate terabytes
+        raise VideoLayoutError(f"{path}: frame {frame}: landmark coordinate {worst:g} is outside any frame "
+                               f"(at most {MAX_IMAGE_SIDE} pixels)")
+    if np.ptp(points[:, 0]) <= 0 or np.ptp(points[:, 1]) <= 0:
+        raise VideoLayoutError(f"{path}: frame {frame}: the 68 landmarks span no area (all on one line or point)")
+    return points
 
 
 def read_afew_va(root: str | os.PathLike, split: str = "all", crop: str = "auto",
@@ -372,7 +421,10 @@ def read_afew_va(root: str | os.PathLike, split: str = "all", crop: str = "auto"
         if not path.is_file():
             raise VideoLayoutError(f"{path}: annotation file missing (AFEW-VA keeps NNN/NNN.json beside the frames)")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
+        except _RepeatedKey as exc:
+            raise VideoLayoutError(f"{path}: key {exc.args[0]!r} appears twice in one object (JSON would keep the "
+                                   "last one silently); keep one entry per frame") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise VideoLayoutError(f"{path}: not a readable JSON file ({exc})") from None
         frames = data.get("frames") if isinstance(data, dict) else None
@@ -380,17 +432,19 @@ def read_afew_va(root: str | os.PathLike, split: str = "all", crop: str = "auto"
             raise VideoLayoutError(f"{path}: no 'frames' mapping (expected {{\"frames\": {{\"00000\": {{...}}}}}})")
         present = {p.stem: p for p in clip.iterdir() if p.suffix.lower() == ".png"}
         numbered = _numbered_images(clip)  # copies that renamed the frames (frame_00000.png) keep their number
+        keys: dict[int, str] = {}
         for key in sorted(frames, key=lambda k: int(k) if str(k).isdigit() else -1):
             entry = frames[key]
             if not str(key).isdigit() or not isinstance(entry, dict):
                 raise VideoLayoutError(f"{path}: frame key {key!r} is not a frame number with an object")
+            index = int(key)
+            if index in keys:  # "7" and "00007" name the same frame: which annotation is right?
+                raise VideoLayoutError(f"{path}: frames {keys[index]!r} and {key!r} are the same frame {index}")
+            keys[index] = key
             for field in ("valence", "arousal", "landmarks"):
                 if field not in entry:
                     raise VideoLayoutError(f"{path}: frame {key}: no {field!r}")
-            points = np.asarray(entry["landmarks"], dtype=np.float64) if isinstance(entry["landmarks"], list) else None
-            if points is None or points.shape != (68, 2) or not np.isfinite(points).all():
-                raise VideoLayoutError(f"{path}: frame {key}: landmarks must be 68 [x, y] pairs")
-            index = int(key)
+            points = _afew_landmarks(entry["landmarks"], path, key)
             image = present.get(key) or numbered.get(index)
             if image is None:
                 dropped["frame_image_missing"] = dropped.get("frame_image_missing", 0) + 1
@@ -428,6 +482,8 @@ def read_affwild2_annotation(path: str | os.PathLike) -> tuple[np.ndarray, np.nd
             v, a = (float(p) for p in parts)
         except ValueError:
             raise VideoLayoutError(f"{path}: line {number}: expected 'valence,arousal', got {line.strip()!r}") from None
+        if not (np.isfinite(v) and np.isfinite(a)):
+            raise VideoLayoutError(f"{path}: line {number}: {line.strip()} is not a pair of finite numbers")
         if v == AFFWILD2_INVALID or a == AFFWILD2_INVALID:
             continue
         if not (-1 <= v <= 1 and -1 <= a <= 1):
@@ -529,6 +585,55 @@ def _numbered_images(folder: Path) -> dict[int, Path]:
     return found
 
 
+def _csv_row_error(table: pd.DataFrame, path: Path, mask: np.ndarray, column: str, problem: str) -> VideoLayoutError:
+    """The error for the rows of ``mask``: the first one's CSV line and value, and how many rows share it."""
+    rows = np.flatnonzero(mask)
+    value = table[column].iloc[int(rows[0])]
+    shown = f"{value:g}" if isinstance(value, (float, np.floating)) else repr(value)
+    more = f" ({len(rows)} rows in all)" if len(rows) > 1 else ""
+    return VideoLayoutError(f"{path}: row {table.index[int(rows[0])] + 2}: {column} {shown} {problem}{more}")
+
+
+def _checked_csv_table(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of a video CSV with numeric, finite, in-range values and integer frames, sorted by video and
+    frame. A frame annotated twice with different values is refused (which one is right?); an identical
+    repeated row is kept once and counted in ``dropped["duplicate_rows"]``."""
+    for column in [c for c in ("frame", "valence", "arousal", "time") if c in table]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
+        if column == "time":
+            bad &= table[column].notna().to_numpy()  # an empty time cell: the frame's time from the fps
+        if bad.any():
+            raise _csv_row_error(table, path, bad, column, "is not a finite number")
+        table[column] = values
+    for column in ("valence", "arousal"):
+        outside = (table[column].abs() > 1).to_numpy()
+        if outside.any():
+            raise _csv_row_error(table, path, outside, column, "is outside [-1, 1] (rescale the labels first)")
+    frames = table["frame"].to_numpy(dtype=np.float64)
+    not_index = (frames != np.round(frames)) | (frames < 0)
+    if not_index.any():
+        raise _csv_row_error(table, path, not_index, "frame", "is not a frame index (a whole number >= 0)")
+    table = table.assign(video=table["video"].astype(str), frame=table["frame"].astype(np.int64))
+    table = table.sort_values(["video", "frame"], kind="stable")
+    repeated = table.duplicated(["video", "frame"], keep=False).to_numpy()
+    dropped: dict[str, int] = {}
+    if repeated.any():
+        labels = [c for c in ("valence", "arousal", "time", "path") if c in table]
+        groups = table[repeated].groupby(["video", "frame"], sort=False)[labels].nunique(dropna=False)
+        conflicting = groups[(groups > 1).any(axis=1)]
+        if len(conflicting):
+            video, frame = conflicting.index[0]
+            lines = ", ".join(str(i + 2) for i in table.index[repeated & (table["video"] == video).to_numpy()
+                                                              & (table["frame"] == frame).to_numpy()])
+            raise VideoLayoutError(f"{path}: frame {frame} of video {video} is annotated more than once with "
+                                   f"different values (rows {lines}; {len(conflicting)} frame(s) in all); keep one "
+                                   "row per frame")
+        dropped["duplicate_rows"] = int(table.duplicated(["video", "frame"]).sum())
+        table = table.drop_duplicates(["video", "frame"])
+    return table, dropped
+
+
 def read_video_csv(csv_path: str | os.PathLike, split: str | None = None, crop: str = "auto",
                    frames_root: str | os.PathLike | None = None, fps: float | None = None,
                    one_based: bool = False) -> VideoFrameDataset:
@@ -561,19 +666,7 @@ def read_video_csv(csv_path: str | os.PathLike, split: str | None = None, crop: 
         table = table[table["split"].astype(str) == str(split)]
         if table.empty:
             raise VideoLayoutError(f"{path}: no row of split {split!r}")
-    for column in ("frame", "valence", "arousal"):
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise VideoLayoutError(f"{path}: row {table.index[row] + 2}: {column} {table[column].iloc[row]!r} is not a number")
-        table[column] = values
-    outside = (table[["valence", "arousal"]].abs() > 1).any(axis=1).to_numpy()
-    if outside.any():
-        raise VideoLayoutError(f"{path}: row {table.index[int(np.flatnonzero(outside)[0])] + 2}: valence/arousal "
-                               "outside [-1, 1] (rescale them first)")
-    table = table.assign(video=table["video"].astype(str), frame=table["frame"].astype(np.int64))
-    table = table.sort_values(["video", "frame"], kind="stable").drop_duplicates(["video", "frame"])
+    table, dropped = _checked_csv_table(table, path)
     base = Path(frames_root) if frames_root is not None else path.parent
     rows: list[dict[str, Any]] = []
     rates: dict[str, float] = {}
@@ -604,7 +697,7 @@ def read_video_csv(csv_path: str | os.PathLike, split: str | None = None, crop: 
     crop = _resolve_crop(crop, "detect" if (frame_table["source"] == "video").any() else "none")
     if crop == "landmarks":
         raise VideoLayoutError(f"{path}: the video CSV has no landmarks; use --crop none or detect")
-    return VideoFrameDataset(frame_table, crop, "video-csv", str(path), fps=rates)
+    return VideoFrameDataset(frame_table, crop, "video-csv", str(path), fps=rates, dropped=dropped)
 
 
 def build_video_dataset(dataset: str, root: str | os.PathLike, split: str | None, crop: str = "auto",
@@ -621,3 +714,11 @@ def build_video_dataset(dataset: str, root: str | os.PathLike, split: str | None
     if dataset == "video-csv":
         return read_video_csv(root, split, crop, frames_root, fps)
     raise ValueError(f"unknown video dataset {dataset!r}; choose from {VIDEO_DATASETS}")
+
+
+# Registration of the video formats (emonet.data.registry): fine-tuning splits and fixture writers.
+register_dataset("afew-va", splits=("train", "val", "test"), fixture=write_afew_va_fixture)(
+    partial(build_video_dataset, "afew-va"))
+register_dataset("affwild2", splits=("train", "val", None), fixture=write_affwild2_fixture)(
+    partial(build_video_dataset, "affwild2"))
+register_dataset("video-csv")(partial(build_video_dataset, "video-csv"))

@@ -2,8 +2,9 @@
 
 Modules, each importing only the ones above it in this list:
 
-* :mod:`~emonet.inference.backends`: backend and precision names (validated there only), documented
-  tolerances and the accuracy checks against the fp32 reference; pure Python and numpy;
+* :mod:`~emonet.inference.backends`: the backend registry (names and precisions declared there, runner classes
+  registered with ``@register_runner``; validated there only), documented tolerances and the accuracy checks
+  against the fp32 reference; pure Python and numpy;
 * :mod:`~emonet.inference.onnx`: ONNX export, int8 quantisation, the export cache, ONNX Runtime sessions;
 * :mod:`~emonet.inference.verify`: the verification rule applied to a runner on real face crops, verdicts cached;
 * :mod:`~emonet.inference.int8`: int8 with a per-block sensitivity analysis (sensitive blocks stay fp32);
@@ -21,9 +22,13 @@ from __future__ import annotations
 from emonet.lazy import lazy_exports
 
 _EXPORTS = {
-    "BACKENDS": "emonet.inference.backends",
-    "BACKEND_PRECISIONS": "emonet.inference.backends",
     "PRECISIONS": "emonet.inference.backends",
+    "BackendSpec": "emonet.inference.backends",
+    "backend_names": "emonet.inference.backends",
+    "backend_precisions": "emonet.inference.backends",
+    "declare_backend": "emonet.inference.backends",
+    "register_runner": "emonet.inference.backends",
+    "unregister_backend": "emonet.inference.backends",
     "TOLERANCES": "emonet.inference.backends",
     "BackendUnavailable": "emonet.inference.backends",
     "agreement": "emonet.inference.backends",

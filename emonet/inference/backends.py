@@ -36,23 +36,122 @@ GPU. An unavailable backend raises :class:`BackendUnavailable` with the reason, 
 :func:`agreement` measures it; :func:`verify_rule` is THE rule that every reduced precision must pass
 (on faces stable under +-1 grey level), :func:`tolerance_verdict` words a verdict. Pure Python and numpy: the command line
 can read these names without loading PyTorch.
+
+Registry: each backend is declared here (:func:`declare_backend`: name, precisions, the module of its runner)
+and its runner class registers with :func:`register_runner` (candidacy ranks of ``auto`` and fallback, probed by
+the default choice or not); :func:`backend_names`, :func:`backend_precisions` and :func:`validate` read it.
 """
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from emonet.errors import UserError
 
-BACKENDS = ("torch", "torch-opt", "torch-compile", "onnxruntime", "openvino", "auto")
+# -- the backend registry ---------------------------------------------------------------------------------------
+# A backend is declared here as data (name, precisions, the module of its runner): enough for the command line's
+# choices and :func:`validate` without importing PyTorch. Its runner class registers itself with
+# :func:`register_runner` (candidacy of ``auto`` and fallback, the default choice's probe) when that module is
+# imported, which :func:`runner_spec` does on first use.
+AUTO = "auto"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "bf16", "fp16"),
-    "torch-opt": ("fp32", "bf16", "fp16"),
-    "torch-compile": ("fp32", "bf16", "fp16"),
-    "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16", "int8"),
-}
+
+
+@dataclass
+class BackendSpec:
+    """One inference backend: its name, precisions and (once its module is imported) runner and candidacy."""
+
+    name: str
+    precisions: tuple[str, ...]
+    module: str  # the module whose ``@register_runner(name)`` class runs it
+    runner: type | None = None  # the runner class, called as ``runner(model, device, with_heatmap, precision, cache_dir)``
+    # precision -> rank among the candidates that ``auto`` and fallback try, on a CPU / on a GPU (lower first)
+    cpu: dict[str, int] = field(default_factory=dict)
+    gpu: dict[str, int] = field(default_factory=dict)
+    probe: bool = False  # one of the exact fp32 paths the default choice probes on a CPU (emonet.inference.choice)
+
+
+_REGISTRY: dict[str, BackendSpec] = {}
+
+
+def declare_backend(name: str, precisions: tuple[str, ...], module: str) -> BackendSpec:
+    """Declare backend ``name`` (a taken name raises): what it runs and where its runner class lives."""
+    if name in _REGISTRY or name == AUTO:
+        raise ValueError(f"inference backend {name!r} is already declared")
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown or not precisions:
+        raise ValueError(f"backend {name!r}: precisions must be some of {PRECISIONS}, got {precisions}")
+    _REGISTRY[name] = BackendSpec(name, tuple(precisions), module)
+    return _REGISTRY[name]
+
+
+def register_runner(
+    name: str, *, cpu: dict[str, int] | None = None, gpu: dict[str, int] | None = None, probe: bool = False,
+    precisions: tuple[str, ...] | None = None,
+) -> Callable[[type], type]:
+    """Class decorator: ``cls`` runs backend ``name`` (declared in this module, or here with ``precisions``
+    for a backend that lives outside the package). ``cpu``/``gpu``: precision -> rank of this backend among
+    the candidates of ``auto`` and fallback on that device (lower first; absent: never chosen there);
+    ``probe``: timed by the default choice on a CPU at fp32."""
+
+    def decorate(cls: type) -> type:
+        spec = _REGISTRY.get(name) or declare_backend(name, precisions or (), cls.__module__)
+        if precisions is not None and tuple(precisions) != spec.precisions:
+            raise ValueError(f"backend {name!r} is declared with precisions {spec.precisions}, not {precisions}")
+        if spec.runner is not None and spec.runner is not cls:
+            raise ValueError(f"backend {name!r} already has a runner: {spec.runner.__qualname__}")
+        for where in (cpu or {}, gpu or {}):
+            if not set(where) <= set(spec.precisions):
+                raise ValueError(f"backend {name!r}: candidate precisions {sorted(where)} not in {spec.precisions}")
+        spec.runner, spec.cpu, spec.gpu, spec.probe = cls, dict(cpu or {}), dict(gpu or {}), probe
+        cls.backend = name
+        return cls
+
+    return decorate
+
+
+def unregister_backend(name: str) -> None:
+    """Forget backend ``name`` (tests registering a temporary backend)."""
+    _REGISTRY.pop(name, None)
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every declared backend, then ``auto``: the ``--backend`` choices."""
+    return (*_REGISTRY, AUTO)
+
+
+def backend_precisions(name: str) -> tuple[str, ...]:
+    """The precisions backend ``name`` runs (``KeyError`` when it is not declared)."""
+    return _REGISTRY[name].precisions
+
+
+def runner_spec(name: str) -> BackendSpec:
+    """The spec of backend ``name`` with its runner class, importing the runner's module on first use."""
+    spec = _REGISTRY[name]
+    if spec.runner is None:
+        importlib.import_module(spec.module)  # its @register_runner fills spec.runner
+        if spec.runner is None:
+            raise ValueError(f"backend {name!r}: {spec.module} registers no runner for it")
+    return spec
+
+
+def runner_specs() -> list[BackendSpec]:
+    """Every declared backend with its runner class (imports the runners' modules: PyTorch)."""
+    return [runner_spec(name) for name in list(_REGISTRY)]
+
+
+# The built-in backends (their runners: emonet.inference.runners).
+declare_backend("torch", ("fp32", "bf16", "fp16"), "emonet.inference.runners")
+declare_backend("torch-opt", ("fp32", "bf16", "fp16"), "emonet.inference.runners")
+declare_backend("torch-compile", ("fp32", "bf16", "fp16"), "emonet.inference.runners")
+declare_backend("onnxruntime", ("fp32", "int8"), "emonet.inference.runners")
+declare_backend("openvino", ("fp32", "bf16", "int8"), "emonet.inference.runners")
+
+
 # Documented accuracy against the fp32 reference (TorchRunner), checked by the tests (generated
 # checkpoints) and measured by bench/bench_inference.py on real face crops. fp32 paths: max abs difference
 # of every output; reduced precisions: mean abs valence/arousal difference and expression (argmax) agreement.
@@ -81,15 +180,15 @@ def validate(backend: str, precision: str) -> tuple[str, str]:
     """``(backend, precision)`` lower-cased; ``ValueError`` naming the choices when either is unknown or
     the backend does not run that precision."""
     backend, precision = str(backend).lower(), str(precision).lower()
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend not in backend_names():
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if backend != "auto" and precision not in BACKEND_PRECISIONS[backend]:
-        others = [b for b, p in BACKEND_PRECISIONS.items() if precision in p]
+    if backend != AUTO and precision not in backend_precisions(backend):
+        others = [spec.name for spec in _REGISTRY.values() if precision in spec.precisions]
         raise ValueError(
-            f"backend {backend!r} supports precision {', '.join(BACKEND_PRECISIONS[backend])}, not {precision!r} "
-            f"(use --backend {' or '.join(others + ['auto'])})"
+            f"backend {backend!r} supports precision {', '.join(backend_precisions(backend))}, not {precision!r} "
+            f"(use --backend {' or '.join(others + [AUTO])})"
         )
     return backend, precision
 

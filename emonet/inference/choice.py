@@ -2,8 +2,8 @@
 1e-4 of eager fp32 PyTorch) on this machine, chosen ONCE per machine and checkpoint by a small probe whose
 result is cached on disk.
 
-The probe (:func:`probe`) builds each candidate of :data:`CPU_CANDIDATES` (eager PyTorch, ``torch-opt``,
-ONNX Runtime and OpenVINO on the checked export), runs it on :data:`PROBE_CROPS` natural images (the sample photos), keeps
+The probe (:func:`probe`) builds each candidate of :func:`cpu_candidates` (the backends registered with
+``probe=True``: eager PyTorch, ``torch-opt``, ONNX Runtime and OpenVINO on the checked export), runs it on :data:`PROBE_CROPS` natural images (the sample photos), keeps
 it only if it matches the eager reference within 1e-4, and times :data:`PROBE_ROUNDS` single-face forwards
 per candidate, interleaved (a busy period of a shared machine slows all of them alike). The fastest exact
 candidate wins if it beats eager by :data:`MIN_GAIN`; eager PyTorch is the fallback whenever nothing else
@@ -32,13 +32,12 @@ from torch import nn
 
 from emonet.devices import machine_fingerprint, machine_key
 from emonet.fileio import write_json_atomic
-from emonet.inference.backends import TOLERANCES, agreement, within_tolerance
+from emonet.inference.backends import TOLERANCES, agreement, runner_specs, within_tolerance
 from emonet.inference.onnx import cache_dir, check_inputs, model_fingerprint
 from emonet.inference.runners import Runner
 
 CHOICE_ENV = "EMONET_CHOICE_CACHE"
 CHOICE_VERSION = 2  # bump when the probe or the candidates change: invalidates cached choices
-CPU_CANDIDATES = [("torch", "fp32"), ("torch-opt", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
 PROBE_CROPS = 2
 PROBE_ROUNDS = 3
 MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: stay with eager
@@ -67,6 +66,11 @@ class BackendChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("path", "cached", "probed")}
+
+
+def cpu_candidates() -> list[tuple[str, str]]:
+    """The exact fp32 paths the probe times on a CPU: every backend registered with ``probe=True``."""
+    return [(spec.name, "fp32") for spec in runner_specs() if spec.probe]
 
 
 def choice_dir(directory: str | os.PathLike | None = None) -> Path:
@@ -135,7 +139,7 @@ def probe(model: nn.Module, build: Builder, speeds: dict[str, float] | None = No
     machine): the candidates are tried fastest first and only checked for exactness, not timed again.
     """
     start = time.perf_counter()
-    candidates = list(candidates or CPU_CANDIDATES)
+    candidates = list(candidates or cpu_candidates())
     x = check_inputs(model, PROBE_CROPS)
     reference_runner = build("torch", "fp32")
     runners: dict[str, Runner] = {"torch/fp32": reference_runner}

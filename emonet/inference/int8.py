@@ -29,7 +29,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,25 +147,50 @@ def exclusion_schedule(n_groups: int) -> list[int]:
     return [c for c in dict.fromkeys(counts) if c <= max(0, n_groups // 2)]
 
 
-def build_int8(
-    model: nn.Module,
-    path: str | os.PathLike,
-    opset: int = DEFAULT_OPSET,
-    with_heatmap: bool = True,
-    progress: bool = False,
-    calibration_crops: Sequence[np.ndarray] | None = None,
-    selection_crops: Sequence[np.ndarray] | None = None,
-    n_sensitivity: int = N_SENSITIVITY,
-) -> ExportReport:
+def _search_exclusions(
+    quantise: _Quantiser, groups: dict[str, list[str]], reference: dict[str, np.ndarray], perturbed: list,
+    x_select: torch.Tensor, multi_label: bool, n_sensitivity: int, step: Callable[[str], None],
+) -> tuple[Path, dict, list[str], list[tuple[str, float]]]:
+    """Step 3 of the recipe: the file with every block int8 if it passes the rule on the selection crops, else
+    the most sensitive blocks left fp32 in growing numbers. Returns the best file, its figures, the blocks
+    left in fp32 and the sensitivity ranking (empty when every block could stay int8)."""
+
+    def judge(exclude_groups: Sequence[str]) -> tuple[Path, dict]:
+        variant = quantise(exclude=[n for g in exclude_groups for n in groups[g]])
+        return variant, verify_rule(reference, perturbed, _onnx_outputs(variant, x_select), multi_label)
+
+    best_path, figures = judge([])
+    step("all blocks int8")
+    ranking: list[tuple[str, float]] = []
+    chosen: list[str] = []
+    if figures["passed"]:
+        return best_path, figures, chosen, ranking
+    # sensitivity: each block quantised alone, on a few selection crops
+    x_sens = x_select[:n_sensitivity]
+    ref_sens = {k: v[:n_sensitivity] for k, v in reference.items()}
+    for group, nodes in groups.items():
+        ranking.append((group, _error(ref_sens, _onnx_outputs(quantise(only=nodes), x_sens))))
+        step(f"sensitivity {group}")
+    ranking.sort(key=lambda item: -item[1])
+    for k in exclusion_schedule(len(groups))[1:]:
+        chosen = [g for g, _ in ranking[:k]]
+        best_path, figures = judge(chosen)
+        step(f"{k} blocks fp32")
+        if figures["passed"]:
+            break
+    return best_path, figures, chosen, ranking
+
+
+def build_int8(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, with_heatmap: bool = True, *,
+               progress: bool = False, calibration_crops: Sequence[np.ndarray] | None = None,
+               selection_crops: Sequence[np.ndarray] | None = None, n_sensitivity: int = N_SENSITIVITY) -> ExportReport:
     """Write an int8 ONNX file of ``model`` that meets the rule on the selection crops, leaving the most
     sensitive blocks in fp32 (see the module docstring). ``report.accuracy`` holds the rule's figures on the
     selection crops, ``report.accuracy["fp32_blocks"]`` the blocks left in fp32 and ``passed`` the verdict
     (False: even the largest exclusion tried failed; the file then holds the best attempt)."""
     start = time.perf_counter()
-    path = Path(path)
-    model = model.cpu().eval()
+    path, model = Path(path), model.cpu().eval()
     names = output_names(model, with_heatmap)
-    multi = bool(getattr(model, "multi_label", False))
     calib = list(calibration_crops) if calibration_crops is not None else face_crops(N_CALIBRATION, seed=CALIBRATION_SEED)
     select = list(selection_crops) if selection_crops is not None else face_crops(N_SELECTION, seed=SELECTION_SEED,
                                                                                    rotate=8.0)
@@ -176,7 +201,7 @@ def build_int8(
         bar.update(1)
 
     try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from onnxruntime.quantization.shape_inference import quant_pre_process  # optional dependency (int8 only)
 
         with tempfile.TemporaryDirectory(prefix="emonet-int8-") as tmpdir:
             work = Path(tmpdir)
@@ -187,34 +212,12 @@ def build_int8(
             step("exported")
             groups = quantizable_groups(pre_path)
             bar.total = 4 + len(calib) // 2 + len(groups) + len(exclusion_schedule(len(groups)))
-            x_select = crops_to_batch(model, select)
             reference, perturbed = reference_outputs(model, select)
             step("reference outputs")
             quantise = _Quantiser(pre_path, crops_to_batch(model, calib), work, on_batch=lambda: step("calibrating"))
-
-            def judge(exclude_groups: Sequence[str]) -> tuple[Path, dict]:
-                exclude = [n for g in exclude_groups for n in groups[g]]
-                variant = quantise(exclude=exclude)
-                return variant, verify_rule(reference, perturbed, _onnx_outputs(variant, x_select), multi)
-
-            best_path, figures = judge([])
-            step("all blocks int8")
-            ranking: list[tuple[str, float]] = []
-            chosen: list[str] = []
-            if not figures["passed"]:
-                # sensitivity: each block quantised alone, on a few selection crops
-                x_sens = x_select[:n_sensitivity]
-                ref_sens = {k: v[:n_sensitivity] for k, v in reference.items()}
-                for group, nodes in groups.items():
-                    ranking.append((group, _error(ref_sens, _onnx_outputs(quantise(only=nodes), x_sens))))
-                    step(f"sensitivity {group}")
-                ranking.sort(key=lambda item: -item[1])
-                for k in exclusion_schedule(len(groups))[1:]:
-                    chosen = [g for g, _ in ranking[:k]]
-                    best_path, figures = judge(chosen)
-                    step(f"{k} blocks fp32")
-                    if figures["passed"]:
-                        break
+            best_path, figures, chosen, ranking = _search_exclusions(
+                quantise, groups, reference, perturbed, crops_to_batch(model, select),
+                bool(getattr(model, "multi_label", False)), n_sensitivity, step)
             with atomic_path(path) as tmp:
                 os.replace(best_path, tmp)
                 _write_metadata(tmp, model, {"opset": opset, "emonet_export_version": EXPORT_VERSION,
@@ -226,8 +229,7 @@ def build_int8(
     report = ExportReport(str(path), opset, "int8", names)
     figures.update(fp32_blocks=chosen, n_blocks=len(groups), settings=int8_settings(), words=rule_words(figures),
                    sensitivity=[[g, round(e, 4)] for g, e in ranking], measured_on="selection crops")
-    report.accuracy = figures
-    report.seconds = time.perf_counter() - start
+    report.accuracy, report.seconds = figures, time.perf_counter() - start
     return report
 
 

@@ -37,7 +37,8 @@ from tqdm import tqdm
 from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
 from emonet.fileio import atomic_path, write_json_atomic
-from emonet.inference.backends import BACKEND_PRECISIONS, agreement, within_tolerance
+from emonet.inference.backends import agreement, backend_precisions, within_tolerance
+from emonet.models.registry import provides_landmarks
 from emonet.models.surgery import int8_ready_copy
 from emonet.preprocess import prepare_batch
 from emonet.samples import FACE_SAMPLES, sample_image
@@ -109,9 +110,8 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def output_names(model: nn.Module, with_heatmap: bool = True) -> list[str]:
-    """Named outputs of the exported graph: heatmap only for EmoNet-style models that return one."""
-    has_heatmap = getattr(model, "arch", None) == "emonet"
-    return list(OUTPUT_NAMES[:3]) + (["heatmap"] if with_heatmap and has_heatmap else [])
+    """Named outputs of the exported graph: heatmap only for models that provide landmarks (return one)."""
+    return list(OUTPUT_NAMES[:3]) + (["heatmap"] if with_heatmap and provides_landmarks(model) else [])
 
 
 class _TupleOutputs(nn.Module):
@@ -446,8 +446,8 @@ def cached_onnx_path(
     model: nn.Module, precision: str = "fp32", directory: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET
 ) -> Path:
     """Where :func:`cached_onnx` keeps the file for ``model``: keyed by architecture, weights hash, opset."""
-    if precision not in BACKEND_PRECISIONS["onnxruntime"]:
-        raise ValueError(f"ONNX precision must be {' or '.join(BACKEND_PRECISIONS['onnxruntime'])}, got {precision!r}")
+    if precision not in backend_precisions("onnxruntime"):
+        raise ValueError(f"ONNX precision must be {' or '.join(backend_precisions('onnxruntime'))}, got {precision!r}")
     key = model_fingerprint(model)[:20]
     arch = str(getattr(model, "arch", type(model).__name__))
     return cache_dir(directory) / "onnx" / f"{arch}-{key}-v{EXPORT_VERSION}-op{opset}-{precision}.onnx"

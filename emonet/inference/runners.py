@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from emonet.devices import bf16_support
-from emonet.inference.backends import BackendUnavailable
+from emonet.inference.backends import BackendUnavailable, register_runner
 from emonet.inference.int8 import cached_int8
 from emonet.inference.onnx import ExportError, cached_onnx, make_session, onnxruntime_status
 from emonet.models.surgery import optimize_model
@@ -90,27 +90,15 @@ def _output_keys(out: dict[str, torch.Tensor], with_heatmap: bool) -> list[str]:
 
 
 # -- eager PyTorch ---------------------------------------------------------------------------------------------
+@register_runner("torch", cpu={"fp32": 2}, gpu={"fp32": 1}, probe=True)
 class TorchRunner(Runner):
-    """The exact fp32 PyTorch path (reference): eval mode, ``torch.inference_mode``."""
+    """Eager PyTorch: at fp32 the exact path (reference), eval mode, ``torch.inference_mode``; bf16/fp16
+    under autocast (the model itself is not modified)."""
 
-    backend = "torch"
-
-    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False) -> None:
-        super().__init__(device, "fp32", with_heatmap)
-        self.model = model.to(self.device).eval()
-
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
-        out = self.model(batch.to(self.device, non_blocking=True))
-        return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
-
-
-class AutocastTorchRunner(TorchRunner):
-    """Eager PyTorch under bf16/fp16 autocast (the model itself is not modified)."""
-
-    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False, precision: str = "bf16") -> None:
+    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False, precision: str = "fp32",
+                 cache_dir: str | os.PathLike | None = None) -> None:
         _check_precision(device, precision)
-        Runner.__init__(self, device, precision, with_heatmap)
+        super().__init__(device, precision, with_heatmap)
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()
@@ -121,31 +109,25 @@ class AutocastTorchRunner(TorchRunner):
 
 
 # -- optimised PyTorch -----------------------------------------------------------------------------------------
+@register_runner("torch-opt", cpu={"fp32": 1, "bf16": 1}, gpu={"fp32": 0, "bf16": 0, "fp16": 0}, probe=True)
 class OptimizedTorchRunner(Runner):
-    """``torch-opt`` (and ``torch-compile``): an optimised copy of the model, fp32 or autocast bf16/fp16.
+    """``torch-opt``: an optimised copy of the model, fp32 or autocast bf16/fp16.
 
-    fp32 stays within 1e-4 of the reference (folding only reorders the arithmetic). ``compile`` adds
-    ``torch.compile`` (inductor with frozen weights, dynamic batch): faster steady state, but compiling
-    takes minutes on a small CPU, so it is opt-in (``torch-compile``).
+    fp32 stays within 1e-4 of the reference (folding only reorders the arithmetic).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        with_heatmap: bool = False,
-        precision: str = "fp32",
-        compile: bool = False,
-    ) -> None:
+    compile = False  # torch.compile the optimised copy (CompiledTorchRunner)
+
+    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False, precision: str = "fp32",
+                 cache_dir: str | os.PathLike | None = None) -> None:
         _check_precision(device, precision)
-        self.backend = "torch-compile" if compile else "torch-opt"
         super().__init__(device, precision, with_heatmap)
         self.channels_last = self.device.type in ("cpu", "cuda")
         self.model, self.info = optimize_model(model, self.device, self.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         self._forward: Callable = self.model
-        if compile:
+        if self.compile:
             # freezing: weights become constants that inductor folds and prepacks (oneDNN on CPU); set per
             # compile, not in the global inductor config. Compiling happens at the first call of each shape.
             self._forward = torch.compile(self.model, dynamic=True, options={"freezing": True})
@@ -161,17 +143,27 @@ class OptimizedTorchRunner(Runner):
         return {k: out[k].float().cpu().numpy() for k in _output_keys(out, self.with_heatmap)}
 
 
+@register_runner("torch-compile")
+class CompiledTorchRunner(OptimizedTorchRunner):
+    """``torch-compile``: ``torch-opt`` + ``torch.compile`` (inductor with frozen weights, dynamic batch): faster
+    steady state, but compiling takes minutes on a small CPU, so it is opt-in (never a candidate of ``auto``)."""
+
+    compile = True
+
+
 # -- ONNX files: ONNX Runtime and OpenVINO ---------------------------------------------------------------------
 class _OnnxFileRunner(Runner):
     """A runner of one of the cached ONNX files: the checked fp32 export, or the int8 file of
-    :func:`emonet.inference.int8.build_int8` (sensitivity analysis, minutes once)."""
+    :func:`emonet.inference.int8.build_int8` (sensitivity analysis, minutes once). A subclass says whether it
+    can run here (:meth:`_check_available`) and opens the file (:meth:`_open`)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool, precision: str,
-                 cache_dir: str | os.PathLike | None) -> None:
+    def __init__(self, model: nn.Module, device: torch.device, with_heatmap: bool = False, precision: str = "fp32",
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self._check_available(device, precision)
         if getattr(model, "smoother", None) is not None:
             raise BackendUnavailable(f"{self.backend} backend: the model has built-in temporal smoothing (torch only)")
         super().__init__(device, precision, with_heatmap)
-        self._start = time.perf_counter()
+        start = time.perf_counter()
         try:
             if precision == "int8":
                 self.path, self.report = cached_int8(model.cpu().eval(), cache_dir)
@@ -179,12 +171,20 @@ class _OnnxFileRunner(Runner):
                 self.path, self.report = cached_onnx(model.cpu().eval(), "fp32", cache_dir)
         except ExportError as exc:  # the export does not reproduce PyTorch: not a verified backend here
             raise BackendUnavailable(f"{self.backend} backend: {exc}") from exc
-
-    def _record_setup(self, **extra: Any) -> None:
-        self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - self._start, 2),
+        extra = self._open()
+        self.info.update(onnx_file=str(self.path), setup_s=round(time.perf_counter() - start, 2),
                          report=self.report, **extra)
 
+    @abc.abstractmethod
+    def _check_available(self, device: torch.device, precision: str) -> None:
+        """Raise :class:`BackendUnavailable` with the reason when this backend cannot run here."""
 
+    @abc.abstractmethod
+    def _open(self) -> dict[str, Any]:
+        """Load ``self.path`` for inference; returns what to add to ``info``."""
+
+
+@register_runner("onnxruntime", cpu={"fp32": 0, "int8": 1}, gpu={"int8": 0}, probe=True)
 class OnnxRuntimeRunner(_OnnxFileRunner):
     """ONNX Runtime on the model exported to ONNX (fp32) or statically quantised to int8.
 
@@ -194,16 +194,7 @@ class OnnxRuntimeRunner(_OnnxFileRunner):
     Whether int8 may be used is decided by :func:`emonet.inference.selection.make_runner` with the rule.
     """
 
-    backend = "onnxruntime"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        with_heatmap: bool = False,
-        precision: str = "fp32",
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    def _check_available(self, device: torch.device, precision: str) -> None:
         ok, why = onnxruntime_status()
         if not ok:
             raise BackendUnavailable(f"onnxruntime backend unavailable: {why}")
@@ -215,11 +206,12 @@ class OnnxRuntimeRunner(_OnnxFileRunner):
                     f"onnxruntime backend: no {device.type} execution provider in this onnxruntime "
                     "(install onnxruntime-gpu, or use --device cpu)"
                 )
-        super().__init__(model, device, with_heatmap, precision, cache_dir)
+
+    def _open(self) -> dict[str, Any]:
         self.session = make_session(self.path, str(self.device))
         names = [o.name for o in self.session.get_outputs()]
-        self.outputs = [n for n in names if n != "heatmap" or with_heatmap]
-        self._record_setup()
+        self.outputs = [n for n in names if n != "heatmap" or self.with_heatmap]
+        return {}
 
     def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -237,6 +229,9 @@ def openvino_status() -> tuple[bool, str]:
     return True, ""
 
 
+# bf16 and int8 on a CPU: OpenVINO first (measured faster than torch-opt bf16 at batch 1 and 8 on AVX512-BF16;
+# with the float blocks in bf16 it ran the same int8 file 1.9x faster than ONNX Runtime, about as fast in fp32)
+@register_runner("openvino", cpu={"bf16": 0, "int8": 0}, probe=True)
 class OpenVinoRunner(_OnnxFileRunner):
     """OpenVINO's CPU plugin on the same files as :class:`OnnxRuntimeRunner`: fp32, bf16 (CPUs with native
     bf16: AVX512-BF16, AMX) or int8.
@@ -248,25 +243,18 @@ class OpenVinoRunner(_OnnxFileRunner):
     the verification rule (by :func:`emonet.inference.selection.make_runner`).
     """
 
-    backend = "openvino"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        with_heatmap: bool = False,
-        precision: str = "fp32",
-        cache_dir: str | os.PathLike | None = None,
-    ) -> None:
+    def _check_available(self, device: torch.device, precision: str) -> None:
         ok, why = openvino_status()
         if not ok:
             raise BackendUnavailable(f"openvino backend unavailable: {why}")
         if device.type != "cpu":
             raise BackendUnavailable(f"openvino backend: CPU only here (asked for {device.type}); use --device cpu")
         _check_precision(device, precision)
-        super().__init__(model, device, with_heatmap, precision, cache_dir)
+
+    def _open(self) -> dict[str, Any]:
         import openvino as ov  # optional dependency, present once openvino_status() said so
 
+        precision, device = self.precision, self.device
         float_precision = "bf16" if precision == "bf16" or (precision == "int8" and bf16_support(device)[0]) else "f32"
         self.compiled = ov.Core().compile_model(str(self.path), "CPU", {
             "INFERENCE_PRECISION_HINT": float_precision,
@@ -276,11 +264,11 @@ class OpenVinoRunner(_OnnxFileRunner):
         self.request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one request, reused: calls from several threads take turns
         # a port can carry several tensor names (OpenVINO may add internal ones): keep the export's own
-        wanted = ["expression", "valence", "arousal"] + (["heatmap"] if with_heatmap else [])
+        wanted = ["expression", "valence", "arousal"] + (["heatmap"] if self.with_heatmap else [])
         self.outputs = [(o, name) for o in self.compiled.outputs for name in wanted if name in o.get_names()]
         if not set(wanted) - {"heatmap"} <= {name for _, name in self.outputs}:
             raise BackendUnavailable(f"openvino backend: the compiled model lacks outputs of {self.path}")
-        self._record_setup(openvino=ov.__version__, float_precision=float_precision)
+        return {"openvino": ov.__version__, "float_precision": float_precision}
 
     def __call__(self, batch: torch.Tensor) -> dict[str, np.ndarray]:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()

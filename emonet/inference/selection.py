@@ -11,17 +11,10 @@ import torch
 from torch import nn
 
 from emonet.devices import resolve_device
-from emonet.inference.backends import BackendUnavailable, rule_words, validate
+from emonet.inference.backends import BackendUnavailable, rule_words, runner_spec, runner_specs, validate
 from emonet.inference.choice import BackendChoice, choose, describe
 from emonet.inference.onnx import model_fingerprint
-from emonet.inference.runners import (
-    AutocastTorchRunner,
-    OnnxRuntimeRunner,
-    OpenVinoRunner,
-    OptimizedTorchRunner,
-    Runner,
-    TorchRunner,
-)
+from emonet.inference.runners import Runner
 from emonet.inference.verify import VerificationSet, cached_verdict
 
 DEFAULT_BACKEND = "auto"  # what Predictor and the commands use unless told otherwise
@@ -29,29 +22,26 @@ _ANNOUNCED: set[str] = set()  # choices already printed by this process (once pe
 _VERIFICATION_SETS: dict[str, VerificationSet] = {}  # fp32 reference outputs, shared by the paths verified
 
 
-def _fp32_chain(device: torch.device) -> list[tuple[str, str]]:
-    if device.type == "cpu":
-        return [("onnxruntime", "fp32"), ("torch-opt", "fp32"), ("torch", "fp32")]
-    return [("torch-opt", "fp32"), ("torch", "fp32")]
+# The precisions tried, in order, when a reduced precision is asked for (fp32, the exact fallback, comes last);
+# within one precision the backends come in the order of their candidacy rank on the device (@register_runner).
+PRECISION_FALLBACK: dict[str, tuple[str, ...]] = {
+    "int8": ("int8", "fp16", "bf16"), "fp16": ("fp16", "bf16"), "bf16": ("bf16", "fp16"), "fp32": (),
+}
+
+
+def _ranked(precision: str, device: torch.device) -> list[tuple[str, str]]:
+    """The registered backends that are candidates at ``precision`` on ``device``, best rank first."""
+    where = "cpu" if device.type == "cpu" else "gpu"
+    ranked = [(getattr(spec, where)[precision], spec.name) for spec in runner_specs()
+              if precision in getattr(spec, where)]
+    return [(name, precision) for _, name in sorted(ranked, key=lambda item: item[0])]
 
 
 def candidates(backend: str, precision: str, device: torch.device) -> list[tuple[str, str]]:
-    """(backend, precision) pairs tried in order: what ``auto`` or a fallback would use. On a CPU, ``auto``
-    replaces the fp32 part by the probed choice (:mod:`emonet.inference.choice`)."""
-    chain: list[tuple[str, str]] = []
-    # bf16 on a CPU: OpenVINO first (measured faster than torch-opt at batch 1 and 8 on AVX512-BF16)
-    cpu_bf16 = [("openvino", "bf16"), ("torch-opt", "bf16")] if device.type == "cpu" else [("torch-opt", "bf16")]
-    if precision == "int8":
-        # int8 on a CPU: OpenVINO first (with the float blocks in bf16 it ran the same int8 file 1.9x faster than
-        # ONNX Runtime on AVX512-BF16; about as fast with them in fp32)
-        chain += [("openvino", "int8")] if device.type == "cpu" else []
-        chain += [("onnxruntime", "int8")] + ([("torch-opt", "fp16")] if device.type == "cuda" else [])
-        chain += cpu_bf16
-    elif precision == "fp16":
-        chain += [("torch-opt", "fp16"), ("torch-opt", "bf16")]
-    elif precision == "bf16":
-        chain += cpu_bf16 + ([("torch-opt", "fp16")] if device.type == "cuda" else [])
-    chain += _fp32_chain(device)
+    """(backend, precision) pairs tried in order: what ``auto`` or a fallback would use (from the backends'
+    candidacy, see :func:`emonet.inference.backends.register_runner`). On a CPU, ``auto`` replaces the fp32
+    part by the probed choice (:mod:`emonet.inference.choice`)."""
+    chain = [pair for p in (*PRECISION_FALLBACK[precision], "fp32") for pair in _ranked(p, device)]
     if backend != "auto":
         chain = [(backend, precision)] + [c for c in chain if c != (backend, precision)]
     return chain
@@ -61,25 +51,21 @@ def _build(
     model: nn.Module, backend: str, precision: str, device: torch.device, with_heatmap: bool,
     cache_dir: str | os.PathLike | None,
 ) -> Runner:
-    if backend == "torch":
-        if precision == "fp32":
-            return TorchRunner(model, device, with_heatmap)
-        return AutocastTorchRunner(model, device, with_heatmap, precision)
-    if backend in ("torch-opt", "torch-compile"):
-        return OptimizedTorchRunner(model, device, with_heatmap, precision, compile=backend == "torch-compile")
-    if backend == "openvino":
-        return OpenVinoRunner(model, device, with_heatmap, precision, cache_dir)
-    return OnnxRuntimeRunner(model, device, with_heatmap, precision, cache_dir)
+    return runner_spec(backend).runner(model, device, with_heatmap, precision, cache_dir)
 
 
 def verify_runner(model: nn.Module, runner: Runner, cache_dir: str | os.PathLike | None = None) -> dict:
     """The verification rule's verdict on a reduced-precision ``runner`` of ``model`` (cached per machine and
     checkpoint; the first time costs 3 fp32 passes and 1 pass of the runner over the verification crops)."""
     key = model_fingerprint(model)
-    if key not in _VERIFICATION_SETS:
-        _VERIFICATION_SETS.clear()  # one model at a time: the reference outputs are small, the crops are not
-        _VERIFICATION_SETS[key] = VerificationSet(model)
-    figures = cached_verdict(model, runner.backend, runner.precision, runner, cache_dir, _VERIFICATION_SETS[key])
+
+    def verification_set() -> VerificationSet:  # built only when a verdict is not cached yet
+        if key not in _VERIFICATION_SETS:
+            _VERIFICATION_SETS.clear()  # one model at a time: the reference outputs are small, the crops are not
+            _VERIFICATION_SETS[key] = VerificationSet(model)
+        return _VERIFICATION_SETS[key]
+
+    figures = cached_verdict(model, runner.backend, runner.precision, runner, cache_dir, verification_set)
     runner.info["verification"] = figures
     return figures
 

@@ -95,17 +95,18 @@ def verdict_path(model: nn.Module, backend: str, precision: str, directory: str 
 
 def cached_verdict(
     model: nn.Module, backend: str, precision: str, runner: Callable[[torch.Tensor], Outputs],
-    directory: str | os.PathLike | None = None, verification: VerificationSet | None = None,
+    directory: str | os.PathLike | None = None, verification: Callable[[], VerificationSet] | None = None,
 ) -> dict:
     """The rule's verdict on ``runner`` (``backend``/``precision`` of ``model``), measured once per machine
-    and checkpoint and cached (``cached: True`` when read back)."""
+    and checkpoint and cached (``cached: True`` when read back). ``verification`` gives the crops and
+    reference outputs (3 fp32 passes): called only when the verdict must be measured."""
     path = verdict_path(model, backend, precision, directory)
     if path.exists():
         try:
             return {**json.loads(path.read_text()), "cached": True, "path": str(path)}
         except (OSError, ValueError):
             pass  # unreadable or half-written: measure again
-    figures = (verification or VerificationSet(model)).judge(runner)
+    figures = (verification() if verification is not None else VerificationSet(model)).judge(runner)
     figures.update(backend=backend, precision=precision, machine=machine_key(),
                    measured_on=time.strftime("%Y-%m-%d %H:%M:%S"))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ Importing the package imports every model module, so each builder is registered 
 
 from emonet.models.dual_head import DualHeadResNet, resnet18_dual_head, resnet50_dual_head
 from emonet.models.emonet import ConvBlock, EmoNet, EmoNetWeights, Hourglass, emonet
-from emonet.models.registry import Weights, create_model, list_models, register_model
+from emonet.models.registry import Weights, create_model, list_models, provides_landmarks, register_model
 
 __all__ = [
     "ConvBlock", "DualHeadResNet", "EmoNet", "EmoNetWeights", "Hourglass", "Weights", "create_model", "emonet",
-    "list_models", "register_model", "resnet18_dual_head", "resnet50_dual_head",
+    "list_models", "provides_landmarks", "register_model", "resnet18_dual_head", "resnet50_dual_head",
 ]

@@ -49,6 +49,7 @@ class DualHeadResNet(nn.Module):
     """
 
     multi_label = True
+    provides_landmarks = False  # no heatmaps: no landmarks, no crop "refine"
 
     def __init__(
         self,

@@ -116,6 +116,7 @@ class EmoNet(nn.Module):
 
     arch = "emonet"
     multi_label = False
+    provides_landmarks = True  # forward returns "heatmap" (B, 68, 64, 64): 68 landmarks, and crop "refine"
     input_size = INPUT_SIZE
     normalization = None
 

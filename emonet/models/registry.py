@@ -32,6 +32,13 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return wrap
 
 
+def provides_landmarks(model: nn.Module) -> bool:
+    """Whether ``model`` predicts 68 landmarks (its forward returns ``heatmap`` (B, 68, 64, 64)): what the
+    predictor's ``landmarks`` and crop ``refine`` need. Asked of the model (``model.provides_landmarks``),
+    never inferred from its architecture's name; a model that does not say provides none."""
+    return bool(getattr(model, "provides_landmarks", False))
+
+
 def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
