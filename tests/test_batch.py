@@ -312,7 +312,7 @@ def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_w
     assert (tmp_path / "mine" / "summary.json").read_text() == "my own file"
     assert "contains the input" in batch("--output-dir", corpus)
     assert "--address joins a Ray cluster: add --engine ray" in batch("--output-dir", tmp_path / "o", "--address", "auto")
-    assert "--frame-stride must be >= 1" in batch("--output-dir", tmp_path / "o", "--frame-stride", "0")
+    assert "argument --frame-stride: expected an integer >= 1" in batch("--output-dir", tmp_path / "o", "--frame-stride", "0")
     assert not (tmp_path / "o").exists()
     no_ray = run_batch(corpus / "images", "--weights", small_weights, "--output-dir", tmp_path / "o", "--engine", "ray",
                        ray=False)

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import FlakyCapture
 from conftest import REPO_ROOT
 
 from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES
-from emonet.faces import crop_region_image
+from emonet.faces import CropRegion, crop_region_image
 from emonet.predictor import Predictor
 from emonet.video import CaptureSource, track_color
 
@@ -107,10 +108,11 @@ def test_demo_model_switch_runs_each_model(official_checkpoint_8, official_check
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         for checkpoint, face in ((official_checkpoint_8, first), (official_checkpoint_5, second)):
             reference = Predictor(checkpoint, device="cpu", detector=None)
-            crop = crop_region_image(rgb, face.crop)  # the square the model saw (--crop mesh by default)
+            # the square the model saw (--crop mesh by default)
+            crop = crop_region_image(rgb, CropRegion(face.crop_x0, face.crop_y0, face.crop_side))
             expected = reference.predict_crops([crop])
             assert np.isclose(face.valence, expected.valence[0], atol=1e-5)
-            assert np.allclose(face.probabilities, expected.probabilities[0], atol=1e-5)
+            assert np.allclose(list(face.probabilities.values()), expected.probabilities[0], atol=1e-5)
 
         assert app.handle_key(ord("m"))  # both side by side
         results, canvas = app.process(frame, 2, 0.2)
@@ -136,25 +138,6 @@ def test_demo_model_switch_runs_each_model(official_checkpoint_8, official_check
     finally:
         app.close()
         app.engine.close()
-
-
-class FlakyCapture:
-    """A camera that delivers its frames, then only failed reads (unplugged)."""
-
-    def __init__(self, frames):
-        self.frames, self.released = list(frames), False
-
-    def isOpened(self):  # noqa: N802 - OpenCV's name
-        return True
-
-    def read(self):
-        return (True, self.frames.pop(0)) if self.frames else (False, None)
-
-    def get(self, prop):
-        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self):
-        self.released = True
 
 
 def test_demo_camera_disconnect_flushes_and_ends(official_checkpoint_8, sample_video, tmp_path):

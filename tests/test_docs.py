@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from readme_pipeline import REPO_ROOT
 from test_architecture import LAYERS
 

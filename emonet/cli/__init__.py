@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from emonet import __version__
-from emonet.cli.options import add_verbose
+from emonet.cli.options import add_verbose, resolve_weight_names
 from emonet.errors import UserError
 from emonet.nativelogs import configure_native_logs
 
@@ -45,7 +45,9 @@ def _load(name: str) -> ModuleType:
 
 
 def _parser_kwargs(module: ModuleType) -> dict:
-    return {"description": module.DESCRIPTION, "formatter_class": getattr(module, "FORMATTER", argparse.HelpFormatter)}
+    # allow_abbrev=False: a prefix is never read as a longer option (`train --backbone X` was `--backbone-lr X`)
+    return {"description": module.DESCRIPTION, "formatter_class": getattr(module, "FORMATTER", argparse.HelpFormatter),
+            "allow_abbrev": False}
 
 
 def _add_command_options(module: ModuleType, parser: argparse.ArgumentParser) -> None:
@@ -67,17 +69,27 @@ def script_main(name: str, prog: str) -> Callable[[list[str] | None], int]:
     """``main(argv=None) -> exit code`` of a script that is the command ``name`` under another name."""
 
     def main(argv: list[str] | None = None) -> int:
-        args = command_parser(name, prog).parse_args(sys.argv[1:] if argv is None else argv)
-        return run_command(args.handler, args)
+        parsed = parse_or_exit_code(command_parser(name, prog), sys.argv[1:] if argv is None else argv)
+        return parsed if isinstance(parsed, int) else run_command(parsed.handler, parsed)
 
     main.__doc__ = f"``{prog} ARGS`` = ``python -m emonet {name} ARGS``; returns the exit code."
     return main
 
 
+def parse_or_exit_code(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """Parsed options, or the exit code argparse chose (2 after printing a usage error naming the option, 0
+    after --help): ``main()`` returns codes, it does not raise SystemExit."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
 def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with a sub-parser per command in ``names`` (default: all available)."""
     parser = argparse.ArgumentParser(
-        prog="python -m emonet", description="Valence, arousal and expression from faces (EmoNet toolkit)."
+        prog="python -m emonet", description="Valence, arousal and expression from faces (EmoNet toolkit).",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"emonet-toolkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -102,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     # Import only the requested command's module (fast start, isolation from the other commands).
     names = [first] if first in available_commands() else None
     parser = build_parser(names)
-    args = parser.parse_args(argv)
+    args = parse_or_exit_code(parser, argv)
+    if isinstance(args, int):
+        return args
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -124,6 +138,7 @@ def run_command(handler: Callable[[argparse.Namespace], int | None], args: argpa
     # `kill` / a container stop (SIGTERM) ends a command like Ctrl-C: it keeps what is finished and says so.
     previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
+        resolve_weight_names(args)  # `--weights emonet_8` in every command: found or downloaded here, once
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted (exit 130)", file=sys.stderr)
