@@ -3,7 +3,7 @@
 Common case::
 
     import emonet
-    predictor = emonet.Predictor("weights/emonet_8.pth")
+    predictor = emonet.Predictor()           # the official "emonet_8", downloaded on first use; or a path
     faces = predictor.predict("photo.jpg")   # one FacePrediction per detected face
 """
 
@@ -27,6 +27,7 @@ _EXPORTS = {
     "list_models": "emonet.models",
     "Predictor": "emonet.predictor",
     "FacePrediction": "emonet.predictor",
+    "FaceRecord": "emonet.records",
     "to_dataframe": "emonet.predictor",
     "FaceDetector": "emonet.faces",
     "Face": "emonet.faces",

@@ -9,7 +9,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -24,11 +24,18 @@ from emonet.images import ImageReadError, read_image, to_rgb_uint8
 from emonet.inference.runners import finite_rows, forward_with_flip
 from emonet.inference.selection import make_runner
 from emonet.landmarks import decode_heatmaps
+from emonet.models.registry import provides_landmarks
 from emonet.preprocess import logits_to_probabilities, prepare_batch
+from emonet.records import (  # noqa: F401 - NO_FACE_ERROR, CROP_COLUMNS: re-exported, imported from here
+    CROP_COLUMNS,
+    NO_FACE_ERROR,
+    FaceRecord,
+    face_rows,
+    rows_to_dataframe,
+    schema_columns,
+)
 
 NON_FINITE_ERROR = "non-finite model output (NaN or inf): no valid prediction"
-NO_FACE_ERROR = "no face detected"
-CROP_COLUMNS = ["crop_x0", "crop_y0", "crop_side", "crop_method"]
 MESH_FALLBACK_WARNING = (
     "FaceMesh found no face in a detector box: that face is cropped from the detector box (crop_method "
     "'detector'); later ones are only counted (Predictor.crop_fallbacks)"
@@ -45,35 +52,7 @@ BGR_WARNING = (
 )
 
 
-@dataclass
-class FacePrediction:
-    """Prediction for one face. ``box`` (x1, y1, x2, y2) in image pixels; valence/arousal clipped to [-1, 1]."""
-
-    face: int
-    box: tuple[float, float, float, float]
-    score: float
-    valence: float
-    arousal: float
-    expression: str
-    probabilities: dict[str, float]
-    landmarks: np.ndarray | None = field(default=None, repr=False)  # (68, 2) image pixels
-    error: str = ""  # non-empty: the model's output was invalid; valence/arousal/probabilities are NaN
-    # The square the model saw, [crop_x0, crop_x0 + crop_side) x [crop_y0, crop_y0 + crop_side) in image pixels,
-    # and the method that placed it (detector | mesh | refine; none: the whole image, no detector).
-    crop_x0: int | None = None
-    crop_y0: int | None = None
-    crop_side: int | None = None
-    crop_method: str = ""
-
-    def to_row(self) -> dict:
-        row = {
-            "face": self.face, "x1": self.box[0], "y1": self.box[1], "x2": self.box[2], "y2": self.box[3],
-            "score": self.score, "valence": self.valence, "arousal": self.arousal, "expression": self.expression,
-            "crop_x0": self.crop_x0, "crop_y0": self.crop_y0, "crop_side": self.crop_side,
-            "crop_method": self.crop_method, "error": self.error,
-        }
-        row.update({f"p_{name}": p for name, p in self.probabilities.items()})
-        return row
+FacePrediction = FaceRecord  # the one face record (emonet.records); the name users know
 
 
 @dataclass
@@ -105,44 +84,12 @@ def _crops_look_bgr(crops: Sequence[np.ndarray]) -> bool:
 def prediction_columns(
     class_names: Sequence[str], landmarks: bool = False, key_columns: Sequence[str] = ("path",)
 ) -> list[str]:
-    """Columns of the prediction table (CSV, JSON, Parquet, DataFrame), in order."""
-    columns = [*key_columns, "face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
-    columns += [f"p_{c}" for c in class_names] + CROP_COLUMNS
-    if landmarks:
-        columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
-    return columns + ["error"]
+    """Columns of the prediction table (CSV, JSON, Parquet, DataFrame), in order (:func:`emonet.records.schema_columns`)."""
+    return schema_columns(class_names, [*key_columns, "face"], landmarks=landmarks)
 
 
-def prediction_rows(key: dict, faces: Sequence[FacePrediction] | None, error: str = "") -> list[dict]:
-    """The table rows of one image: one per face; ``faces=None`` (unreadable, reason in ``error``) or no
-    face gives one row with the reason. ``key`` identifies the image (``{"path": ...}`` or ``{"image_index": i}``).
-
-    The one place rows are built: the ``predict`` command's files and :meth:`Predictor.predict_dataframe`.
-    """
-    if faces is None:
-        return [{**key, "error": error}]
-    if not faces:
-        return [{**key, "error": NO_FACE_ERROR}]
-    rows = []
-    for face in faces:
-        row = {**key, **face.to_row()}
-        if face.landmarks is not None and not face.error:
-            for i, (x, y) in enumerate(face.landmarks):
-                row[f"lm_x{i}"], row[f"lm_y{i}"] = float(x), float(y)
-        rows.append(row)
-    return rows
-
-
-def rows_to_dataframe(rows: Sequence[dict], columns: Sequence[str]) -> pd.DataFrame:
-    """Rows of :func:`prediction_rows` -> DataFrame: missing numbers NaN, missing text empty, integer indices."""
-    df = pd.DataFrame(list(rows), columns=list(columns))
-    for name in ("face", "image_index", "crop_x0", "crop_y0", "crop_side"):
-        if name in df:
-            df[name] = df[name].astype("Int64")  # nullable: error rows have no face number
-    for name in ("expression", "error", "crop_method"):
-        if name in df:
-            df[name] = df[name].fillna("").astype(str)
-    return df
+# The one row builder (emonet.records): the ``predict`` command's files and :meth:`Predictor.predict_dataframe`.
+prediction_rows = face_rows
 
 
 def to_dataframe(results: Sequence[FacePrediction] | Sequence[Sequence[FacePrediction]]) -> pd.DataFrame:
@@ -150,11 +97,11 @@ def to_dataframe(results: Sequence[FacePrediction] | Sequence[Sequence[FacePredi
 
     Rows and columns as :meth:`Predictor.predict_dataframe`, with ``image_index`` the image's position.
     """
-    per_image = [results] if results and isinstance(results[0], FacePrediction) else list(results)
+    per_image = [results] if results and isinstance(results[0], FaceRecord) else list(results)
     faces = [f for group in per_image for f in group]
     class_names = list(faces[0].probabilities) if faces else []
     landmarks = any(f.landmarks is not None for f in faces)
-    rows = [r for i, group in enumerate(per_image) for r in prediction_rows({"image_index": i}, list(group))]
+    rows = [r for i, group in enumerate(per_image) for r in face_rows({"image_index": i}, list(group))]
     return rows_to_dataframe(rows, prediction_columns(class_names, landmarks, ["image_index"]))
 
 
@@ -172,7 +119,9 @@ class Predictor:
     """Valence, arousal and expression for every face in an image.
 
     Args:
-        weights: checkpoint path (official EmoNet file or project checkpoint) or an already loaded model.
+        weights: an official checkpoint's name (``"emonet_8"``, the default, or ``"emonet_5"``: downloaded on
+            first use, see :func:`emonet.hub.resolve_weights`), a checkpoint path (official EmoNet file or project
+            checkpoint) or an already loaded model.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``.
         detector: ``"auto"``/``"short"``/``"full"`` (MediaPipe model), a :class:`FaceDetector`, or ``None``
             to treat every image as an already cropped face.
@@ -193,7 +142,7 @@ class Predictor:
 
     def __init__(
         self,
-        weights: str | os.PathLike | nn.Module,
+        weights: str | os.PathLike | nn.Module = "emonet_8",
         device: str = "auto",
         detector: str | FaceDetector | None = "auto",
         flip_tta: bool = False,
@@ -205,7 +154,8 @@ class Predictor:
         min_face_score: float = 0.5,
         crop: str = DEFAULT_CROP,
     ) -> None:
-        # load_model says when the file is missing; make_runner resolves the device (once) and places the model
+        # an official name ("emonet_8", the default) is found or downloaded by load_model, which also says
+        # when a file is missing; make_runner resolves the device (once) and places the model
         model = weights if isinstance(weights, nn.Module) else load_model(weights, device=None)
         self.model = model.eval()
         self.class_names: list[str] = list(model.class_names)
@@ -214,12 +164,15 @@ class Predictor:
         self.normalization = getattr(model, "normalization", None)
         self.flip_tta, self.landmarks = flip_tta, landmarks
         self.crop_expand = crop_expand
-        if landmarks and getattr(model, "arch", "") != "emonet":
-            raise ValueError("landmarks are only available for EmoNet models (they come from its heatmaps)")
+        # what the model offers (model.provides_landmarks), never its architecture's name
+        arch = getattr(model, "arch", type(model).__name__)
+        if landmarks and not provides_landmarks(model):
+            raise ValueError(f"landmarks: a {arch} model does not predict landmarks (provides_landmarks is False; "
+                             "EmoNet's come from its heatmaps)")
         self.crop = check_crop_method(crop)
-        if crop == "refine" and getattr(model, "arch", "") != "emonet":
-            raise ValueError(f"crop 'refine' re-crops from EmoNet's own 68 landmarks, which a "
-                             f"{getattr(model, 'arch', type(model).__name__)} model does not predict; use crop 'mesh'")
+        if crop == "refine" and not provides_landmarks(model):
+            raise ValueError(f"crop 'refine' re-crops from the model's own 68 landmarks, which a {arch} model does "
+                             "not predict (provides_landmarks is False); use crop 'mesh'")
         refine = crop == "refine" and detector is not None
         self.runner = make_runner(model, backend=backend, precision=precision, device=device,
                                   with_heatmap=landmarks or refine)

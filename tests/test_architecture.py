@@ -25,11 +25,11 @@ LAYERS: dict[str, int] = {
     "emonet.errors": 0, "emonet.classes": 0, "emonet.devices": 0, "emonet.smoothing": 0,
     "emonet.landmarks": 0, "emonet.metrics": 0, "emonet.boxes": 0,
     "emonet.lazy": 0, "emonet.nativelogs": 0,
-    "emonet.fileio": 1, "emonet.images": 1, "emonet.samples": 1, "emonet.tracking": 1,
-    "emonet.faces": 2, "emonet.preprocess": 2, "emonet.visualization": 2,
-    # networks, then reading weights into them
-    "emonet.models": 3, "emonet.crops": 3,
-    "emonet.checkpoint": 4, "emonet.hub": 4,
+    "emonet.fileio": 1, "emonet.records": 1, "emonet.images": 1, "emonet.samples": 1, "emonet.tracking": 1,
+    "emonet.faces": 2, "emonet.preprocess": 2, "emonet.visualization": 2, "emonet.ledger": 2,
+    # networks; the official checkpoints' files (found, downloaded); reading weights into networks
+    "emonet.models": 2, "emonet.crops": 3, "emonet.hub": 3,
+    "emonet.checkpoint": 4, "emonet.drawing": 4,
     # running them: backends, then the one image -> faces -> predictions path
     "emonet.inference": 5,
     "emonet.predictor": 6,

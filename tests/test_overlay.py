@@ -10,30 +10,34 @@ import numpy as np
 import pytest
 
 from emonet.classes import EMONET_8_CLASSES, EMOTIC_CATEGORIES
-from emonet.samples import sample_image
-from emonet.video.overlay import (
+from emonet.drawing import (
     OverlayRenderer,
     circumplex_rect,
+    draw_predictions,
     place_panels,
     rects_intersect,
+    scale_result,
     track_color,
 )
-from emonet.video.results import FaceResult, FrameResult
+from emonet.records import FaceRecord, FrameResult
+from emonet.samples import sample_image
 
 
-def make_face(face_id: int, box, n_classes: int = 8, seed: int = 0, landmarks: bool = True) -> FaceResult:
+def make_face(face_id: int, box, n_classes: int = 8, seed: int = 0, landmarks: bool = True) -> FaceRecord:
     rng = np.random.default_rng(seed + face_id)
     p = rng.random(n_classes)
     p /= p.sum()
+    names = list(EMONET_8_CLASSES if n_classes == 8 else EMOTIC_CATEGORIES)
     x1, y1, x2, y2 = box
     lm = None
     if landmarks:  # 68 points spread over the box, as EmoNet's landmarks would be
         lm = np.stack([rng.uniform(x1, x2, 68), rng.uniform(y1, y2, 68)], 1)
     v, a = float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))
-    return FaceResult(face_id, tuple(float(b) for b in box), 0.9, v, a, "Happy", p, v, a, landmarks=lm)
+    return FaceRecord(face_id - 1, tuple(float(b) for b in box), 0.9, v, a, "Happy", dict(zip(names, p.tolist())),
+                      landmarks=lm, face_id=face_id, valence_raw=v, arousal_raw=a, detected=True)
 
 
-def check_layout(renderer: OverlayRenderer, faces: list[FaceResult], shape) -> None:
+def check_layout(renderer: OverlayRenderer, faces: list[FaceRecord], shape) -> None:
     rects = list(renderer.last_panels.values())
     h, w = shape[:2]
     assert len(rects) == len(faces), "every face got a panel"
@@ -70,7 +74,7 @@ def test_many_classes_and_long_names_fit_whole():
     frame = np.full((480, 640, 3), 90, np.uint8)
     names = list(EMOTIC_CATEGORIES)
     faces = [make_face(1, (200, 150, 300, 270), n_classes=26), make_face(2, (310, 150, 410, 270), n_classes=26)]
-    faces[0].probabilities[names.index("Doubt/Confusion")] = 5.0  # surely listed
+    faces[0].probabilities["Doubt/Confusion"] = 5.0  # surely listed
     renderer = OverlayRenderer(names)
     renderer.render_one(frame, FrameResult(0, 0.0, "m", faces, True))
     check_layout(renderer, faces, frame.shape)
@@ -110,15 +114,35 @@ def test_landmarks_under_panels_and_numbers_on_bars():
 
 
 def test_renders_real_photo_with_predictions_shape():
-    """The still-image path (predict --save-annotated, the app) on a real photo: same size, pixels changed."""
-    from emonet.video.overlay import draw_predictions
-
-    class P:  # the FacePrediction fields draw_predictions reads
-        def __init__(self, k, box):
-            self.face, self.box, self.score, self.valence, self.arousal = k, box, 0.9, 0.3, -0.2
-            self.expression, self.landmarks, self.error = "Happy", None, ""
-            self.probabilities = {c: 1 / 8 for c in EMONET_8_CLASSES}
-
+    """The still-image path (predict --save-annotated, the app) on a real photo: same size, pixels changed;
+    a still face ``k`` is drawn as track ``k + 1``, the crop square only when asked."""
     bgr = cv2.cvtColor(sample_image("astronaut"), cv2.COLOR_RGB2BGR)
-    out = draw_predictions(bgr, [P(0, (180, 60, 300, 200))], list(EMONET_8_CLASSES))
+    face = FaceRecord(0, (180.0, 60.0, 300.0, 200.0), 0.9, 0.3, -0.2, "Happy", {c: 1 / 8 for c in EMONET_8_CLASSES},
+                      crop_x0=150, crop_y0=40, crop_side=180, crop_method="mesh")
+    out = draw_predictions(bgr, [face], list(EMONET_8_CLASSES))
     assert out.shape == bgr.shape and not np.array_equal(out, bgr)
+    assert face.track == 1
+    column = out[80:180, 180]  # the box's left edge in track 1's colour
+    assert np.all(column == np.array(track_color(1), np.uint8), axis=-1).mean() > 0.8
+    with_crop = draw_predictions(bgr, [face], list(EMONET_8_CLASSES), show_crop=True)
+    changed = np.any(with_crop != out, axis=-1)
+    ys, xs = np.nonzero(changed)  # only the dashed square's pixels differ
+    assert changed.sum() > 100 and xs.min() >= 149 and xs.max() <= 330 and ys.min() >= 39 and ys.max() <= 220
+
+
+def test_scale_result_scales_boxes_landmarks_and_crop_square():
+    face = make_face(3, (100, 50, 200, 170))
+    face.crop_x0, face.crop_y0, face.crop_side = 90, 40, 120
+    [scaled] = scale_result(FrameResult(4, 0.4, "m", [face], True), 2.0).faces
+    assert scaled.box == (200.0, 100.0, 400.0, 340.0) and (scaled.crop_x0, scaled.crop_y0, scaled.crop_side) == (180, 80, 240)
+    np.testing.assert_allclose(scaled.landmarks, face.landmarks * 2)
+    assert (scaled.face_id, scaled.probabilities, scaled.valence) == (face.face_id, face.probabilities, face.valence)
+    assert face.box == (100.0, 50.0, 200.0, 170.0)  # the input is left as it was
+
+
+def test_video_overlay_module_re_exports_the_drawing():
+    import emonet.drawing
+    import emonet.video.overlay
+
+    assert emonet.video.overlay.OverlayRenderer is emonet.drawing.OverlayRenderer
+    assert emonet.video.overlay.draw_predictions is emonet.drawing.draw_predictions

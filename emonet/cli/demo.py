@@ -3,7 +3,7 @@
 Keys: q quit, space pause, s screenshot, r start/stop recording, l landmarks, m switch model (several
 ``--weights``: each model, then all side by side). ``--headless`` runs without a window. Everything
 (detection, tracking, prediction, smoothing, drawing, CSV) is the library's :mod:`emonet.video` /
-:mod:`emonet.video.overlay` code; this module only adds the window and the keys. See demo/README.md.
+:mod:`emonet.drawing` code; this module only adds the window and the keys. See demo/README.md.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emonet.checkpoint import WEIGHTS_HINT, load_model
-from emonet.cli.options import add_output
+from emonet.checkpoint import load_model
+from emonet.cli.options import add_output, non_negative_int, positive_int
 from emonet.cli.video import add_common_video_options, smoothing_kwargs
+from emonet.drawing import OverlayRenderer, draw_hud, hud_rect
 from emonet.errors import UserError
 from emonet.faces import FaceDetector
 from emonet.fileio import check_outputs
+from emonet.hub import missing_weights_hint
+from emonet.models.registry import provides_landmarks
 from emonet.predictor import Predictor
 from emonet.video import (
     DEFAULT_CAMERA_INDICES,
@@ -32,14 +35,11 @@ from emonet.video import (
     FrameResult,
     FrameSource,
     FrameVideoWriter,
-    OverlayRenderer,
     VideoEngine,
     VideoSummary,
-    draw_hud,
     open_camera,
     open_source,
 )
-from emonet.video.overlay import hud_rect
 
 WINDOW = "EmoNet demo"
 KEYS_HELP = "q quit  space pause  s shot  r rec  l landmarks  m model"
@@ -53,9 +53,10 @@ DESCRIPTION = ("Real-time valence/arousal/expression of every face, with trackin
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", nargs="+", required=True, metavar="W",
-                   help="one or more checkpoints (official emonet_8.pth / emonet_5.pth or project checkpoints); "
+                   help="one or more checkpoints (official names emonet_8 / emonet_5, downloaded on first use, or "
+                   "checkpoint files); "
                    "with several, 'm' switches between them and a side-by-side view")
-    p.add_argument("--camera", nargs="?", type=int, const=-1, default=None, metavar="INDEX",
+    p.add_argument("--camera", nargs="?", type=non_negative_int, const=-1, default=None, metavar="INDEX",
                    help="use a webcam: an index, or no value to try indices 0-3")
     p.add_argument("--source", default=None,
                    help="video file, image folder, stream URL, camera index, or 'sample' (default when no --camera)")
@@ -68,7 +69,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror", action="store_true", help="flip the image horizontally (selfie view)")
     p.add_argument("--screenshot-dir", default="outputs/demo", help="where 's' and --screenshot-after save PNGs")
     p.add_argument("--record-dir", default="outputs/demo", help="where 'r' saves recordings (.avi, MJPG)")
-    p.add_argument("--screenshot-after", type=int, default=None, metavar="N",
+    p.add_argument("--screenshot-after", type=positive_int, default=None, metavar="N",
                    help="save a screenshot after N processed frames (scripted runs and tests)")
     add_common_video_options(p)
 
@@ -77,7 +78,7 @@ def check_weights(paths: list[str]) -> None:
     """Fail before anything starts when a checkpoint is missing: the demo never runs with random weights."""
     for weights in paths:
         if not Path(weights).is_file():
-            raise FileNotFoundError(f"weights not found: {weights}. {WEIGHTS_HINT}")
+            raise FileNotFoundError(f"weights not found: {weights}. {missing_weights_hint(weights)}")
 
 
 def load_predictors(args: argparse.Namespace):
@@ -89,8 +90,8 @@ def load_predictors(args: argparse.Namespace):
         model = load_model(weights, device="cpu")
         predictors.append(Predictor(
             model, device=args.device, detector=detector, flip_tta=args.flip_tta,
-            # Landmarks come from EmoNet's heatmaps; other architectures simply have none to toggle.
-            landmarks=getattr(model, "arch", "") == "emonet", batch_size=args.batch_size,
+            # Landmarks where the model predicts them (EmoNet's heatmaps); other models simply have none to toggle.
+            landmarks=provides_landmarks(model), batch_size=args.batch_size,
             backend=args.backend, precision=args.precision, crop=args.crop,
         ))
         name = Path(weights).stem

@@ -2,18 +2,19 @@
 
 Modules, each importing only the ones above it in this list:
 
-* :mod:`~emonet.video.results`: :class:`FaceResult`, :class:`FrameResult`, :class:`VideoSummary`;
+* :mod:`~emonet.video.results`: :class:`FaceResult` and :class:`FrameResult` (:mod:`emonet.records`),
+  :class:`VideoSummary`;
 * :mod:`~emonet.video.sources`: cameras, files, image folders, streams, the generated ``sample`` clip;
-* :mod:`~emonet.video.overlay`: OpenCV drawing of results on frames;
+* :mod:`~emonet.video.overlay`: compatibility re-export of :mod:`emonet.drawing` (the one drawing);
 * :mod:`~emonet.video.writers`: per-frame CSV, annotated video, valence/arousal plot;
 * :mod:`~emonet.video.engine`: :class:`VideoEngine` (detect, track, predict, smooth) and :func:`process_video`.
 
 The public names are re-exported here: ``from emonet.video import VideoEngine, open_source, process_video``.
 """
 
+from emonet.drawing import OverlayRenderer, draw_circumplex, draw_face, draw_hud, track_color
 from emonet.samples import VIDEO_CODECS
 from emonet.video.engine import VideoEngine, process_video
-from emonet.video.overlay import OverlayRenderer, draw_circumplex, draw_face, draw_hud, track_color
 from emonet.video.results import FaceResult, FrameResult, VideoSummary
 from emonet.video.sources import (
     DEFAULT_CAMERA_INDICES,

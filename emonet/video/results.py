@@ -1,42 +1,16 @@
-"""What the video engine produces: per-face and per-frame results, and the summary of a run."""
+"""What the video engine produces: per-face and per-frame results (:mod:`emonet.records`), the summary of a run."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 
+from emonet.records import FaceRecord, FrameResult
 
-@dataclass
-class FaceResult:
-    """One tracked face in one frame. Valence/arousal/probabilities are smoothed when smoothing is on."""
+__all__ = ["FaceResult", "FrameResult", "LocatedFace", "LocatedFrame", "VideoSummary"]
 
-    face_id: int
-    box: tuple[float, float, float, float]
-    score: float  # detector confidence (between detections: the last detection's)
-    valence: float
-    arousal: float
-    expression: str
-    probabilities: np.ndarray
-    valence_raw: float
-    arousal_raw: float
-    detected: bool = True  # False: box carried by the tracker (frame without detection)
-    landmarks: np.ndarray | None = field(default=None, repr=False)
-    error: str = ""  # non-empty: no valid prediction (values NaN, no expression, smoothing history untouched)
-    crop: Any = None  # the emonet.faces.CropRegion the model saw (image pixels)
-    crop_method: str = ""  # detector | mesh | refine (emonet.crops)
-
-
-@dataclass
-class FrameResult:
-    """Every face of one frame for one model."""
-
-    index: int
-    time_s: float
-    model: str
-    faces: list[FaceResult]
-    detected: bool  # the detector ran on this frame
+FaceResult = FaceRecord  # the one face record (emonet.records), with its video fields set
 
 
 @dataclass

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from emonet.drawing import track_color
+from emonet.records import BOX_COLUMNS, FrameResult, record_row, schema_columns, video_keys
 from emonet.samples import VIDEO_CODECS  # .mp4 mp4v / .avi MJPG: what OpenCV writes and reads here (not avc1)
-from emonet.video.overlay import track_color
-from emonet.video.results import FrameResult
 
 
 class VideoWriteError(OSError):
@@ -25,23 +25,34 @@ def csv_columns(
     class_names: Sequence[str], smoothing: bool, landmarks: bool = False, model_column: bool = False,
     detected_column: bool = False, image_column: bool = False,
 ) -> list[str]:
-    """CSV header: frame, [image,] time_s, face_id, box, score, valence, arousal, expression, p_<class>... then extras."""
-    columns = ["frame"] + (["image"] if image_column else []) + ["time_s", "face_id"] + (["model"] if model_column else [])
-    columns += ["x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
-    columns += [f"p_{c}" for c in class_names]
-    if smoothing:
-        columns += ["valence_raw", "arousal_raw"]
-    if detected_column:
-        columns.append("detected")
-    columns += ["crop_x0", "crop_y0", "crop_side", "crop_method"]  # the square the model saw (emonet.crops)
-    if landmarks:
-        columns += [f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")]
-    return columns + ["error"]
+    """CSV header (:func:`emonet.records.schema_columns`): frame, [image,] time_s, face_id, [model,] box, score,
+    valence, arousal, expression, p_<class>..., [valence_raw, arousal_raw,] [detected,] crop square, [landmarks,] error."""
+    return schema_columns(class_names, video_keys(image_column, model_column), raw=smoothing,
+                          detected=detected_column, landmarks=landmarks)
 
 
 def _number(value: float) -> str:
     """Six decimals; an invalid (NaN) value is an empty cell, never a number."""
     return "" if not math.isfinite(value) else f"{value:.6f}"
+
+
+_TWO_DECIMALS = {*BOX_COLUMNS}  # pixels; landmarks (lm_*) too
+
+
+def format_cell(column: str, value) -> object:
+    """A value of :func:`emonet.records.record_row` as the video CSV writes it: pixels with 2 decimals, time
+    with 4, model values with 6 (NaN: empty), ``detected`` as 0/1, absent values empty."""
+    if value is None:
+        return ""
+    if column == "time_s":
+        return f"{value:.4f}"
+    if column in _TWO_DECIMALS or column.startswith("lm_"):
+        return f"{value:.2f}"
+    if column == "detected":
+        return int(value)
+    if isinstance(value, float):
+        return _number(value)
+    return value
 
 
 class FrameCsvWriter:
@@ -86,22 +97,10 @@ class FrameCsvWriter:
         ``image``: the frame's file, for the ``image`` column.
         """
         for face in result.faces:
-            row = {
-                "frame": result.index, "image": "" if image is None else str(image), "time_s": f"{result.time_s:.4f}", "face_id": face.face_id, "model": result.model,
-                "x1": f"{face.box[0]:.2f}", "y1": f"{face.box[1]:.2f}", "x2": f"{face.box[2]:.2f}", "y2": f"{face.box[3]:.2f}",
-                "score": "" if math.isnan(face.score) else f"{face.score:.6f}",
-                "valence": _number(face.valence), "arousal": _number(face.arousal), "expression": face.expression,
-                "valence_raw": _number(face.valence_raw), "arousal_raw": _number(face.arousal_raw),
-                "detected": int(face.detected), "error": face.error,
-            }
-            row.update({f"p_{c}": _number(p) for c, p in zip(class_names, face.probabilities)})
-            if face.crop is not None:
-                row.update(crop_x0=face.crop.x0, crop_y0=face.crop.y0, crop_side=face.crop.side)
-            row["crop_method"] = face.crop_method
-            if self.landmarks and face.landmarks is not None and not face.error:
-                for i, (x, y) in enumerate(face.landmarks):
-                    row[f"lm_x{i}"], row[f"lm_y{i}"] = f"{x:.2f}", f"{y:.2f}"
-            self._writer.writerow(row)
+            row = record_row(face, self.landmarks)
+            row.update(frame=result.index, time_s=result.time_s, model=result.model,
+                       image="" if image is None else str(image))
+            self._writer.writerow({c: format_cell(c, row.get(c)) for c in self.columns})
             self.rows += 1
         self._file.flush()
 
