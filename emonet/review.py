@@ -44,6 +44,7 @@ import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ CSV_DATASET_KWARGS = ("arousal_range", "crop", "cleaned", "classes")
 _DETAIL_NAME = re.compile(r"^\d{3,}_row\d+\.png$")
 
 __all__ = [
-    "SORT_ORDERS", "confidence_scores", "open_test_set", "prepare_batch", "quality_scores",
-    "review_predictions_with_visualization", "sort_order",
+    "SORT_ORDERS", "ReviewTable", "compute_review_table", "confidence_scores", "open_test_set", "prepare_batch",
+    "quality_scores", "review_predictions_with_visualization", "sort_order", "write_review_files",
 ]
 
 
@@ -156,9 +157,20 @@ def _label_space(dataset: Dataset, model: nn.Module, multi_label: bool) -> tuple
     if [c.lower() for c in data_names] != [c.lower() for c in names]:
         warnings.warn(
             f"model classes {names[:4]}... differ from the test set's {data_names[:4]}...; compared by position",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=4,  # -> _check_test_set -> review_predictions_with_visualization -> caller
         )
     return True, ""
+
+
+def _check_test_set(dataset: Dataset, model: nn.Module, source: str) -> tuple[bool, str]:
+    """Refuse an empty test set; whether its labels are scored (else a warning says why only V/A are)."""
+    if len(dataset) == 0:
+        raise ValueError(f"{source}: the test set is empty (no rows to review)")
+    labels_ok, labels_why = _label_space(dataset, model, bool(getattr(model, "multi_label", False)))
+    if not labels_ok:
+        warnings.warn(f"{source}: label metrics skipped: {labels_why}; only valence/arousal are scored",
+                      UserWarning, stacklevel=3)  # the caller of review_predictions_with_visualization
+    return labels_ok, labels_why
 
 
 # ------------------------------------------------------------------------------------------ scores/order
@@ -199,30 +211,289 @@ def sort_order(sort_by: str, quality: np.ndarray, confidence: np.ndarray, seed: 
     return np.argsort(key, kind="stable")
 
 
+# ------------------------------------------------------------------------------------------ dual inputs
+def _resolve_model(model_or_checkpoint: str | os.PathLike | nn.Module, device: torch.device) -> tuple[nn.Module, str | None]:
+    """The review's model argument is either a checkpoint file or a model already loaded.
+
+    A file is read by :func:`emonet.evaluation.load_weights` onto ``device``; a model is moved to ``device`` and
+    put in eval mode. Returns ``(model, checkpoint)``, where ``checkpoint`` (written to metrics.json) is the
+    file, or a loaded model's ``checkpoint_path`` attribute (None when it has none).
+    """
+    if isinstance(model_or_checkpoint, nn.Module):
+        return model_or_checkpoint.to(device).eval(), getattr(model_or_checkpoint, "checkpoint_path", None)
+    return load_weights(model_or_checkpoint, device=device), str(model_or_checkpoint)
+
+
+def _resolve_test_set(
+    csv_or_dataset: str | os.PathLike | Dataset, images_dir: str | os.PathLike | None, model: nn.Module,
+    dataset_kwargs: Mapping[str, Any] | None,
+) -> tuple[Dataset, str, str]:
+    """The review's test-set argument is either a dataset object or a test CSV.
+
+    A dataset is used as it is (``images_dir`` and ``dataset_kwargs`` do not apply; its class name is both the
+    kind and the source in metrics.json); a CSV is opened by :func:`open_test_set`. Returns
+    ``(dataset, kind, source)``.
+    """
+    if isinstance(csv_or_dataset, Dataset):
+        name = type(csv_or_dataset).__name__
+        return csv_or_dataset, name, name
+    dataset, kind = open_test_set(csv_or_dataset, images_dir, model, dataset_kwargs)
+    return dataset, kind, str(csv_or_dataset)
+
+
+# ------------------------------------------------------------------------------------ compute the table
+@dataclass
+class ReviewTable:
+    """The review computed from the predictions, before any file is written."""
+
+    scored: pd.DataFrame  # one row per scored item, dataset order; `order` and the figures index these rows
+    predictions: pd.DataFrame  # `scored` plus one row per item left out (the ``error`` column): predictions.csv
+    order: np.ndarray  # positions in `scored`, in the display order (``sort_by``)
+    class_names: list[str]
+    multi_label: bool
+    labels_ok: bool  # the test set's labels are scored against the model's classes
+    true_va: np.ndarray  # (n, 2) valence, arousal
+    pred_va: np.ndarray  # (n, 2)
+    probabilities: np.ndarray  # (n, classes): sigmoid scores (multi-label) or softmax probabilities
+    truth: np.ndarray | None  # multi-hot (multi-label) or class indices; None when labels are not scored
+    pred_sets: np.ndarray | None  # score >= threshold (multi-label models)
+    va_report: dict[str, Any]  # {"valence": {...}, "arousal": {...}}
+    label_summary: dict[str, Any]  # label metrics ({} when labels are not scored)
+    per_class: pd.DataFrame
+
+    def scores_summary(self, labels_why: str = "") -> dict[str, Any]:
+        """metrics.json's scores: V/A metrics, mean error, quality and confidence, label metrics (or why none)."""
+        return {
+            "valence": self.va_report["valence"], "arousal": self.va_report["arousal"],
+            "mean_va_abs_error": float(np.nanmean(self.scored["va_abs_error"].to_numpy())),
+            "mean_quality": float(np.nanmean(self.scored["quality"].to_numpy())),
+            "mean_confidence": float(np.mean(self.scored["confidence"].to_numpy())),
+            "labels": self.label_summary if self.labels_ok else None, "labels_skipped_reason": labels_why or None,
+        }
+
+
+def _scored_truth(predicted: Any, n_classes: int, multi_label: bool, labels_ok: bool, source: str) -> np.ndarray | None:
+    if not labels_ok:
+        return None
+    truth = np.asarray(predicted.labels, np.float64 if multi_label else np.int64)
+    if not multi_label:
+        bad = truth[(truth < 0) | (truth >= n_classes)]
+        if bad.size:
+            raise ValueError(f"{source}: label {int(bad[0])} outside the model's {n_classes} classes")
+    return truth
+
+
+def _va_columns(true_va: np.ndarray, pred_va: np.ndarray) -> dict[str, np.ndarray]:
+    columns = {
+        "true_valence": true_va[:, 0], "true_arousal": true_va[:, 1],
+        "pred_valence": pred_va[:, 0], "pred_arousal": pred_va[:, 1],
+        "valence_abs_error": np.abs(pred_va[:, 0] - true_va[:, 0]),
+        "arousal_abs_error": np.abs(pred_va[:, 1] - true_va[:, 1]),
+    }
+    columns["va_abs_error"] = (columns["valence_abs_error"] + columns["arousal_abs_error"]) / 2
+    return columns
+
+
+def _label_columns(
+    probs: np.ndarray, truth: np.ndarray | None, class_names: list[str], multi_label: bool, threshold: float
+) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """The truth/prediction label columns (in CSV order), the per-sample label term and the predicted sets."""
+    columns: dict[str, Any] = {}
+    if multi_label:
+        pred_sets = probs >= threshold
+        label_term = None if truth is None else M.sample_f1(truth > 0.5, pred_sets)
+        if truth is not None:
+            columns["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth]
+        # Highest score first, so that a truncated list (grid cells) shows the model's strongest labels.
+        by_score = np.argsort(-probs, axis=1, kind="stable")
+        columns["pred_labels"] = [
+            ";".join(class_names[j] for j in order_j if pred_sets[i, j]) for i, order_j in enumerate(by_score)
+        ]
+        if label_term is not None:
+            columns["label_f1"] = label_term
+        return columns, label_term, pred_sets
+    pred_idx = probs.argmax(axis=1)
+    label_term = None if truth is None else (pred_idx == truth).astype(np.float64)
+    if truth is not None:
+        columns["true_label"] = [class_names[i] for i in truth]
+    columns["pred_label"] = [class_names[i] for i in pred_idx]
+    if label_term is not None:
+        columns["correct"] = label_term.astype(bool)
+    return columns, label_term, None
+
+
+def compute_review_table(
+    predicted: Any, dataset: Dataset, class_names: Sequence[str], multi_label: bool, labels_ok: bool,
+    threshold: float = 0.5, sort_by: str = "random", seed: int = 0, source: str = "test set",
+) -> ReviewTable:
+    """Predictions -> the review table and metrics; writes nothing.
+
+    ``predicted``: what :func:`emonet.evaluation.predict_dataset` returned for ``dataset``; ``labels_ok``:
+    whether the dataset's labels are scored against ``class_names`` (else only valence/arousal are);
+    ``source`` names the test set in error messages.
+    """
+    class_names = [str(c) for c in class_names]
+    truth = _scored_truth(predicted, len(class_names), multi_label, labels_ok, source)
+    # Missing V/A truth (NaN) drops those pairs, and degenerate classes: MetricWarnings tell the user.
+    scores = score_predictions(predicted, threshold, labels=labels_ok)
+    true_va = np.stack([predicted.targets["valence"], predicted.targets["arousal"]], axis=1).astype(np.float64)
+    pred_va = np.stack([predicted.valence, predicted.arousal], axis=1).astype(np.float64)
+    probs = predicted.probabilities
+    idx = predicted.index.tolist()
+    table: dict[str, Any] = {"index": idx, "id": [_sample_id(dataset, i, path) for i, path in zip(idx, predicted.path)]}
+    table.update(_va_columns(true_va, pred_va))
+    label_columns, label_term, pred_sets = _label_columns(probs, truth, class_names, multi_label, threshold)
+    table.update(label_columns)
+    table["confidence"] = confidence = confidence_scores(probs, multi_label)
+    table["quality"] = quality = quality_scores(true_va, pred_va, label_term)
+    order = sort_order(sort_by, quality, confidence, seed)
+    rank = np.empty(len(idx), dtype=np.int64)
+    rank[order] = np.arange(len(idx))
+    table["rank"] = rank
+    prefix = "score_" if multi_label else "prob_"
+    for j, name in enumerate(class_names):
+        table[f"{prefix}{name}"] = probs[:, j]
+    table["error"] = ""
+    scored = pd.DataFrame(table)
+    return ReviewTable(
+        scored=scored, predictions=_with_error_rows(scored, predicted.errors, dataset), order=order,
+        class_names=class_names, multi_label=multi_label, labels_ok=labels_ok, true_va=true_va, pred_va=pred_va,
+        probabilities=probs, truth=truth, pred_sets=pred_sets,
+        va_report={"valence": scores["valence"], "arousal": scores["arousal"]},
+        label_summary=scores["labels"] or {},
+        per_class=scores["per_class"] if scores["per_class"] is not None else pd.DataFrame(),
+    )
+
+
+# ------------------------------------------------------------------------------------ write and draw
+def write_review_files(
+    review: ReviewTable, dataset: Dataset, output_dir: str | os.PathLike, num_samples: int = 20,
+    detailed_samples: int = 20, sort_by: str = "random", threshold: float = 0.5,
+) -> list[Path]:
+    """The review's CSVs and figures into ``output_dir`` (created if needed); metrics.json is the caller's.
+
+    Only the images shown are read again from ``dataset`` (keeping every image of a large test set in memory
+    is not an option). Returns the files written.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n, names, threshold_g = len(review.scored), review.class_names, f"{threshold:g}"
+    true_va, pred_va = review.true_va, review.pred_va
+    files = [write_text_atomic(out / "predictions.csv", review.predictions.to_csv(index=False)),
+             write_text_atomic(out / "per_class_metrics.csv", review.per_class.to_csv(index=False))]
+    files.append(V.save_figure(V.plot_va_scatter(
+        true_va[:, 0], pred_va[:, 0], true_va[:, 1], pred_va[:, 1], metrics=review.va_report,
+        title=f"Predicted vs true valence and arousal (n={n})"), out / "va_scatter.png"))
+    if review.labels_ok and review.multi_label:
+        files.append(V.save_figure(V.plot_cooccurrence(review.truth > 0.5, review.pred_sets, names,
+                                                       title=f"True vs predicted labels (threshold {threshold_g})"),
+                                   out / "cooccurrence.png"))
+    elif review.labels_ok:
+        files.append(V.save_figure(V.plot_confusion_matrix(review.label_summary["confusion_matrix"], names,
+                                                           title=f"Confusion matrix (n={n})"),
+                                   out / "confusion_matrix.png"))
+    shown = review.order[: max(num_samples, detailed_samples)]
+    images = {int(p): dataset[int(review.scored["index"].iat[int(p)])]["image"] for p in shown}
+    if num_samples > 0:
+        files.append(_write_grid(review, images, num_samples, sort_by, out / f"grid_{sort_by}.png"))
+    files.extend(_write_details(review, images, detailed_samples, sort_by, threshold, out / "detailed"))
+    return files
+
+
+def _write_grid(review: ReviewTable, images: Mapping[int, np.ndarray], num_samples: int, sort_by: str,
+                path: Path) -> Path:
+    cells = []
+    for p in review.order[:num_samples]:
+        row = review.scored.iloc[int(p)]
+        cells.append({
+            "image": images[int(p)],
+            "true_labels": _row_labels(row, "true", review.multi_label, review.labels_ok),
+            "pred_labels": _row_labels(row, "pred", review.multi_label, True),
+            "true_va": (row["true_valence"], row["true_arousal"]),
+            "pred_va": (row["pred_valence"], row["pred_arousal"]),
+            "caption": f"#{int(row['rank']) + 1}  row {int(row['index'])}  " + (
+                f"conf {row['confidence']:.2f}" if sort_by == "confidence" else f"q {row['quality']:.2f}"
+            ),
+        })
+    return V.save_figure(V.plot_sample_grid(
+        cells, ncols=5, title=f"Predictions vs ground truth — {sort_by} order ({len(cells)} of {len(review.scored)})",
+        footnote="q = per-sample quality in [0, 1] (1 = perfect labels and V/A); conf = model confidence"), path)
+
+
+def _write_details(review: ReviewTable, images: Mapping[int, np.ndarray], detailed_samples: int, sort_by: str,
+                   threshold: float, detail_dir: Path) -> list[Path]:
+    if detail_dir.is_dir():
+        for old in detail_dir.iterdir():
+            if _DETAIL_NAME.match(old.name):  # only panels this function wrote before
+                old.unlink()
+    multi_label, names = review.multi_label, review.class_names
+    files = []
+    for p in review.order[:detailed_samples]:
+        row = review.scored.iloc[int(p)]
+        r = int(row["rank"])
+        # No labels for these classes (EmoNet's on EMOTIC): no truth bars, so no truth legend either.
+        truth_vec = None
+        if review.labels_ok:
+            truth_vec = review.truth[p] if multi_label else np.eye(len(names))[review.truth[p]]
+        files.append(V.save_figure(V.plot_sample_detail(
+            images[int(p)], review.probabilities[p], truth_vec, names,
+            pred_va=(row["pred_valence"], row["pred_arousal"]), true_va=(row["true_valence"], row["true_arousal"]),
+            metrics=_detail_info(review, row, int(p), truth_vec), threshold=threshold if multi_label else None,
+            title=f"#{r + 1} ({sort_by})  row {int(row['index'])}: {Path(str(row['id'])).name}",
+            score_label="predicted score" if multi_label else "predicted probability"),
+            detail_dir / f"{r + 1:03d}_row{int(row['index'])}.png"))
+    return files
+
+
+def _detail_info(review: ReviewTable, row: pd.Series, p: int, truth_vec: np.ndarray | None) -> dict[str, Any]:
+    """The numbers listed beside one detailed panel."""
+    info: dict[str, Any] = {
+        "rank": int(row["rank"]) + 1, "row": int(row["index"]),
+        "true valence": float(row["true_valence"]), "pred valence": float(row["pred_valence"]),
+        "true arousal": float(row["true_arousal"]), "pred arousal": float(row["pred_arousal"]),
+        "|dV|": float(row["valence_abs_error"]), "|dA|": float(row["arousal_abs_error"]),
+    }
+    if review.labels_ok and review.multi_label:
+        info["label F1"] = float(row["label_f1"])
+        info["n true labels"] = int(truth_vec.sum())
+        info["n predicted"] = int(review.pred_sets[p].sum())
+    elif review.labels_ok:
+        info["true class"] = row["true_label"]
+        info["pred class"] = row["pred_label"]
+        info["correct"] = "yes" if row["correct"] else "no"
+    info["confidence"] = float(row["confidence"])
+    info["quality q"] = float(row["quality"])
+    return info
+
+
 # ------------------------------------------------------------------------------------------------ review
+def _check_review_args(sort_by: str, batch_size: int, num_samples: int, detailed_samples: int) -> None:
+    if sort_by not in SORT_ORDERS:
+        raise ValueError(f"sort_by must be one of {SORT_ORDERS}, got {sort_by!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_samples < 0 or detailed_samples < 0:
+        raise ValueError("num_samples and detailed_samples must be >= 0")
+
+
 def review_predictions_with_visualization(
-    model_checkpoint_path: str | os.PathLike | nn.Module,
-    test_csv_path: str | os.PathLike | Dataset,
-    img_arrays_dir: str | os.PathLike | None,
-    output_dir: str | os.PathLike,
-    num_samples: int = 20,
-    detailed_samples: int = 20,
-    sort_by: str = "random",
-    device: str = "auto",
-    batch_size: int = 32,
-    seed: int = 0,
-    threshold: float = 0.5,
-    *,
-    dataset_kwargs: Mapping[str, Any] | None = None,
-    flip_tta: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
+    model_checkpoint_path: str | os.PathLike | nn.Module, test_csv_path: str | os.PathLike | Dataset,
+    img_arrays_dir: str | os.PathLike | None, output_dir: str | os.PathLike, num_samples: int = 20,
+    detailed_samples: int = 20, sort_by: str = "random", device: str = "auto", batch_size: int = 32, seed: int = 0,
+    threshold: float = 0.5, *, dataset_kwargs: Mapping[str, Any] | None = None, flip_tta: bool = False,
+    num_workers: int = 0, progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every test row, compute metrics and write the review files (see the module docstring).
 
+    The work is :func:`compute_review_table` (the table and metrics) then :func:`write_review_files` (CSVs and
+    figures) and metrics.json.
+
     Args:
-        model_checkpoint_path: checkpoint file (official EmoNet or project checkpoint) or a loaded model.
-        test_csv_path: EMOTIC annotation CSV, ``path,label,valence,arousal`` CSV, or a dataset object.
+        model_checkpoint_path: either a checkpoint file (official EmoNet or project checkpoint) or a model already
+            loaded (an ``nn.Module``, moved to ``device``); see :func:`_resolve_model`.
+        test_csv_path: either an EMOTIC annotation CSV or a ``path,label,valence,arousal`` CSV, or a dataset
+            object used as it is (then ``img_arrays_dir`` and ``dataset_kwargs`` do not apply); see
+            :func:`_resolve_test_set`.
         img_arrays_dir: EMOTIC ``img_arrs/`` folder, or the folder image paths start from (None: the CSV's).
         output_dir: created if needed; the files listed above are replaced, other files are left alone.
         num_samples: samples in the grid; detailed_samples: detailed panels (both in ``sort_by`` order).
@@ -236,198 +507,42 @@ def review_predictions_with_visualization(
     Returns:
         ``{"predictions": DataFrame, "metrics": dict, "per_class": DataFrame, "files": [Path, ...]}``.
     """
-    if sort_by not in SORT_ORDERS:
-        raise ValueError(f"sort_by must be one of {SORT_ORDERS}, got {sort_by!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if num_samples < 0 or detailed_samples < 0:
-        raise ValueError("num_samples and detailed_samples must be >= 0")
+    _check_review_args(sort_by, batch_size, num_samples, detailed_samples)
     inputs = [p for p in (model_checkpoint_path, test_csv_path, img_arrays_dir) if isinstance(p, (str, os.PathLike))]
     check_output(output_dir, inputs=inputs, kind="dir", option="output_dir")  # before any work
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    if isinstance(model_checkpoint_path, nn.Module):
-        checkpoint = getattr(model_checkpoint_path, "checkpoint_path", None)
-        model = model_checkpoint_path.to(dev).eval()
-    else:
-        checkpoint = str(model_checkpoint_path)
-        model = load_weights(model_checkpoint_path, device=dev)
+    model, checkpoint = _resolve_model(model_checkpoint_path, dev)
     multi_label = bool(getattr(model, "multi_label", False))
-    class_names = [str(c) for c in model.class_names]
-    if isinstance(test_csv_path, Dataset):
-        dataset, kind, source = test_csv_path, type(test_csv_path).__name__, type(test_csv_path).__name__
-    else:
-        dataset, kind = open_test_set(test_csv_path, img_arrays_dir, model, dataset_kwargs)
-        source = str(test_csv_path)
-    if len(dataset) == 0:
-        raise ValueError(f"{source}: the test set is empty (no rows to review)")
-    labels_ok, labels_why = _label_space(dataset, model, multi_label)
-    if not labels_ok:
-        warnings.warn(f"{source}: label metrics skipped: {labels_why}; only valence/arousal are scored",
-                      UserWarning, stacklevel=2)
+    dataset, kind, source = _resolve_test_set(test_csv_path, img_arrays_dir, model, dataset_kwargs)
+    labels_ok, labels_why = _check_test_set(dataset, model, source)
     timing["load_s"] = time.perf_counter() - t0
 
-    # -- inference (the one evaluation path) -------------------------------------------------------------
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # inference: the one evaluation path
     predicted = predict_dataset(model, dataset, batch_size, num_workers, flip_tta, dev, progress, desc="review")
     require_scored(predicted, dataset)
-    n = predicted.n_scored
-    idx = predicted.index.tolist()
-    ids = [_sample_id(dataset, i, path) for i, path in zip(idx, predicted.path)]
-    true_va_a = np.stack([predicted.targets["valence"], predicted.targets["arousal"]], axis=1).astype(np.float64)
-    pred_va_a = np.stack([predicted.valence, predicted.arousal], axis=1).astype(np.float64)
-    probs_a = predicted.probabilities
     timing["inference_s"] = time.perf_counter() - t0
 
-    # -- metrics ---------------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    truth_a: np.ndarray | None = None
-    if labels_ok:
-        truth_a = np.asarray(predicted.labels, np.float64 if multi_label else np.int64)
-        if not multi_label:
-            bad = truth_a[(truth_a < 0) | (truth_a >= len(class_names))]
-            if bad.size:
-                raise ValueError(f"{source}: label {int(bad[0])} outside the model's {len(class_names)} classes")
-    # Missing V/A truth (NaN) drops those pairs, and degenerate classes: MetricWarnings tell the user.
-    scores = score_predictions(predicted, threshold, labels=labels_ok)
-    va_report = {"valence": scores["valence"], "arousal": scores["arousal"]}
-    summary: dict[str, Any] = scores["labels"] or {}
-    per_class = scores["per_class"] if scores["per_class"] is not None else pd.DataFrame()
-    label_term: np.ndarray | None = None
-    pred_sets: np.ndarray | None = None
-    table: dict[str, Any] = {"index": idx, "id": ids}
-    table.update({
-        "true_valence": true_va_a[:, 0], "true_arousal": true_va_a[:, 1],
-        "pred_valence": pred_va_a[:, 0], "pred_arousal": pred_va_a[:, 1],
-        "valence_abs_error": np.abs(pred_va_a[:, 0] - true_va_a[:, 0]),
-        "arousal_abs_error": np.abs(pred_va_a[:, 1] - true_va_a[:, 1]),
-    })
-    table["va_abs_error"] = (table["valence_abs_error"] + table["arousal_abs_error"]) / 2
-    if multi_label:
-        pred_sets = probs_a >= threshold
-    else:
-        pred_idx = probs_a.argmax(axis=1)
-    if labels_ok and multi_label:
-        label_term = M.sample_f1(truth_a > 0.5, pred_sets)
-        table["true_labels"] = [";".join(np.asarray(class_names)[row > 0.5]) for row in truth_a]
-    elif labels_ok:
-        label_term = (pred_idx == truth_a).astype(np.float64)
-        table["true_label"] = [class_names[i] for i in truth_a]
-    if multi_label:
-        # Highest score first, so that a truncated list (grid cells) shows the model's strongest labels.
-        by_score = np.argsort(-probs_a, axis=1, kind="stable")
-        table["pred_labels"] = [
-            ";".join(class_names[j] for j in order_j if pred_sets[i, j]) for i, order_j in enumerate(by_score)
-        ]
-        if label_term is not None:
-            table["label_f1"] = label_term
-    else:
-        table["pred_label"] = [class_names[i] for i in pred_idx]
-        if label_term is not None:
-            table["correct"] = label_term.astype(bool)
-    confidence = confidence_scores(probs_a, multi_label)
-    quality = quality_scores(true_va_a, pred_va_a, label_term)
-    table["confidence"] = confidence
-    table["quality"] = quality
-    order = sort_order(sort_by, quality, confidence, seed)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    table["rank"] = rank
-    prefix = "score_" if multi_label else "prob_"
-    for j, name in enumerate(class_names):
-        table[f"{prefix}{name}"] = probs_a[:, j]
-    table["error"] = ""
-    scored = pd.DataFrame(table)  # the scored items; `order` and the figures index these rows
-    predictions = _with_error_rows(scored, predicted.errors, dataset)
+    review = compute_review_table(predicted, dataset, model.class_names, multi_label, labels_ok, threshold, sort_by,
+                                  seed, source)
     metrics: dict[str, Any] = {
         "checkpoint": checkpoint, "arch": getattr(model, "arch", type(model).__name__), "test_set": source,
         "dataset_kind": kind, "images_dir": None if img_arrays_dir is None else str(img_arrays_dir),
-        "n_samples": len(dataset), "n_scored": n, "n_errors": predicted.n_errors, "multi_label": multi_label, "class_names": class_names, "threshold": float(threshold),
+        "n_samples": len(dataset), "n_scored": predicted.n_scored, "n_errors": predicted.n_errors,
+        "multi_label": multi_label, "class_names": review.class_names, "threshold": float(threshold),
         "sort_by": sort_by, "seed": seed, "device": str(dev), "flip_tta": flip_tta,
-        "valence": va_report["valence"], "arousal": va_report["arousal"],
-        "mean_va_abs_error": float(np.nanmean(table["va_abs_error"])),
-        "mean_quality": float(np.nanmean(quality)), "mean_confidence": float(np.mean(confidence)),
-        "labels": summary if labels_ok else None, "labels_skipped_reason": labels_why or None,
+        **review.scores_summary(labels_why),
     }
     timing["metrics_s"] = time.perf_counter() - t0
 
-    # -- files -----------------------------------------------------------------------------------------
     t0 = time.perf_counter()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    files.append(write_text_atomic(out / "predictions.csv", predictions.to_csv(index=False)))
-    files.append(write_text_atomic(out / "per_class_metrics.csv", per_class.to_csv(index=False)))
-    files.append(V.save_figure(V.plot_va_scatter(
-        true_va_a[:, 0], pred_va_a[:, 0], true_va_a[:, 1], pred_va_a[:, 1], metrics=va_report,
-        title=f"Predicted vs true valence and arousal (n={n})"), out / "va_scatter.png"))
-    if labels_ok and multi_label:
-        files.append(V.save_figure(V.plot_cooccurrence(truth_a > 0.5, pred_sets, class_names,
-                                                       title=f"True vs predicted labels (threshold {threshold:g})"),
-                                   out / "cooccurrence.png"))
-    elif labels_ok:
-        files.append(V.save_figure(V.plot_confusion_matrix(summary["confusion_matrix"], class_names,
-                                                           title=f"Confusion matrix (n={n})"),
-                                   out / "confusion_matrix.png"))
-    shown = order[: max(num_samples, detailed_samples)]
-    # Only the shown images are read again (keeping every image of a large test set in memory is not an option).
-    images = {int(p): dataset[int(idx[p])]["image"] for p in shown}
-    if num_samples > 0:
-        cells = []
-        for p in order[:num_samples]:
-            row = scored.iloc[int(p)]
-            cells.append({
-                "image": images[int(p)],
-                "true_labels": _row_labels(row, "true", multi_label, labels_ok),
-                "pred_labels": _row_labels(row, "pred", multi_label, True),
-                "true_va": (row["true_valence"], row["true_arousal"]),
-                "pred_va": (row["pred_valence"], row["pred_arousal"]),
-                "caption": f"#{int(row['rank']) + 1}  row {int(row['index'])}  " + (
-                    f"conf {row['confidence']:.2f}" if sort_by == "confidence" else f"q {row['quality']:.2f}"
-                ),
-            })
-        files.append(V.save_figure(V.plot_sample_grid(
-            cells, ncols=5, title=f"Predictions vs ground truth — {sort_by} order ({len(cells)} of {n})",
-            footnote="q = per-sample quality in [0, 1] (1 = perfect labels and V/A); conf = model confidence"),
-            out / f"grid_{sort_by}.png"))
-    detail_dir = out / "detailed"
-    if detail_dir.is_dir():
-        for old in detail_dir.iterdir():
-            if _DETAIL_NAME.match(old.name):  # only panels this function wrote before
-                old.unlink()
-    for p in order[:detailed_samples]:
-        row = scored.iloc[int(p)]
-        r = int(row["rank"])
-        # No labels for these classes (EmoNet's on EMOTIC): no truth bars, so no truth legend either.
-        truth_vec = (truth_a[p] if multi_label else np.eye(len(class_names))[truth_a[p]]) if labels_ok else None
-        info: dict[str, Any] = {
-            "rank": r + 1, "row": int(row["index"]),
-            "true valence": float(row["true_valence"]), "pred valence": float(row["pred_valence"]),
-            "true arousal": float(row["true_arousal"]), "pred arousal": float(row["pred_arousal"]),
-            "|dV|": float(row["valence_abs_error"]), "|dA|": float(row["arousal_abs_error"]),
-        }
-        if labels_ok and multi_label:
-            info["label F1"] = float(row["label_f1"])
-            info["n true labels"] = int(truth_vec.sum())
-            info["n predicted"] = int(pred_sets[p].sum())
-        elif labels_ok:
-            info["true class"] = row["true_label"]
-            info["pred class"] = row["pred_label"]
-            info["correct"] = "yes" if row["correct"] else "no"
-        info["confidence"] = float(row["confidence"])
-        info["quality q"] = float(row["quality"])
-        files.append(V.save_figure(V.plot_sample_detail(
-            images[int(p)], probs_a[p], truth_vec, class_names,
-            pred_va=(row["pred_valence"], row["pred_arousal"]), true_va=(row["true_valence"], row["true_arousal"]),
-            metrics=info, threshold=threshold if multi_label else None,
-            title=f"#{r + 1} ({sort_by})  row {int(row['index'])}: {Path(str(row['id'])).name}",
-            score_label="predicted score" if multi_label else "predicted probability"),
-            detail_dir / f"{r + 1:03d}_row{int(row['index'])}.png"))
+    files = write_review_files(review, dataset, output_dir, num_samples, detailed_samples, sort_by, threshold)
     timing["figures_s"] = time.perf_counter() - t0
     metrics["timing_s"] = timing
-    files.insert(1, write_text_atomic(out / "metrics.json", json.dumps(json_ready(metrics), indent=2) + "\n"))
-    return {"predictions": predictions, "metrics": metrics, "per_class": per_class, "files": files}
+    files.insert(1, write_text_atomic(Path(output_dir) / "metrics.json", json.dumps(json_ready(metrics), indent=2) + "\n"))
+    return {"predictions": review.predictions, "metrics": metrics, "per_class": review.per_class, "files": files}
 
 
 def _row_labels(row: pd.Series, which: str, multi_label: bool, available: bool) -> list[str]:

@@ -35,10 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from emonet.crops import FaceCrops
+from emonet.drawing import OverlayRenderer
 from emonet.faces import CropRegion, FaceDetector
 from emonet.predictor import NON_FINITE_ERROR, CropBatchResult, Predictor
 from emonet.tracking import IoUTracker, TrackSmoothers
-from emonet.video.overlay import OverlayRenderer
 from emonet.video.results import FaceResult, FrameResult, LocatedFace, LocatedFrame, VideoSummary
 from emonet.video.sources import Frame, FrameSource
 from emonet.video.writers import FrameCsvWriter, FrameVideoWriter, plot_tracks
@@ -81,6 +81,13 @@ def predict_located(predictor: Predictor, frames: Sequence[LocatedFrame], model:
 
 
 # -- engine ----------------------------------------------------------------------------------------------
+def _crop_fields(region: CropRegion | None) -> dict:
+    """The crop square of a face record (emonet.records.FaceRecord) from the region the model saw."""
+    if region is None:
+        return {}
+    return {"crop_x0": region.x0, "crop_y0": region.y0, "crop_side": region.side}
+
+
 class VideoEngine:
     """Detection + tracking + batched prediction + per-track smoothing, in three stages (see the module doc).
 
@@ -210,27 +217,31 @@ class VideoEngine:
                 if not batch.valid[k]:  # never smoothed into the track's history, never labelled
                     nan = float("nan")
                     faces.append(FaceResult(
-                        face.track_id, clipped, face.score, nan, nan, "", np.full(len(predictor.class_names), nan),
-                        nan, nan, detected=located.detected, error=NON_FINITE_ERROR, crop=region,
-                        crop_method=located.methods[m][k],
+                        k, clipped, face.score, nan, nan, "", dict.fromkeys(predictor.class_names, nan),
+                        error=NON_FINITE_ERROR, **_crop_fields(region), crop_method=located.methods[m][k],
+                        face_id=face.track_id, frame=located.index, time_s=located.time_s, detected=located.detected,
+                        valence_raw=nan, arousal_raw=nan,
                     ))
                     continue
                 raw = np.concatenate([[batch.valence[k], batch.arousal[k]], batch.probabilities[k]])
                 smooth = smoothers(face.track_id, raw, located.time_s)
                 probs = smooth[2:]
                 faces.append(FaceResult(
+                    face=k,
                     face_id=face.track_id,
+                    frame=located.index,
+                    time_s=located.time_s,
                     box=clipped,
                     score=face.score,
                     valence=float(np.clip(smooth[0], -1, 1)),
                     arousal=float(np.clip(smooth[1], -1, 1)),
                     expression=predictor.class_names[int(np.argmax(probs))],
-                    probabilities=probs,
+                    probabilities=dict(zip(predictor.class_names, probs.tolist())),
                     valence_raw=float(raw[0]),
                     arousal_raw=float(raw[1]),
                     detected=located.detected,
                     landmarks=None if batch.landmarks is None else region.to_image(batch.landmarks[k]),
-                    crop=region,
+                    **_crop_fields(region),
                     crop_method=located.methods[m][k],
                 ))
             results.append(FrameResult(located.index, located.time_s, self.names[m], faces, located.detected))
@@ -320,6 +331,121 @@ def _located_frames(
             yield frame, engine.locate(frame.image, frame.index, frame.time_s, models, new_scene=frame.new_scene)
 
 
+def iter_frame_results(
+    engine: VideoEngine, source: FrameSource, models: Sequence[int], max_frames: int | None = None,
+    overlap: bool = True, batch_frames: int = 1,
+) -> Iterator[tuple[Frame, list[FrameResult] | None]]:
+    """The compute half of :func:`process_video`: ``(frame, one FrameResult per model)`` in frame order, or
+    ``(frame, None)`` for an unreadable file of an image folder. Writes nothing.
+
+    ``overlap``: stage (a) in a background thread (see :func:`process_video`); ``batch_frames``: frames per
+    forward. If the source fails, the frames read before it are yielded first, then the error is raised.
+    Close the generator (or run it to the end) to stop the background thread.
+    """
+    pending: list[tuple[Frame, LocatedFrame]] = []
+
+    def flush() -> Iterator[tuple[Frame, list[FrameResult]]]:  # stages (b) and (c) for the pending frames
+        outputs = engine.predict([located for _, located in pending])
+        for (frame, located), output in zip(pending, outputs):
+            yield frame, engine.finish(located, output)
+        pending.clear()
+
+    stream = _located_frames(engine, source, models, max_frames)
+    prefetcher = _Prefetcher(stream, QUEUE_FRAMES) if overlap else None
+    items = iter(prefetcher if prefetcher is not None else stream)
+    try:
+        while True:
+            try:
+                frame, located = next(items)
+            except StopIteration:
+                break
+            except Exception:
+                yield from flush()  # the frames read before the source failed keep their rows
+                raise
+            if located is None:  # unreadable file of an image folder: an error row, then the next frame
+                yield from flush()
+                yield frame, None
+                continue
+            pending.append((frame, located))
+            if len(pending) >= batch_frames:
+                yield from flush()
+        yield from flush()
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
+
+
+class _VideoOutputs:
+    """The write half of :func:`process_video`: CSV rows, annotated video, progress bar and summary counts."""
+
+    def __init__(
+        self, engine: VideoEngine, source: FrameSource, model_ids: Sequence[int], csv_path, output_video,
+        max_frames: int | None, landmarks: bool, renderer, progress: bool, on_frame,
+    ) -> None:
+        self.engine, self.model_ids, self.on_frame = engine, list(model_ids), on_frame
+        names = [engine.predictors[m].class_names for m in self.model_ids]
+        self.summary = VideoSummary(source=source.description)
+        self.writer = FrameCsvWriter(csv_path, names, engine.smoothing not in ("none", None), landmarks,
+                                     model_column=len(self.model_ids) > 1, detected_column=engine.detect_every > 1,
+                                     image_column=source.has_paths) if csv_path else None
+        self.video = FrameVideoWriter(output_video, source.fps) if output_video else None
+        if self.video is not None and renderer is None:
+            renderer = OverlayRenderer(engine.class_names, show_landmarks=landmarks)
+        self.renderer = renderer
+        total = source.frame_count if max_frames is None else min(source.frame_count or max_frames, max_frames)
+        # A bar only when the length is known (files, folders, --max-frames); live sources print the summary only.
+        self.bar = tqdm(total=total, unit="frame", desc="video", disable=not progress or total is None,
+                        file=sys.stderr)
+        self.ids: set[int] = set()
+
+    def write(self, frame: Frame, results: list[FrameResult]) -> None:
+        summary = self.summary
+        summary.frames += 1
+        summary.frames_with_faces += len(results[0].faces) > 0
+        if self.writer is not None:
+            for m, result in zip(self.model_ids, results):
+                self.writer.write(result, self.engine.predictors[m].class_names, frame.path)
+        summary.faces += sum(len(r.faces) for r in results)
+        self.ids.update(f.face_id for f in results[0].faces)
+        canvas = None
+        if self.video is not None or self.on_frame is not None and self.renderer is not None:
+            canvas = self.renderer.render(frame.image, results)
+        if self.video is not None:
+            self.video.write(canvas)
+        if self.on_frame is not None:
+            self.on_frame(frame, results, canvas)
+        self.bar.update(1)
+
+    def write_unreadable(self, frame: Frame) -> None:
+        self.summary.unreadable_frames += 1
+        if self.writer is not None:
+            self.writer.write_error(frame.index, frame.time_s, frame.error, frame.path)
+        self.bar.update(1)
+
+    def close(self, seconds: float) -> None:
+        self.bar.close()
+        self.summary.seconds = seconds
+        if self.writer is not None:
+            self.writer.close()
+        if self.video is not None:
+            self.video.close()
+
+    def summarize(self, engine: VideoEngine, source: FrameSource, csv_path, output_video, plot) -> VideoSummary:
+        """The summary once the files are closed (and the plot, drawn from the CSV)."""
+        summary = self.summary
+        summary.fps = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+        summary.tracks, summary.detections_run = len(self.ids), engine.detections_run
+        summary.crop_fallbacks = sum(p.crop_fallbacks for p in engine.predictors)
+        summary.disconnected = bool(getattr(source, "disconnected", False))
+        if csv_path is not None:
+            summary.csv = str(csv_path)
+        if self.video is not None and self.video.frames:
+            summary.video = str(output_video)
+        if plot is not None:
+            summary.plot = str(plot_tracks(csv_path, plot))
+        return summary
+
+
 def process_video(
     engine: VideoEngine,
     source: FrameSource,
@@ -338,7 +464,7 @@ def process_video(
     """Run ``engine`` over ``source`` headless and write the outputs as it goes.
 
     ``models``: predictor indices to run per frame (default: the active one; several add a ``model``
-    column and side-by-side panels). ``renderer``: an :class:`emonet.video.overlay.OverlayRenderer` (created
+    column and side-by-side panels). ``renderer``: an :class:`emonet.drawing.OverlayRenderer` (created
     when an output video is asked for). Ctrl-C stops cleanly: files are closed and the summary says
     ``interrupted``. Memory does not grow with the video length.
 
@@ -347,6 +473,8 @@ def process_video(
     faces of this many consecutive frames in one forward. Live sources (cameras, streams) ignore both: each
     frame is read only once the previous one is done (no added latency). Outputs are the same either way
     (up to floating-point differences between batch sizes for ``batch_frames`` > 1).
+
+    The results come from :func:`iter_frame_results` (compute); this function writes them.
     """
     if plot is not None and csv_path is None:
         raise ValueError("a plot needs a CSV path (the plot is drawn from the CSV at the end)")
@@ -355,86 +483,19 @@ def process_video(
     if source.live:
         overlap, batch_frames = False, 1
     model_ids = [engine.active] if models is None else list(models)
-    names = [engine.predictors[m].class_names for m in model_ids]
-    summary = VideoSummary(source=source.description)
-    writer = FrameCsvWriter(csv_path, names, engine.smoothing not in ("none", None), landmarks,
-                            model_column=len(model_ids) > 1, detected_column=engine.detect_every > 1,
-                            image_column=source.has_paths) if csv_path else None
-    video = FrameVideoWriter(output_video, source.fps) if output_video else None
-    if video is not None and renderer is None:
-        renderer = OverlayRenderer(engine.class_names, show_landmarks=landmarks)
-    total = source.frame_count if max_frames is None else min(source.frame_count or max_frames, max_frames)
-    # A bar only when the length is known (files, folders, --max-frames); live sources print the summary only.
-    bar = tqdm(total=total, unit="frame", desc="video", disable=not progress or total is None, file=sys.stderr)
-    ids: set[int] = set()
-    pending: list[tuple[Frame, LocatedFrame]] = []
-
-    def emit(frame: Frame, results: list[FrameResult]) -> None:
-        summary.frames += 1
-        summary.frames_with_faces += len(results[0].faces) > 0
-        if writer is not None:
-            for m, result in zip(model_ids, results):
-                writer.write(result, engine.predictors[m].class_names, frame.path)
-        summary.faces += sum(len(r.faces) for r in results)
-        ids.update(f.face_id for f in results[0].faces)
-        canvas = None
-        if video is not None or on_frame is not None and renderer is not None:
-            canvas = renderer.render(frame.image, results)
-        if video is not None:
-            video.write(canvas)
-        if on_frame is not None:
-            on_frame(frame, results, canvas)
-        bar.update(1)
-
-    def flush() -> None:  # stages (b) and (c) for the pending frames, in frame order
-        outputs = engine.predict([located for _, located in pending])
-        for (frame, located), output in zip(pending, outputs):
-            emit(frame, engine.finish(located, output))
-        pending.clear()
-
+    outputs = _VideoOutputs(engine, source, model_ids, csv_path, output_video, max_frames, landmarks, renderer,
+                            progress, on_frame)
     start = time.perf_counter()
-    stream = _located_frames(engine, source, model_ids, max_frames)
-    prefetcher = _Prefetcher(stream, QUEUE_FRAMES) if overlap else None
-    items = iter(prefetcher if prefetcher is not None else stream)
+    results = iter_frame_results(engine, source, model_ids, max_frames, overlap, batch_frames)
     try:
-        while True:
-            try:
-                frame, located = next(items)
-            except StopIteration:
-                break
-            except Exception:
-                flush()  # the frames read before the source failed keep their rows
-                raise
-            if located is None:  # unreadable file of an image folder: an error row, then the next frame
-                flush()
-                summary.unreadable_frames += 1
-                if writer is not None:
-                    writer.write_error(frame.index, frame.time_s, frame.error, frame.path)
-                bar.update(1)
-                continue
-            pending.append((frame, located))
-            if len(pending) >= batch_frames:
-                flush()
-        flush()
+        for frame, frame_results in results:
+            if frame_results is None:
+                outputs.write_unreadable(frame)
+            else:
+                outputs.write(frame, frame_results)
     except KeyboardInterrupt:
-        summary.interrupted = True
+        outputs.summary.interrupted = True
     finally:
-        if prefetcher is not None:
-            prefetcher.close()
-        bar.close()
-        summary.seconds = time.perf_counter() - start
-        if writer is not None:
-            writer.close()
-        if video is not None:
-            video.close()
-    summary.fps = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
-    summary.tracks, summary.detections_run = len(ids), engine.detections_run
-    summary.crop_fallbacks = sum(p.crop_fallbacks for p in engine.predictors)
-    summary.disconnected = bool(getattr(source, "disconnected", False))
-    if csv_path is not None:
-        summary.csv = str(csv_path)
-    if video is not None and video.frames:
-        summary.video = str(output_video)
-    if plot is not None:
-        summary.plot = str(plot_tracks(csv_path, plot))
-    return summary
+        results.close()  # stops the background thread
+        outputs.close(time.perf_counter() - start)
+    return outputs.summarize(engine, source, csv_path, output_video, plot)
