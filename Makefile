@@ -2,33 +2,42 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two installs (sizes: docs/install.md): the runtime (requirements.txt + the package) is all `make run` needs;
+# the tests add requirements-dev.txt (test tools, the app's Gradio + Playwright, Ray, Jupyter's kernel) on top.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 OUT ?= outputs/quickstart
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv venv-dev run test lint bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(RUN_STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	touch $@
 
-venv: $(STAMP)
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## the runtime environment only; venv-dev: with the test tools and every extra
+venv: $(RUN_STAMP)
+venv-dev: $(DEV_STAMP)
 
 ## the main job: the whole pipeline on the embedded samples (smoke scale), outputs under $(OUT)
-run: venv
+run: $(RUN_STAMP)
 	$(BIN)/python -m emonet quickstart --output-dir $(OUT)
 
 ## the test suite (no GPU, no downloads)
-test: venv
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
 
-lint: venv
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 
 ## benchmarks (print tables, write JSON under bench/results/)
-bench: venv
+bench: $(RUN_STAMP)
 	mkdir -p bench/results
 	$(BIN)/python bench/bench_inference.py --json bench/results/inference.json
 

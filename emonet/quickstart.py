@@ -1,7 +1,7 @@
 """The main job (`make run`): every step of the pipeline at smoke scale on embedded data, one output folder.
 
 Each step runs the same command a user runs on real data (printed before it runs), in a subprocess:
-EMOTIC-format fixture -> visibility -> preprocess -> train (ResNet-18 dual-head, tiny) ->
+EMOTIC-format fixture -> visibility -> preprocess (faces >= 50% visible) -> train (ResNet-18 dual-head, tiny) ->
 review (metrics + figures) -> video engine on a generated sample clip. When ``weights/emonet_8.pth`` is
 missing, it is first downloaded and verified (licence printed; a few seconds' timeout, so an offline machine
 does not wait; skipped with ``offline=True`` or ``EMONET_NO_DOWNLOAD=1``). With the official EmoNet the face
@@ -15,6 +15,7 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -37,13 +38,27 @@ def _run(title: str, args: list[str], log: Path) -> float:
     with open(log, "w") as f:
         result = subprocess.run([str(a) for a in command], cwd=REPO_ROOT, stdout=f, stderr=subprocess.STDOUT)
     elapsed = time.perf_counter() - start
-    tail = log.read_text().strip().splitlines()[-6:]
     if result.returncode != 0:
-        print("\n".join(tail))
+        print("\n".join(log.read_text().strip().splitlines()[-6:]))
         raise StepFailed(f"step failed ({title}); full log: {log}")
-    print("\n".join(line[:160] for line in tail if "%|" not in line))
+    print("\n".join(log_tail(log.read_text())))
     print(f"   ({elapsed:.1f} s, log: {log})")
     return elapsed
+
+
+ECHO_LINES = 6
+ECHO_WIDTH = 160
+
+
+def log_tail(text: str, lines: int = ECHO_LINES, width: int = ECHO_WIDTH) -> list[str]:
+    """The last ``lines`` lines of a step's log that are not progress bars, long ones wrapped at word
+    boundaries onto indented continuation lines (cutting at a fixed column split words and paths)."""
+    kept = [line.rstrip() for line in text.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
+    shown: list[str] = []
+    for line in kept[-lines:]:
+        shown += textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=False,
+                               break_on_hyphens=False) or [line]
+    return shown
 
 
 # Set (to anything but 0/empty) to never download on the first run: CI, air-gapped machines.
@@ -98,7 +113,10 @@ def run_quickstart(output_dir: str, weights: str = "weights/emonet_8.pth", devic
             _run(f"[2/7] face visibility ({split})",
                  ["-m", "emonet", "visibility", "--annotations", emotic / f"annot_arrs_{split}.csv", "--arrays", emotic / "img_arrs",
                   "--output", vis / f"annot_arrs_{split}.csv", "--no-progress", *extra], logs / f"2_face_visibility_{split}.log")
-        _run("[3/7] preprocessing", ["-m", "emonet", "preprocess", "--data-root", vis, "--output-dir", emotic], logs / "3_preprocessing.log")
+        # --min-visibility 50 as in the README's pipeline: crops without a visible face stay out of training and review
+        _run("[3/7] preprocessing (faces at least 50% visible)",
+             ["-m", "emonet", "preprocess", "--data-root", vis, "--output-dir", emotic, "--min-visibility", "50"],
+             logs / "3_preprocessing.log")
         train_dir = out / "train"
         _run("[4/7] training (ResNet-18 dual-head, 64 px, 2 epochs)",
              ["-m", "emonet", "train", "--config", "configs/smoke.yaml", "--data-root", emotic, "--limit", "48",

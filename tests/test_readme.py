@@ -40,6 +40,31 @@ def test_relative_links_point_to_existing_files():
     assert not broken, "broken relative links:\n" + "\n".join(broken)
 
 
+def test_python_api_snippet_runs_on_a_photo_without_a_face(tmp_path, official_checkpoint_8, sample_images_dir):
+    """The README's "Python API" block, run as written but for its file names: a photo without a face gives
+    no rows and no error (a snippet reading ``faces[0]`` raised IndexError there)."""
+    import subprocess
+    import sys
+
+    section = README.read_text().split("## Python API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    replacements = {
+        "emonet.Predictor()": f"emonet.Predictor({str(official_checkpoint_8)!r}, backend='torch', device='cpu')",
+        '"photo.jpg"': repr(str(sample_images_dir / "coffee.jpg")),
+        '"a.jpg"': repr(str(sample_images_dir / "astronaut.jpg")),
+        '"b.jpg"': repr(str(sample_images_dir / "chelsea.jpg")),
+    }
+    for old, new in replacements.items():
+        assert old in code, f"README Python API block: {old} not found"
+        code = code.replace(old, new)
+    code += "\nprint('table', table['path'].map(lambda p: p.rsplit('/', 1)[-1]).tolist(), table['error'].tolist())\n"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.splitlines()
+    assert len(printed) == 1 and printed[0].startswith("table ['astronaut.jpg', 'chelsea.jpg']"), printed  # coffee: none
+    assert "no face" in printed[0]  # chelsea's row says why it has no values
+
+
 def test_pipeline_table_chains():
     steps = pipeline_steps(README.read_text())
     assert [s["step"] for s in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 5
