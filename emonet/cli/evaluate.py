@@ -137,8 +137,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UserError(f"{args.weights}: the checkpoint predicts {n_model} classes but --classes {classes} "
                             f"was given; use a {classes}-class checkpoint or --classes {n_model}")
         split = args.split if args.split is not None else ("val" if args.dataset == "affectnet" else None)
-        dataset = build_affect_dataset(args.dataset, args.data_root, split, classes, args.cleaned, args.arousal_range,
-                                       args.crop, args.layout, progress=not args.no_progress)
+        dataset = build_affect_dataset(args.dataset, args.data_root, split, classes=classes, cleaned=args.cleaned,
+                                       arousal_range=args.arousal_range, crop=args.crop, layout=args.layout,
+                                       progress=not args.no_progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError is a RuntimeError
         raise UserError(str(exc)) from exc
     if len(dataset) == 0:
