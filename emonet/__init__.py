@@ -16,22 +16,12 @@ __version__ = "0.1.0"
 # Public names -> defining module. Imports are lazy so that tools which need neither torch nor MediaPipe
 # (face_visibility.py, preprocessing.py, spawned workers) start fast.
 _EXPORTS = {
-    "CheckpointError": "emonet.checkpoint",
-    "load_model": "emonet.checkpoint",
-    "save_checkpoint": "emonet.checkpoint",
-    "EMONET_5_CLASSES": "emonet.classes",
-    "EMONET_8_CLASSES": "emonet.classes",
-    "EMOTIC_CATEGORIES": "emonet.classes",
-    "EmoNet": "emonet.models",
-    "create_model": "emonet.models",
-    "list_models": "emonet.models",
-    "Predictor": "emonet.predictor",
-    "FacePrediction": "emonet.predictor",
+    **dict.fromkeys(["CheckpointError", "load_model", "save_checkpoint"], "emonet.checkpoint"),
+    **dict.fromkeys(["EMONET_5_CLASSES", "EMONET_8_CLASSES", "EMOTIC_CATEGORIES"], "emonet.classes"),
+    **dict.fromkeys(["EmoNet", "create_model", "list_models"], "emonet.models"),
+    **dict.fromkeys(["Predictor", "FacePrediction", "to_dataframe"], "emonet.predictor"),
     "FaceRecord": "emonet.records",
-    "to_dataframe": "emonet.predictor",
-    "FaceDetector": "emonet.faces",
-    "Face": "emonet.faces",
-    "crop_face": "emonet.faces",
+    **dict.fromkeys(["FaceDetector", "Face", "crop_face"], "emonet.faces"),
 }
 
 __all__ = sorted(_EXPORTS)

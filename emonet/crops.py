@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -101,33 +102,55 @@ def draw_crop_square(image: np.ndarray, x0: int, y0: int, side: int, color: tupl
     return image
 
 
-class FaceMeshBoxes:
-    """The ``mesh`` box of detected faces: one reusable FaceMesh graph (building one costs far more than a
-    face); thread-safe (one lock around MediaPipe). Use as a context manager or call :meth:`close`."""
+def start_face_mesh(max_faces: int, refine_landmarks: bool, min_confidence: float) -> Any:
+    """A static-image MediaPipe FaceMesh whose graph has started (building one costs far more than a face:
+    keep it and reuse it; ``close()`` it when done). Its start-up log lines are silenced (emonet.nativelogs)."""
+    configure_native_logs()
+    import mediapipe as mp  # lazy: slow to import; the detector crop, the CSV-only paths and --help never need it
 
-    def __init__(self, min_confidence: float = 0.5) -> None:
-        configure_native_logs()
-        import mediapipe as mp  # lazy: slow to import; the detector crop and --help never need it
+    with native_stderr_silenced():
+        mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=refine_landmarks,
+            min_detection_confidence=min_confidence,
+        )
+        mesh.process(np.zeros((64, 64, 3), np.uint8))  # returns once the graph has started (and logged)
+    return mesh
 
-        with native_stderr_silenced():  # graph start-up and the first face's calculators log (emonet.nativelogs)
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=MESH_MAX_FACES, refine_landmarks=False,
-                min_detection_confidence=min_confidence,
-            )
-            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
-        self._lock = threading.Lock()
-        self._seen_face = False
 
-    def __enter__(self) -> FaceMeshBoxes:
+_Owner = TypeVar("_Owner", bound="NativeResources")
+
+
+class NativeResources:
+    """Base of objects that own native resources (MediaPipe graphs, detectors, video readers) in the attributes
+    named by ``_resources``: :meth:`close` closes each (in that order) and drops it, so closing twice is
+    harmless. A context manager."""
+
+    _resources: tuple[str, ...] = ()
+
+    def __enter__(self: _Owner) -> _Owner:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        for name in self._resources:
+            resource = getattr(self, name, None)
+            if resource is not None:
+                resource.close()
+                setattr(self, name, None)
+
+
+class FaceMeshBoxes(NativeResources):
+    """The ``mesh`` box of detected faces: one reusable FaceMesh graph (building one costs far more than a
+    face); thread-safe (one lock around MediaPipe). Use as a context manager or call :meth:`close`."""
+
+    _resources = ("_mesh",)
+
+    def __init__(self, min_confidence: float = 0.5) -> None:
+        self._mesh = start_face_mesh(MESH_MAX_FACES, refine_landmarks=False, min_confidence=min_confidence)
+        self._lock = threading.Lock()
+        self._seen_face = False
 
     def landmarks(self, image: np.ndarray, box: Sequence[float]) -> np.ndarray | None:
         """FaceMesh points (468, 2) in image pixels of the face in detector ``box`` of RGB uint8 ``image``.

@@ -35,12 +35,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from emonet.crops import NativeResources, start_face_mesh
 from emonet.errors import UserError
 from emonet.faces import FaceDetector, crop_region, crop_region_image
 from emonet.fileio import atomic_path, check_output, check_outputs, file_sha256, same_file, write_csv_atomic
 from emonet.images import to_rgb_uint8
 from emonet.ledger import LedgerError, append_records, read_ledger, start_ledger
-from emonet.nativelogs import configure_native_logs, native_stderr_silenced
+from emonet.nativelogs import native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -66,51 +67,24 @@ def visibility_percent(points: np.ndarray, width: int, height: int) -> float:
     return 100.0 * float(inside.sum()) / float(len(points))
 
 
-# A first process() call on this waits for a MediaPipe graph's start-up (and its log lines) to finish.
-_BLANK = np.zeros((64, 64, 3), np.uint8)
-
-
-class FaceVisibility:
+class FaceVisibility(NativeResources):
     """Reusable face-visibility estimator (one FaceMesh graph, one lazily created face detector).
 
     Create it once per process and call :meth:`visibility` on each crop (RGB uint8); MediaPipe graphs are
     expensive to build. Not thread-safe. Use as a context manager or call :meth:`close`.
     """
 
+    _resources = ("_mesh", "_detector", "_region_mesh")
+
     def __init__(self, min_confidence: float = 0.5, pad_fraction: float = PAD_FRACTION,
                  detector_fallback: bool = True) -> None:
-        import mediapipe as mp  # lazy: slow to import; the CSV-only paths and --help never need it
-
         self.min_confidence = min_confidence
         self.pad_fraction = pad_fraction
         self.detector_fallback = detector_fallback
-        configure_native_logs()
-        with native_stderr_silenced():  # MediaPipe logs its graph start-up (see emonet.nativelogs)
-            self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                min_detection_confidence=min_confidence,
-            )
-            self._mesh.process(_BLANK)  # returns once the graph has started (and logged)
+        self._mesh = start_face_mesh(1, refine_landmarks=True, min_confidence=min_confidence)
         self._face_seen: set[int] = set()  # meshes that have processed a face (and logged about it)
         self._detector = None
         self._region_mesh = None
-
-    def __enter__(self) -> FaceVisibility:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-        if self._region_mesh is not None:
-            self._region_mesh.close()
-            self._region_mesh = None
 
     def _mesh_points(self, image: np.ndarray, mesh: Any = None) -> np.ndarray | None:
         if self._mesh is None:
@@ -145,15 +119,9 @@ class FaceVisibility:
 
     def _mesh_from_detection(self, image: np.ndarray) -> np.ndarray | None:
         if self._detector is None:
-            import mediapipe as mp  # lazy: see __init__
-
             self._detector = FaceDetector(model="auto", min_score=self.min_confidence, max_faces=1)
-            with native_stderr_silenced():
-                self._region_mesh = mp.solutions.face_mesh.FaceMesh(
-                    static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                    min_detection_confidence=max(self.min_confidence, FALLBACK_MESH_CONFIDENCE),
-                )
-                self._region_mesh.process(_BLANK)
+            self._region_mesh = start_face_mesh(1, refine_landmarks=True,
+                                                min_confidence=max(self.min_confidence, FALLBACK_MESH_CONFIDENCE))
         faces = self._detector.detect(image)
         if not faces:
             return None

@@ -35,9 +35,11 @@ import re
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import running_until_rows
 from conftest import REPO_ROOT
 
 from emonet.classes import EMONET_8_CLASSES
@@ -170,9 +173,23 @@ def make_gray16(path: Path, s: Shared) -> None:
     assert cv2.imwrite(str(path), gray)
 
 
+def png_claiming(width: int, height: int, bit_depth: int = 8, color_type: int = 2) -> bytes:
+    """A valid PNG header claiming ``width`` x ``height`` pixels, with a few bytes of pixel data (under 100 bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
 def make_rgba(path: Path, s: Shared) -> None:
     rgb = face_rgb(s)
     save_pil(path, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), format="PNG")
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
 
 
 # name -> (writer, expected outcome, what the row must show)
@@ -189,6 +206,12 @@ IMAGE_CASES: dict[str, tuple[Callable[[Path, Shared], None], str, str]] = {
     "gray_16bit.png": (make_gray16, WORKS, ""),
     "cmyk.jpg": (lambda p, s: save_pil(p, face_rgb(s), "CMYK", format="JPEG", quality=95), WORKS, "close to reference"),
     "rgba.png": (make_rgba, WORKS, "same as reference"),
+    # issue 29: refused from the header before decoding; a FIFO refused without waiting; a 1xN strip read
+    "bomb_header_100000.png": (lambda p, s: p.write_bytes(png_claiming(100_000, 100_000)), ERROR_ROW, "megapixels"),
+    "bomb_1bit_30000.png": (lambda p, s: p.write_bytes(png_claiming(30_000, 30_000, bit_depth=1, color_type=0)),
+                            ERROR_ROW, "megapixels"),
+    "fifo.png": (lambda p, s: os.mkfifo(p), ERROR_ROW, "not a regular file"),
+    "strip_1x2000.png": (lambda p, s: save_pil(p, np.full((1, 2000, 3), 90, np.uint8), format="PNG"), WORKS, ""),
 }
 REFERENCE_IMAGE = "reference.png"  # the face as a plain RGB PNG: what the re-encoded copies must predict
 
@@ -391,6 +414,17 @@ def damaged_annotations(kind: str, command: str) -> Callable[[Path, Shared], lis
     return build
 
 
+# damage kind -> the case id's suffix
+DAMAGE_IDS = {"empty": "empty-file", "garbage": "binary-garbage", "missing columns": "missing-columns"}
+
+
+def damaged_annotations_case(command: str, kind: str) -> Case:
+    """The exit-2 case of ``command`` reading an EMOTIC annotations CSV damaged as ``kind``; stderr must name
+    the CSV it reads (the validation split for visibility, the training split otherwise)."""
+    target = "annot_arrs_val.csv" if command == "visibility" else "annot_arrs_train.csv"
+    return Case(f"{command}-annotations-{DAMAGE_IDS[kind]}", EXIT_2, damaged_annotations(kind, command), name=target)
+
+
 # crop array name -> what damages the (copied, valid) array: each must give a Face_Visibility_Error row
 NPY_CASES: dict[str, Callable[[Path], object]] = {
     "zero_bytes.npy": lambda p: put(p, b""),
@@ -542,6 +576,16 @@ def split_folder(d: Path, s: Shared) -> Path:
 
 CASES: list[Case] = [
     # 1. outputs that would destroy an input, a folder or a file the user did not name as the output
+    # issue 29: outputs that are not regular files, names too long for the folder
+    Case("predict-output-is-dev-null", EXIT_2, lambda d, s: [
+        em("predict", copy(s.face, d / "photo.jpg"), "--weights", s.weights, "--output", "/dev/null",
+           "--no-detect")], name="/dev/null"),
+    Case("predict-output-is-a-fifo", EXIT_2, lambda d, s: [
+        em("predict", copy(s.face, d / "photo.jpg"), "--weights", s.weights, "--output", fifo(d / "out.csv"),
+           "--no-detect")], name="out.csv: is a FIFO"),
+    Case("video-output-name-too-long", EXIT_2, lambda d, s: [
+        em("video", "--weights", s.weights, "--source", s.clip, "--output", d / ("v" * 250 + ".csv"))],
+        name="the file name is 254 bytes long"),
     Case("predict-output-is-the-input-photo", EXIT_2, lambda d, s: [
         em("predict", copy(s.face, d / "photo.jpg"), "--weights", s.weights, "--output", d / "photo.jpg",
            "--no-detect")], name="photo.jpg"),
@@ -667,20 +711,10 @@ CASES: list[Case] = [
     Case("evaluate-csv-empty-file", EXIT_2, damaged_faces_csv("empty"), name="faces.csv"),
     Case("evaluate-csv-binary-garbage", EXIT_2, damaged_faces_csv("garbage"), name="faces.csv"),
     Case("evaluate-csv-valence-out-of-range", EXIT_2, damaged_faces_csv("valence out of range"), name="faces.csv"),
-    Case("visibility-annotations-empty-file", EXIT_2, damaged_annotations("empty", "visibility"),
-         name="annot_arrs_val.csv"),
-    Case("visibility-annotations-binary-garbage", EXIT_2, damaged_annotations("garbage", "visibility"),
-         name="annot_arrs_val.csv"),
-    Case("visibility-annotations-missing-columns", EXIT_2, damaged_annotations("missing columns", "visibility"),
-         name="annot_arrs_val.csv"),
-    Case("preprocess-annotations-binary-garbage", EXIT_2, damaged_annotations("garbage", "preprocess"),
-         name="annot_arrs_train.csv"),
-    Case("preprocess-annotations-empty-file", EXIT_2, damaged_annotations("empty", "preprocess"),
-         name="annot_arrs_train.csv"),
-    Case("train-annotations-binary-garbage", EXIT_2, damaged_annotations("garbage", "train"),
-         name="annot_arrs_train.csv"),
-    Case("preprocess-annotations-missing-columns", EXIT_2, damaged_annotations("missing columns", "preprocess"),
-         name="annot_arrs_train.csv"),
+    *(damaged_annotations_case(command, kind) for command, kind in [
+        ("visibility", "empty"), ("visibility", "garbage"), ("visibility", "missing columns"),
+        ("preprocess", "garbage"), ("preprocess", "empty"), ("train", "garbage"), ("preprocess", "missing columns"),
+    ]),
     Case("review-csv-binary-garbage", EXIT_2, lambda d, s: [
         script("inference_visualization.py", "--weights", s.weights, "--annotations", put(d / "faces.csv", GARBAGE),
                "--output-dir", d / "review", "--device", "cpu", "--no-progress")], name="faces.csv"),
@@ -854,21 +888,9 @@ def test_interrupted_predict_keeps_a_named_partial_file(tmp_path, shared, signum
     partial = tmp_path / "out.csv.partial"
     argv = em("predict", folder, "--weights", shared.weights, "--output", out, "--no-detect", "--batch-size", 1,
               "--num-workers", 1, "--no-progress")
-    proc = subprocess.Popen([sys.executable, *argv], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if partial.exists() and len(partial.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "predict ended before it could be interrupted"
+    with running_until_rows(argv, partial, rows=2, wait_s=240, poll_s=0.05) as proc:
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     context = f"$ {command_line(argv)}\nrc={proc.returncode}\n{stdout}\n{stderr}"
     assert proc.returncode == 130, context
     assert "Traceback" not in stdout + stderr, context
@@ -901,9 +923,9 @@ def test_outcome_summary_matches_the_tables() -> None:
 
 
 """Cases by outcome (skipped-as-root and xfail cases included):
-    15 error row
-    51 clear error exit 2
-    8 works correctly
+    18 error row
+    54 clear error exit 2
+    9 works correctly
     1 interrupt 130
 skipped as root: 1 exit 2
 """

@@ -5,17 +5,14 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import FlakyCapture, run_cli
-from conftest import REPO_ROOT, SAMPLE_VIDEO_SIZE, ColourModel
+from cli_helpers import FlakyCapture, run_cli, running_until_rows, video_frames
+from conftest import SAMPLE_VIDEO_SIZE, ColourModel
 
 from emonet.boxes import box_iou
 from emonet.classes import EMONET_8_CLASSES
@@ -89,15 +86,10 @@ def test_video_cli_end_to_end(official_checkpoint_8, sample_video, sample_video_
     cap = cv2.VideoCapture(str(out_video))
     assert cap.isOpened()
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == n_frames
-    read = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        assert frame.shape == (SAMPLE_VIDEO_SIZE[1], SAMPLE_VIDEO_SIZE[0], 3)
-        read += 1
     cap.release()
-    assert read == n_frames
+    frames = video_frames(out_video)
+    assert len(frames) == n_frames
+    assert all(frame.shape == (SAMPLE_VIDEO_SIZE[1], SAMPLE_VIDEO_SIZE[0], 3) for frame in frames)
     plot = cv2.imread(str(out_plot))
     assert plot is not None and plot.shape[0] > 200
     assert '"tracks": 2' in summary_json.read_text()
@@ -179,15 +171,8 @@ def test_no_smoothing_is_identity():
 def test_detect_every_n_tracks_in_between(colour_predictor, sample_video, sample_video_schedule_list, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
-    cap = cv2.VideoCapture(str(sample_video))
-    i = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    for i, frame in enumerate(video_frames(sample_video)):
         cv2.imwrite(str(folder / f"frame_{i:03d}.png"), frame)
-        i += 1
-    cap.release()
     source = open_source(folder, fps=10, as_sequence=True)  # the frames of one clip: tracked across images
     assert source.frame_count == len(sample_video_schedule_list)
     engine = VideoEngine(colour_predictor, detect_every=4, smoothing="one-euro")
@@ -257,21 +242,11 @@ def test_camera_disconnect_ends_cleanly(colour_predictor, sample_video, tmp_path
 def test_interrupted_cli_run_keeps_its_csv(official_checkpoint_8, tmp_path):
     video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
     out_csv = tmp_path / "partial.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "emonet", "video", "--weights", str(official_checkpoint_8),
-                             "--source", str(video), "--output", str(out_csv), "--no-progress"],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 4:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
+    argv = ["-m", "emonet", "video", "--weights", official_checkpoint_8, "--source", video, "--output", out_csv,
+            "--no-progress"]
+    with running_until_rows(argv, out_csv, rows=4) as proc:
         proc.send_signal(signal.SIGKILL)  # no chance to clean up: only per-frame flushing saves the rows
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.communicate(timeout=30)
     df = pd.read_csv(out_csv)
     assert len(df) >= 3
     assert df["frame"].is_monotonic_increasing and df["valence"].between(-1, 1).all()
@@ -493,21 +468,11 @@ def test_interrupt_in_the_main_thread_stops_the_background(colour_predictor, sam
 def test_sigterm_stops_a_cli_run_cleanly(official_checkpoint_8, tmp_path):
     video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
     out_csv = tmp_path / "out.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "emonet", "video", "--weights", str(official_checkpoint_8),
-                             "--source", str(video), "--output", str(out_csv), "--backend", "torch", "--no-progress"],
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and proc.poll() is None:
-            if out_csv.exists() and len(out_csv.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
+    argv = ["-m", "emonet", "video", "--weights", official_checkpoint_8, "--source", video, "--output", out_csv,
+            "--backend", "torch", "--no-progress"]
+    with running_until_rows(argv, out_csv, rows=3) as proc:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)  # the background reader must not keep the process alive
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted: the outputs hold the frames processed so far" in out and "Traceback" not in err
     df = pd.read_csv(out_csv)

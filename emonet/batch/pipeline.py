@@ -127,19 +127,31 @@ def video_engine(predictor: Predictor, config: BatchConfig, fps: float = 30.0) -
                        iou_threshold=config.iou_threshold, smoothing_kwargs=config.smoothing_kwargs(fps))
 
 
-# -- stage 1: locate -------------------------------------------------------------------------------------
-class Locator:
-    """Stage 1 (CPU): an input -> its chunks, in order. One per worker (it holds MediaPipe graphs)."""
+class _PredictorStage:
+    """A stage holding one predictor, built on first use in the worker that uses it (MediaPipe graphs and
+    model sessions do not pickle) and closed with the stage."""
 
     def __init__(self, config: BatchConfig) -> None:
         self.config = config
         self._predictor: Predictor | None = None
 
+    def _build_predictor(self) -> Predictor:
+        return locate_predictor(self.config)
+
     @property
     def predictor(self) -> Predictor:
-        if self._predictor is None:  # built in the worker that uses it (MediaPipe graphs do not pickle)
-            self._predictor = locate_predictor(self.config)
+        if self._predictor is None:
+            self._predictor = self._build_predictor()
         return self._predictor
+
+    def close(self) -> None:
+        if self._predictor is not None:
+            self._predictor.close()
+
+
+# -- stage 1: locate -------------------------------------------------------------------------------------
+class Locator(_PredictorStage):
+    """Stage 1 (CPU): an input -> its chunks, in order. One per worker (it holds MediaPipe graphs)."""
 
     def __call__(self, index: int, item: InputItem) -> Iterator[Chunk]:
         if item.kind == "image":
@@ -200,27 +212,16 @@ class Locator:
             source.close()
         yield Chunk(index, item.source, "video", seq, True, frames=frames, fps=source.fps, seconds=seconds)
 
-    def close(self) -> None:
-        if self._predictor is not None:
-            self._predictor.close()
-
 
 # -- stage 2: model --------------------------------------------------------------------------------------
-class Scorer:
+class Scorer(_PredictorStage):
     """Stage 2: one batched forward over the crops of many chunks (of any inputs, in any order)."""
 
-    def __init__(self, config: BatchConfig) -> None:
-        self.config = config
-        self._predictor: Predictor | None = None
-
-    @property
-    def predictor(self) -> Predictor:
-        if self._predictor is None:
-            try:
-                self._predictor = model_predictor(self.config)
-            except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
-                raise UserError(f"the model cannot run with these options: {exc}") from None
-        return self._predictor
+    def _build_predictor(self) -> Predictor:
+        try:
+            return model_predictor(self.config)
+        except (ValueError, RuntimeError) as exc:  # an impossible option combination or device for this machine
+            raise UserError(f"the model cannot run with these options: {exc}") from None
 
     def __call__(self, chunks: list[Chunk]) -> list[Chunk]:
         frames = [f for c in chunks for f in c.frames]
@@ -239,10 +240,6 @@ class Scorer:
                 frame.crops = {m: [] for m in frame.crops}
                 frame.image = None
         return chunks
-
-    def close(self) -> None:
-        if self._predictor is not None:
-            self._predictor.close()
 
 
 def _empty(predictor: Predictor) -> CropBatchResult:
@@ -311,23 +308,16 @@ class Finished:
     frames: int = 0
 
 
-class Assembler:
+class Assembler(_PredictorStage):
     """Stage 3, in the driver: chunks (in any order) -> finished inputs. Videos are finished in frame order."""
 
     def __init__(self, config: BatchConfig, image_rows: Callable[[Predictor, Chunk], list[dict]] = image_rows) -> None:
         """``image_rows``: how an image's rows are keyed (:func:`image_rows` for the batch dataset,
         :func:`predict_image_rows` for the ``predict`` command's table)."""
-        self.config = config
+        super().__init__(config)
         self.image_rows = image_rows
-        self._predictor: Predictor | None = None
         self._open: dict[int, dict] = {}  # input index -> engine, next seq, waiting chunks, rows, frames
         self.seconds = {stage: 0.0 for stage in STAGES}
-
-    @property
-    def predictor(self) -> Predictor:
-        if self._predictor is None:
-            self._predictor = locate_predictor(self.config)
-        return self._predictor
 
     def add(self, chunk: Chunk) -> list[Finished]:
         for stage, value in chunk.seconds.items():
@@ -365,7 +355,3 @@ class Assembler:
     @property
     def open_inputs(self) -> int:
         return len(self._open)
-
-    def close(self) -> None:
-        if self._predictor is not None:
-            self._predictor.close()

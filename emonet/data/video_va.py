@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from emonet.crops import FaceMeshBoxes, crop_faces
+from emonet.crops import FaceMeshBoxes, NativeResources, crop_faces
 from emonet.data.fixtures import write_afew_va_fixture, write_affwild2_fixture
 from emonet.data.registry import register_dataset
 from emonet.errors import UserError
@@ -186,7 +186,7 @@ class FaceFollower:
 
 # -- the dataset -------------------------------------------------------------------------------------------
 
-class VideoFrameDataset(Dataset):
+class VideoFrameDataset(NativeResources, Dataset):
     """Annotated frames of videos, in video then frame order (see the module docstring).
 
     Args:
@@ -197,6 +197,8 @@ class VideoFrameDataset(Dataset):
         sides: ``{video: "left"|"right"}`` for the detector.
         name, source: for messages; ``dropped``: rows left out while reading (reason -> count).
     """
+
+    _resources = ("_video", "_detector", "_mesh")  # opened per process on first use (see __getstate__)
 
     def __init__(self, frames: pd.DataFrame, crop: str, name: str, source: str,
                  landmarks: np.ndarray | None = None, sides: dict[str, str] | None = None,
@@ -322,17 +324,6 @@ class VideoFrameDataset(Dataset):
         return {"image": image, "valence": torch.tensor(float(row["valence"]), dtype=torch.float32),
                 "arousal": torch.tensor(float(row["arousal"]), dtype=torch.float32), "index": int(index),
                 "path": str(row["path"])}
-
-    def close(self) -> None:
-        if self._video is not None:
-            self._video.close()
-            self._video = None
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
 
 
 def _check_landmarks_in_frame(points: np.ndarray, shape: tuple[int, ...], row: pd.Series) -> None:

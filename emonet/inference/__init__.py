@@ -21,27 +21,15 @@ from __future__ import annotations
 
 from emonet.lazy import lazy_exports
 
+# Public names -> defining module (grouped by module, as in emonet/__init__.py).
 _EXPORTS = {
-    "PRECISIONS": "emonet.inference.backends",
-    "BackendSpec": "emonet.inference.backends",
-    "backend_names": "emonet.inference.backends",
-    "backend_precisions": "emonet.inference.backends",
-    "declare_backend": "emonet.inference.backends",
-    "register_runner": "emonet.inference.backends",
-    "unregister_backend": "emonet.inference.backends",
-    "TOLERANCES": "emonet.inference.backends",
-    "BackendUnavailable": "emonet.inference.backends",
-    "agreement": "emonet.inference.backends",
-    "tolerance_verdict": "emonet.inference.backends",
-    "verify_rule": "emonet.inference.backends",
-    "stable_faces": "emonet.inference.backends",
+    **dict.fromkeys(["PRECISIONS", "BackendSpec", "backend_names", "backend_precisions", "declare_backend",
+                     "register_runner", "unregister_backend", "TOLERANCES", "BackendUnavailable", "agreement",
+                     "tolerance_verdict", "verify_rule", "stable_faces"], "emonet.inference.backends"),
     "BackendChoice": "emonet.inference.choice",
     "build_int8": "emonet.inference.int8",
-    "DEFAULT_BACKEND": "emonet.inference.selection",
-    "verify_runner": "emonet.inference.selection",
+    **dict.fromkeys(["DEFAULT_BACKEND", "verify_runner", "candidates", "make_runner"], "emonet.inference.selection"),
     "Runner": "emonet.inference.runners",
-    "candidates": "emonet.inference.selection",
-    "make_runner": "emonet.inference.selection",
 }
 
 __all__ = sorted(_EXPORTS)

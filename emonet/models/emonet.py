@@ -249,6 +249,37 @@ _OFFICIAL_PREPROCESSING = (
 )
 
 
+def _official_weights(class_names: list[str], git_blob_sha1: str, published: dict[str, dict]) -> Weights:
+    """The record of official checkpoint ``emonet_{len(class_names)}``: the two differ only in their classes,
+    blob and scores (same architecture, input, preprocessing, licence and download folder)."""
+    n_expression = len(class_names)
+    name = f"emonet_{n_expression}"
+    return Weights(
+        name=name,
+        arch="emonet",
+        config={"n_expression": n_expression},
+        url=f"https://github.com/face-analysis/emonet/raw/master/pretrained/{name}.pth",
+        git_blob_sha1=git_blob_sha1,
+        class_names=tuple(class_names),
+        input_size=INPUT_SIZE,
+        normalization=None,
+        preprocessing=_OFFICIAL_PREPROCESSING,
+        license=_OFFICIAL_LICENSE,
+        published=published,
+    )
+
+
+def _paper_affectnet(classes: str, acc: float, valence: tuple[float, float, float, float],
+                     arousal: tuple[float, float, float, float], note: str) -> dict:
+    """The EmoNet paper's AffectNet row: ``valence``/``arousal`` are (CCC, PCC, RMSE, SAGR)."""
+    return {
+        "name": f"EmoNet paper ({classes} cl.)", "acc": acc,
+        "valence": dict(zip(("ccc", "pcc", "rmse", "sagr"), valence)),
+        "arousal": dict(zip(("ccc", "pcc", "rmse", "sagr"), arousal)),
+        "note": f"AffectNet validation set, cleaned (--cleaned), {note}",
+    }
+
+
 class EmoNetWeights(enum.Enum):
     """The official EmoNet checkpoints (face-analysis/emonet), the one record of their metadata.
 
@@ -256,47 +287,15 @@ class EmoNetWeights(enum.Enum):
     for ``emonet_8`` also the published Emodataset figures of the unchanged checkpoint.
     """
 
-    EMONET_8 = Weights(
-        name="emonet_8",
-        arch="emonet",
-        config={"n_expression": 8},
-        url="https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_8.pth",
-        git_blob_sha1="6833bfdcf8fc761deb7630256a750cf1f7c850c1",
-        class_names=tuple(EMONET_8_CLASSES),
-        input_size=INPUT_SIZE,
-        normalization=None,
-        preprocessing=_OFFICIAL_PREPROCESSING,
-        license=_OFFICIAL_LICENSE,
-        published={
-            "affectnet": {
-                "name": "EmoNet paper (8 cl.)", "acc": 0.75,
-                "valence": {"ccc": 0.82, "pcc": 0.82, "rmse": 0.29, "sagr": 0.84},
-                "arousal": {"ccc": 0.75, "pcc": 0.75, "rmse": 0.27, "sagr": 0.80},
-                "note": "AffectNet validation set, cleaned (--cleaned), 8 classes",
-            },
-            "emodataset": {
-                "name": "emonet_8 pretrained", "acc": 0.584, "valence": {"ccc": 0.524}, "arousal": {"ccc": 0.162},
-                "note": "official emonet_8 before fine-tuning, Emodataset test split",
-            },
+    EMONET_8 = _official_weights(EMONET_8_CLASSES, "6833bfdcf8fc761deb7630256a750cf1f7c850c1", published={
+        "affectnet": _paper_affectnet("8", 0.75, (0.82, 0.82, 0.29, 0.84), (0.75, 0.75, 0.27, 0.80), "8 classes"),
+        "emodataset": {
+            "name": "emonet_8 pretrained", "acc": 0.584, "valence": {"ccc": 0.524}, "arousal": {"ccc": 0.162},
+            "note": "official emonet_8 before fine-tuning, Emodataset test split",
         },
-    )
-    EMONET_5 = Weights(
-        name="emonet_5",
-        arch="emonet",
-        config={"n_expression": 5},
-        url="https://github.com/face-analysis/emonet/raw/master/pretrained/emonet_5.pth",
-        git_blob_sha1="61358cb3ea0fe410c01ee4ffff5ed1b49713af98",
-        class_names=tuple(EMONET_5_CLASSES),  # index 4 is Anger, as the official evaluation code maps it
-        input_size=INPUT_SIZE,
-        normalization=None,
-        preprocessing=_OFFICIAL_PREPROCESSING,
-        license=_OFFICIAL_LICENSE,
-        published={
-            "affectnet": {
-                "name": "EmoNet paper (5 cl.)", "acc": 0.82,
-                "valence": {"ccc": 0.90, "pcc": 0.90, "rmse": 0.24, "sagr": 0.85},
-                "arousal": {"ccc": 0.80, "pcc": 0.80, "rmse": 0.24, "sagr": 0.79},
-                "note": "AffectNet validation set, cleaned (--cleaned), 5 classes (index 4 = Anger)",
-            },
-        },
-    )
+    })
+    # index 4 of emonet_5 is Anger, as the official evaluation code maps it
+    EMONET_5 = _official_weights(EMONET_5_CLASSES, "61358cb3ea0fe410c01ee4ffff5ed1b49713af98", published={
+        "affectnet": _paper_affectnet("5", 0.82, (0.90, 0.90, 0.24, 0.85), (0.80, 0.80, 0.24, 0.79),
+                                      "5 classes (index 4 = Anger)"),
+    })
