@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-NO_FACE_ERROR = "no face detected"
+# What the detector tried (emonet.faces.FaceDetector.detect): the whole image, then its fallback on tiles.
+NO_FACE_ERROR = "no face detected (searched the whole image, then zoomed tiles)"
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
 FACE_COLUMNS = [*BOX_COLUMNS, "score", "valence", "arousal", "expression"]
 RAW_COLUMNS = ["valence_raw", "arousal_raw"]  # before temporal smoothing (video with --smoothing)

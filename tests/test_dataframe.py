@@ -15,7 +15,7 @@ from conftest import REPO_ROOT, ColourModel
 
 import emonet
 from emonet.checkpoint import load_model
-from emonet.predictor import BGR_WARNING, Predictor
+from emonet.predictor import BGR_WARNING, NO_FACE_ERROR, Predictor
 from emonet.samples import sample_image
 
 
@@ -50,7 +50,7 @@ def test_dataframe_equals_the_cli_csv(official_checkpoint_8, model, inputs, tmp_
     assert len(df) == len(csv_df) == 3  # one face, one image without a face, one unreadable
     assert df["path"].tolist() == csv_df["path"].tolist()
     assert df["error"].tolist() == csv_df["error"].fillna("").tolist()
-    assert "no face detected" in df["error"].tolist() and any("cannot decode" in e for e in df["error"])
+    assert NO_FACE_ERROR in df["error"].tolist() and any("cannot decode" in e for e in df["error"])
     assert df["expression"].tolist() == csv_df["expression"].fillna("").tolist()
     assert df["crop_method"].tolist() == csv_df["crop_method"].fillna("").tolist() == ["mesh", "", ""]
     numeric = [c for c in df.columns if c not in ("path", "expression", "error", "crop_method")]
@@ -69,7 +69,7 @@ def test_arrays_get_an_image_index_and_to_dataframe_agrees():
         predictor.close()
     assert list(df.columns[:2]) == ["image_index", "face"] and "path" not in df
     assert df["image_index"].tolist() == [0, 1, 2]
-    assert df.loc[1, "error"] == "no face detected" and "expected an image" in df.loc[2, "error"]
+    assert df.loc[1, "error"] == NO_FACE_ERROR and "expected an image" in df.loc[2, "error"]
     assert df.loc[0, "error"] == "" and -1 <= df.loc[0, "valence"] <= 1
     table = emonet.to_dataframe(results)
     pd.testing.assert_frame_equal(table, df.iloc[:2])

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from emonet.boxes import box_iou
 from emonet.faces import (
     CROP_SIZE,
     MAX_DETECTION_SIDE,
@@ -9,6 +10,7 @@ from emonet.faces import (
     crop_from_landmarks,
     crop_region,
     detection_size,
+    detection_tiles,
     landmark_box,
 )
 from emonet.images import MAX_IMAGE_SIDE, ImageReadError, list_images, read_image, to_rgb_uint8
@@ -136,3 +138,81 @@ def test_min_face_score_filters_and_is_validated():
     for bad in (float("nan"), 2.0, -0.1, "0.5"):
         with pytest.raises(ValueError, match="min_score must be a number in \\[0, 1\\]"):
             FaceDetector("auto", min_score=bad)
+
+
+# -- the fallback: faces the first detector misses in a larger photo ------------------------------------
+def pasted_face(face: str, width: int, scene: str, centre: tuple[float, float]) -> tuple[np.ndarray, tuple]:
+    """A real sample face's head, scaled so its face box is ``width`` px wide, pasted into a real 640x480
+    scene with the face centred at ``centre`` (fractions); returns the image and the pasted face box."""
+    import cv2
+
+    source = sample_image(face)
+    with FaceDetector(fallback=False) as first:
+        x1, y1, x2, y2 = first.detect(source)[0].box
+    half = 0.9 * max(x2 - x1, y2 - y1)  # the head and some context around the face box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(max(cx - half, 0)), int(max(cy - half, 0))
+    head = source[top: int(min(cy + half, source.shape[0])), left: int(min(cx + half, source.shape[1]))]
+    factor = width / (x2 - x1)
+    head = cv2.resize(head, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    scene_image = sample_image(scene) if scene != "grey" else np.full((480, 640, 3), 128, np.uint8)
+    image = cv2.resize(scene_image, (640, 480), interpolation=cv2.INTER_AREA)
+    fx, fy = (cx - left) * factor, (cy - top) * factor  # face centre inside the head cut-out
+    x0, y0 = int(round(centre[0] * 640 - fx)), int(round(centre[1] * 480 - fy))
+    image[y0: y0 + head.shape[0], x0: x0 + head.shape[1]] = head[: 480 - y0, : 640 - x0]
+    fw, fh = width, (y2 - y1) * factor
+    return image, (centre[0] * 640 - fw / 2, centre[1] * 480 - fh / 2, centre[0] * 640 + fw / 2, centre[1] * 480 + fh / 2)
+
+
+# Cases the first detector (short + full range on the whole image) missed, measured by bench_detection.py
+@pytest.mark.parametrize(("face", "width", "scene", "centre"), [
+    ("camera", 100, "rocket", (0.3, 0.4)),
+    ("camera", 80, "grey", (0.3, 0.4)),
+    ("camera", 100, "chelsea", (0.7, 0.6)),
+    ("camera", 80, "coffee", (0.3, 0.4)),  # the first detector finds only a weak false face (0.56) elsewhere
+    ("astronaut", 60, "coffee", (0.7, 0.6)),
+])
+def test_fallback_finds_pasted_faces_the_first_detector_misses(face, width, scene, centre):
+    image, box = pasted_face(face, width, scene, centre)
+    with FaceDetector(fallback=False) as first:
+        assert not any(box_iou([f.box], [box])[0, 0] >= 0.3 for f in first.detect(image))
+    with FaceDetector() as detector:
+        faces = detector.detect(image)
+        assert detector.fallback_runs == 1
+    assert any(box_iou([f.box], [box])[0, 0] >= 0.3 and f.score >= 0.5 for f in faces)
+
+
+def test_fallback_does_not_run_when_the_first_detector_finds_a_face(detector, monkeypatch):
+    runs_before = detector.fallback_runs
+    tile_searches = []
+    monkeypatch.setattr(detector, "_detect_tiles", lambda rgb: tile_searches.append(rgb) or [])
+    for name in ("astronaut", "grace_hopper"):
+        assert len(detector.detect(sample_image(name))) == 1
+    image, _ = pasted_face("grace_hopper", 200, "coffee", (0.5, 0.5))
+    assert len(detector.detect(image)) == 1
+    assert tile_searches == [] and detector.fallback_runs == runs_before
+
+
+def test_fallback_runs_on_face_free_scenes_and_finds_nothing(detector):
+    """The tiles multiply the chances of a false face; the close-up check keeps the scenes face-free."""
+    import skimage.data
+
+    runs_before = detector.fallback_runs
+    scenes = [sample_image(n) for n in ("chelsea", "coffee", "rocket")] + [skimage.data.hubble_deep_field()]
+    for scene in scenes:
+        assert detector.detect(scene) == []
+    assert detector.fallback_runs == runs_before + len(scenes)
+
+
+def test_detection_tiles_cover_the_frame_with_overlap():
+    tiles = detection_tiles(640, 480)
+    assert all(0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480 for x0, y0, x1, y1 in tiles)
+    assert {(t[2] - t[0]) for t in tiles} == {240, 360}  # half and three quarters of the short side
+    covered = np.zeros((480, 640), bool)
+    for x0, y0, x1, y1 in tiles:
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    # a face up to half a tile wide lies whole in some small tile, whatever its position
+    for cx, cy in [(60, 60), (300, 200), (580, 420), (181, 241)]:
+        assert any(x0 <= cx - 60 and cx + 60 <= x1 and y0 <= cy - 60 and cy + 60 <= y1 for x0, y0, x1, y1 in tiles)
+    assert detection_tiles(20, 20) == []  # too small to tile: the first detector already saw it upscaled

@@ -14,7 +14,7 @@ from conftest import REPO_ROOT
 from emonet_reference import reference_forward
 
 from emonet.classes import EMONET_8_CLASSES
-from emonet.predictor import Predictor
+from emonet.predictor import NO_FACE_ERROR, Predictor
 
 
 def run_cli(*args, check=True):
@@ -153,7 +153,7 @@ def test_save_annotated_crops_and_json(official_checkpoint_8, sample_images_dir,
             "--save-crops", crops, "--no-progress", tmp_path / "a", tmp_path / "b")
     df = pd.read_json(out, orient="records")  # --format inferred from the suffix
     assert df["path"].map(lambda p: p.split("/")[-2]).tolist() == ["a", "b", "b"]
-    assert df["error"].tolist() == ["", "no face detected", ""]  # b/cat.jpg sorts before b/person.jpg
+    assert df["error"].tolist() == ["", NO_FACE_ERROR, ""]  # b/cat.jpg sorts before b/person.jpg
     assert not list(tmp_path.glob("out.json.partial"))
     # crops: the 256x256 RGB crop the model saw, named <stem>_face<k>.png, prefixed by the input index
     # when two inputs share a stem
@@ -203,7 +203,7 @@ def test_parquet_and_explicit_format(official_checkpoint_8, sample_images_dir, t
     run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--format", "parquet", "--no-progress",
             sample_images_dir / "chelsea.jpg", sample_images_dir / "rocket.jpg")
     df = pd.read_parquet(out)
-    assert df["error"].tolist() == ["no face detected"] * 2 and "p_Happy" in df.columns
+    assert df["error"].tolist() == [NO_FACE_ERROR] * 2 and "p_Happy" in df.columns
     assert df["path"].map(lambda p: p.split("/")[-1]).tolist() == ["chelsea.jpg", "rocket.jpg"]
 
 

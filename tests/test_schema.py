@@ -25,6 +25,7 @@ from emonet.records import (
     APP_IMAGE_KEYS,
     BATCH_KEYS,
     IMAGE_INDEX_KEYS,
+    NO_FACE_ERROR,
     PREDICT_KEYS,
     FaceRecord,
     face_rows,
@@ -142,7 +143,7 @@ def test_predict_dataframe_and_to_dataframe(small_weights, images):
     assert list(mixed.columns) == schema_columns(names, ["path", *IMAGE_INDEX_KEYS])
     table = emonet.to_dataframe(faces)
     assert list(table.columns) == schema_columns(names, IMAGE_INDEX_KEYS)
-    assert table["image_index"].tolist() == [0, 1] and table.loc[1, "error"] == "no face detected"
+    assert table["image_index"].tolist() == [0, 1] and table.loc[1, "error"] == NO_FACE_ERROR
 
 
 def test_video_command_csv(small_weights, sample_video, tmp_path):
