@@ -10,8 +10,9 @@ arousal bars with their values, class-probability bars with percentages). An ins
 Layout (:func:`place_panels`): every panel is placed beside its face (right, left, below, above, sliding
 along the side), then anywhere free nearest to the face with a leader line; it never intersects another
 panel, the circumplex inset, a reserved area (the demo's status lines) or the image border, and avoids the
-face boxes when there is room. A panel that fits nowhere loses its probability rows, then is left out: the
-layout never overlaps. Drawing order: boxes and landmarks, then panels, so panels cover landmarks, never
+face boxes when there is room; where there is none (a face filling a small still) it may cover a box's
+margins but not its centre (:func:`face_centre`: eyes, nose and mouth), and only as a last resort that too.
+A panel that fits nowhere loses its probability rows, then is left out: the layout never overlaps. Drawing order: boxes and landmarks, then panels, so panels cover landmarks, never
 the reverse. :attr:`OverlayRenderer.last_panels` holds the rectangles placed in the last frame.
 Sizes scale with the image so small clips and HD webcams both stay readable.
 """
@@ -47,6 +48,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 # Short circumplex quadrant names (Russell 1980), (valence sign, arousal sign) -> label.
 QUADRANT_LABELS = {(1, 1): "excited", (-1, 1): "tense", (-1, -1): "sad", (1, -1): "calm"}
 TOP_K = 8  # probability rows per panel (more classes: the most probable ones)
+CENTRE_FRACTION = 0.6  # the middle of a face box (each side) that holds the eyes, nose and mouth
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1/y1 exclusive)
 
@@ -63,6 +65,13 @@ def _scale(image: np.ndarray) -> float:
 def rects_intersect(a: Sequence[int], b: Sequence[int]) -> bool:
     """Whether two (x0, y0, x1, y1) rectangles share any pixel (touching edges do not)."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def face_centre(box: Sequence[float], fraction: float = CENTRE_FRACTION) -> Rect:
+    """The middle ``fraction`` of a face box (each side): where the eyes, nose and mouth are."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * (1 - fraction) / 2, (y2 - y1) * (1 - fraction) / 2
+    return int(round(x1 + mx)), int(round(y1 + my)), int(round(x2 - mx)), int(round(y2 - my))
 
 
 def put_text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, color=TEXT, thickness: int = 1) -> None:
@@ -291,13 +300,19 @@ def draw_faces(
     rects: list[Rect | None] = [None] * len(faces)
     compact: set[int] = set()
     # Tiers, best first: the full panel clear of every face box, the compact one (no probability rows)
-    # clear of them, then the same two allowed over face boxes (never over a panel or an obstacle).
-    tiers = [(full, True), (compact_sizes, True), (full, False), (compact_sizes, False)]
-    for sizes, avoid in tiers if show_probabilities else [(full, True), (full, False)]:
+    # clear of them, then the same two over the boxes' margins but clear of their centres (a face filling a
+    # small still keeps its eyes and nose visible), then the compact one anywhere; never over a panel or an
+    # obstacle.
+    centres = [face_centre(box) for box in boxes]
+    tiers = [(full, True, []), (compact_sizes, True, []), (full, False, centres), (compact_sizes, False, centres),
+             (compact_sizes, False, [])]
+    if not show_probabilities:
+        tiers = [(full, True, []), (full, False, centres), (full, False, [])]
+    for sizes, avoid, kept_clear in tiers:
         todo = [k for k, r in enumerate(rects) if r is None]
         if not todo:
             break
-        taken = list(obstacles) + [r for r in rects if r is not None]
+        taken = list(obstacles) + kept_clear + [r for r in rects if r is not None]
         found = place_panels((w, h), boxes, [sizes[k] if k in todo else None for k in range(len(faces))],
                              taken, style.gap, avoid_boxes=avoid)
         for k in todo:

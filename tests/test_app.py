@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import video_frames
 from conftest import REPO_ROOT
 
 from emonet.classes import EMONET_8_CLASSES
@@ -63,14 +64,7 @@ def free_port() -> int:
 
 def write_y4m(clip: Path, path: Path, skip: int = 1) -> Path:
     """A YUV4MPEG2 (4:2:0) file of a clip's frames: what Chromium's fake camera plays in a loop."""
-    cap = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = video_frames(clip)
     h, w = frames[0].shape[:2]
     with open(path, "wb") as f:
         f.write(f"YUV4MPEG2 W{w} H{h} F{int(CLIP_FPS)}:1 Ip A1:1 C420jpeg\n".encode())

@@ -146,3 +146,48 @@ def test_video_overlay_module_re_exports_the_drawing():
 
     assert emonet.video.overlay.OverlayRenderer is emonet.drawing.OverlayRenderer
     assert emonet.video.overlay.draw_predictions is emonet.drawing.draw_predictions
+
+
+def _face_stills(side: int):
+    """Each real sample face cropped as face datasets do (the face fills the still), at ``side`` pixels."""
+    from emonet.faces import FaceDetector
+
+    with FaceDetector("auto") as detector:
+        for name in ("astronaut", "grace_hopper", "camera"):
+            rgb = sample_image(name)
+            x1, y1, x2, y2 = detector.detect(rgb)[0].box
+            cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 0.65
+            crop = rgb[max(0, int(cy - half)):int(cy + half), max(0, int(cx - half)):int(cx + half)]
+            still = cv2.resize(np.ascontiguousarray(crop), (side, side), interpolation=cv2.INTER_AREA)
+            (face,) = detector.detect(still)[:1]
+            yield name, cv2.cvtColor(still, cv2.COLOR_RGB2BGR), face.box
+
+
+@pytest.mark.parametrize("side", [224, 480])
+def test_panel_leaves_the_eyes_and_nose_of_a_small_still_visible(side):
+    """A face filling a 224-pixel still has no room beside it: the panel may cover the box's margins, never
+    its middle 60% (eyes, nose, mouth), whose pixels stay as they were."""
+    from emonet.drawing import draw_faces, face_centre
+
+    for name, bgr, box in _face_stills(side):
+        assert (box[2] - box[0]) > 0.6 * side, name  # the face fills the still: the case to check
+        face = FaceRecord(0, tuple(float(v) for v in box), 0.9, 0.42, -0.13, "Happy",
+                          {c: 1 / 8 for c in EMONET_8_CLASSES})
+        canvas = bgr.copy()
+        (rect,) = draw_faces(canvas, [face], list(EMONET_8_CLASSES), show_landmarks=False)
+        centre = face_centre(box)
+        assert rect is not None and not rects_intersect(rect, centre), (name, rect, centre)
+        x0, y0, x1, y1 = centre
+        assert np.array_equal(canvas[y0:y1, x0:x1], bgr[y0:y1, x0:x1]), name
+
+
+def test_text_is_legible_at_640x480():
+    """At 640x480 a face beside free space gets the full panel at the 480-line font (cap height >= 8 px)."""
+    from emonet.drawing import FONT, PanelStyle, draw_faces
+
+    bgr = cv2.cvtColor(cv2.resize(sample_image("astronaut"), (640, 480)), cv2.COLOR_RGB2BGR)
+    style = PanelStyle.for_image(bgr)
+    assert cv2.getTextSize("Happy", FONT, style.font, 1)[0][1] >= 8 and style.row >= 15
+    face = FaceRecord(0, (230.0, 70.0, 340.0, 180.0), 0.9, 0.42, -0.13, "Happy", {c: 1 / 8 for c in EMONET_8_CLASSES})
+    (rect,) = draw_faces(bgr, [face], list(EMONET_8_CLASSES))
+    assert rect is not None and rect[0] >= 340 and rect[3] - rect[1] == style.row * (3 + 8) + style.pad

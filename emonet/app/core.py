@@ -2,7 +2,7 @@
 
 Everything goes through the library's one inference path (:class:`emonet.predictor.Predictor`), the video
 engine (:class:`emonet.video.engine.VideoEngine`, :func:`~emonet.video.engine.process_video`) and the one
-overlay (:mod:`emonet.video.overlay`); this module only adds the options a browser user picks, the limits
+drawing (:mod:`emonet.drawing`); this module only adds the options a browser user picks, the limits
 and the files the page offers for download. Gradio is not imported here (see :mod:`emonet.app.ui`).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,17 +21,33 @@ import numpy as np
 import pandas as pd
 
 from emonet.checkpoint import WEIGHTS_HINT, load_model
+from emonet.drawing import OverlayRenderer, draw_faces, scale_faces, scale_result, track_color
 from emonet.errors import UserError
 from emonet.faces import FaceDetector
 from emonet.fileio import atomic_path
-from emonet.predictor import Predictor, prediction_columns, prediction_rows, rows_to_dataframe
+from emonet.hub import missing_weights_hint
+from emonet.images import check_image_size, image_header_size, read_image
+from emonet.models.registry import provides_landmarks
+from emonet.predictor import Predictor
+from emonet.records import IMAGE_INDEX_KEYS, face_rows, rows_to_dataframe, schema_columns
 from emonet.video.engine import VideoEngine, process_video
-from emonet.video.overlay import OverlayRenderer, draw_faces, prediction_faces, scale_result, track_color
-from emonet.video.results import FrameResult
-from emonet.video.sources import open_source
+from emonet.video.sources import FrameSource, open_source
+from emonet.video.writers import FrameVideoWriter
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 MIN_DISPLAY_SIDE = 480  # smaller frames are enlarged for drawing, so the panels' text stays readable
+MAX_DISPLAY_SIDE = 4096  # ... but never beyond this (a 1x2000 image would become 480x960000)
+MAX_VIDEO_FPS = 60.0  # the frame budget of a clip counts at most this many frames per second of the limit
+# The folders of an absolute path in a message (``/srv/x/clip.mp4`` -> ``clip.mp4``); URLs are left alone.
+_FOLDERS = re.compile(r"(?<![\w.:/~-])/(?:[^/\s'\"()\[\],]+/)+")
+
+
+def public_message(text: str) -> str:
+    """An error text as the page shows it: absolute paths reduced to their file names.
+
+    The working directory, the checkpoint folder and the temporary folder are nobody's business in a browser.
+    """
+    return _FOLDERS.sub("", str(text))
 TABLE_COLUMNS = ["face", "x1", "y1", "x2", "y2", "valence", "arousal", "expression"]
 
 
@@ -43,7 +60,7 @@ def find_checkpoints(given: list[str | Path], folder: str | Path = "weights") ->
     found: list[Path] = []
     for path in [Path(p) for p in given]:
         if not path.is_file():
-            raise UserError(f"weights not found: {path}. {WEIGHTS_HINT}")
+            raise UserError(f"weights not found: {path}. {missing_weights_hint(path)}")
         found.append(path.resolve())
     folder = Path(folder)
     if folder.is_dir():
@@ -91,6 +108,12 @@ class Limits:
     max_upload_mb: float = 50.0
     max_video_seconds: float = 60.0
     max_image_pixels: int = 40_000_000
+
+    def frame_budget(self, fps: float) -> int:
+        """Frames decoded at most from a clip: the length limit at its rate, whatever rate the container claims
+        (counted at :data:`MAX_VIDEO_FPS` at most and 1 at least)."""
+        rate = min(max(fps, 1.0), MAX_VIDEO_FPS) if math.isfinite(fps) else MAX_VIDEO_FPS
+        return max(1, math.ceil(self.max_video_seconds * rate))
 
 
 @dataclass
@@ -154,7 +177,7 @@ class AppCore:
             if str(path) not in self._models:
                 self._models[str(path)] = load_model(path, device="cpu")
             model = self._models[str(path)]
-            landmarks = options.landmarks and getattr(model, "arch", "") == "emonet"
+            landmarks = options.landmarks and provides_landmarks(model)  # a model without them: none drawn
             key = (str(path), landmarks, options.flip_tta, options.backend, options.precision, options.crop)
             if key not in self._predictors:
                 kwargs = {"crop": options.crop} if options.crop else {}
@@ -177,6 +200,29 @@ class AppCore:
         return folder / f"{stem}_{n:04d}{suffix}"
 
     # -- image ----------------------------------------------------------------------------------------
+    def read_upload(self, path: str | Path) -> np.ndarray:
+        """An uploaded image file as RGB: its header's size checked against the limit before decoding."""
+        path, name = Path(path), Path(path).name
+        try:
+            with open(path, "rb") as handle:
+                claimed = image_header_size(handle.read(1 << 20), name)  # the header is in the first bytes
+            if claimed is not None:
+                check_image_size(*claimed, name=name)
+                if claimed[0] * claimed[1] > self.limits.max_image_pixels:
+                    raise AppInputError(f"{name}: the image is {claimed[0]}x{claimed[1]} pixels, more than the limit "
+                                        f"({self.limits.max_image_pixels / 1e6:.0f} megapixels)")
+            return read_image(path)
+        except UserError as exc:
+            raise AppInputError(public_message(str(exc).replace(str(path), name))) from None
+        except OSError as exc:
+            raise AppInputError(f"{name}: cannot read ({exc.strerror or type(exc).__name__})") from None
+
+    def analyze_image_file(self, path: str | Path, options: Options) -> ImageAnalysis:
+        """:meth:`analyze_image` of an uploaded file (read by the library's checked reader)."""
+        if not path:
+            raise AppInputError("no image: upload one, take a webcam snapshot or pick a sample")
+        return self.analyze_image(self.read_upload(path), options)
+
     def analyze_image(self, rgb: np.ndarray, options: Options) -> ImageAnalysis:
         """Every face of one RGB image: annotated image, table, CSV (the predict command's columns), circumplex."""
         if rgb is None:
@@ -185,21 +231,20 @@ class AppCore:
         if rgb.ndim == 2:
             rgb = np.stack([rgb] * 3, axis=-1)
         rgb = np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)
+        check_image_size(rgb.shape[1], rgb.shape[0], "image")  # sides the detector and the drawing can take
         if rgb.shape[0] * rgb.shape[1] > self.limits.max_image_pixels:
             raise AppInputError(f"image of {rgb.shape[1]}x{rgb.shape[0]} pixels is larger than the limit "
                                 f"({self.limits.max_image_pixels / 1e6:.0f} megapixels)")
         predictor = self.predictor(options)
         with self.lock:
             faces = predictor.predict(rgb, channel_order="rgb")
-        rows = prediction_rows({"image_index": 0}, faces)
-        df = rows_to_dataframe(rows, prediction_columns(predictor.class_names, False, ["image_index"]))
+        rows = face_rows({"image_index": 0}, faces)
+        df = rows_to_dataframe(rows, schema_columns(predictor.class_names, IMAGE_INDEX_KEYS))
         csv_path = self._output("image", ".csv")
         with atomic_path(csv_path) as tmp:
             df.drop(columns=["image_index"]).to_csv(tmp, index=False)
         bgr, factor = _display_frame(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        results = prediction_faces(faces, predictor.class_names)
-        frame = scale_result(FrameResult(0, 0.0, "", results, True), factor)
-        draw_faces(bgr, frame.faces, predictor.class_names, show_landmarks=options.landmarks)
+        draw_faces(bgr, scale_faces(faces, factor), predictor.class_names, show_landmarks=options.landmarks)
         table = df[[c for c in TABLE_COLUMNS + [f"p_{c}" for c in predictor.class_names] + ["error"] if c in df]].copy()
         table.insert(0, "#", table.pop("face") + 1)  # the overlay's number (CSV: the predict command's 0-based face)
         return ImageAnalysis(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), table.round(3), csv_path,
@@ -226,7 +271,10 @@ class AppCore:
     # -- video ----------------------------------------------------------------------------------------
     def check_video(self, path: str | Path) -> tuple[int | None, float]:
         """(frame count, fps) of an uploaded clip; refuses one longer than the limit, before any work."""
-        source = open_source(str(path))
+        try:
+            source = open_source(str(path))
+        except (UserError, OSError) as exc:
+            raise AppInputError(public_message(str(exc))) from None
         try:
             frames, fps = source.frame_count, float(source.fps or 0.0)
         finally:
@@ -249,15 +297,16 @@ class AppCore:
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - an upload OpenCV cannot open: say so, no traceback
-            raise AppInputError(f"{Path(path).name}: cannot read this video ({exc})") from None
+            raise AppInputError(public_message(f"{Path(path).name}: cannot read this video ({exc})")) from None
         fps = fps if fps > 0 else 25.0
-        max_frames = int(self.limits.max_video_seconds * fps) + 1  # also bounds clips of unknown length
+        # Counted on the frames decoded: the container's frame count and rate may lie.
+        max_frames = self.limits.frame_budget(fps)
         predictor = self.predictor(options)
         engine = VideoEngine(predictor, names=[self.checkpoint(options.weights).stem], smoothing=options.smoothing,
                              smoothing_kwargs=_smoothing_kwargs(options.smoothing, fps))
         renderer = OverlayRenderer(engine.class_names, show_landmarks=options.landmarks)
         csv_path, video_path, plot_path = (self._output("video", s) for s in (".csv", ".webm", ".png"))
-        writer = BrowserVideoWriter(video_path, fps)
+        writer = FrameVideoWriter(video_path, fps)  # .webm: VP8, which the page plays
         total = min(frames, max_frames) if frames else None
 
         def on_frame(frame, results, canvas) -> None:
@@ -266,16 +315,19 @@ class AppCore:
             if progress is not None:
                 progress(frame.index + 1, total)
 
-        source = open_source(str(path))
+        source = FrameBudget(open_source(str(path)), max_frames, self.limits.max_image_pixels, Path(path).name)
         try:
             with self.lock:
-                summary = process_video(engine, source, csv_path=csv_path, plot=plot_path, max_frames=max_frames,
+                summary = process_video(engine, source, csv_path=csv_path, plot=plot_path,
                                         landmarks=False, progress=False, on_frame=on_frame)
         finally:
             source.close()
             writer.close()
         text = (f"{summary.frames} frame(s), {summary.faces} face row(s), {summary.tracks} face ID(s), "
                 f"{summary.fps:.1f} frames/s")
+        if source.cut:
+            text += (f"; stopped after {max_frames} frames, the limit ({self.limits.max_video_seconds:g} s): the "
+                     "rest of the clip was not analysed")
         return VideoAnalysis(video_path, csv_path, plot_path, text, summary.frames, summary.faces)
 
     # -- live -----------------------------------------------------------------------------------------
@@ -333,30 +385,28 @@ class LiveSession:
         return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB), faces
 
 
-class BrowserVideoWriter:
-    """Annotated frames as WebM/VP8 (OpenCV's FFmpeg has the VP8 encoder; browsers do not play mp4v)."""
+class FrameBudget(FrameSource):
+    """At most ``limit`` decoded frames of ``inner``, each of at most ``max_pixels``; ``cut`` tells whether
+    frames were left unread. Counts what is decoded, not what the container claims."""
 
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.fps = Path(path), float(fps)
-        self._writer: cv2.VideoWriter | None = None
-        self.size: tuple[int, int] | None = None
-        self.frames = 0
+    def __init__(self, inner: FrameSource, limit: int, max_pixels: int, name: str) -> None:
+        self.inner, self.limit, self.max_pixels, self.name = inner, limit, max_pixels, name
+        self.description, self.fps, self.live = inner.description, inner.fps, inner.live
+        self.frame_count = min(inner.frame_count, limit) if inner.frame_count else None
+        self.cut = False
 
-    def write(self, bgr: np.ndarray) -> None:
-        if self._writer is None:
-            self.size = (bgr.shape[1] // 2 * 2, bgr.shape[0] // 2 * 2)
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"VP80"), self.fps, self.size)
-            if not self._writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot write WebM/VP8 here")
-        if (bgr.shape[1], bgr.shape[0]) != self.size:
-            bgr = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(bgr)
-        self.frames += 1
+    def __iter__(self):
+        for n, frame in enumerate(self.inner):
+            if n >= self.limit:
+                self.cut = True  # one frame more than the budget was decoded: the clip goes on
+                return
+            if frame.image is not None and frame.image.shape[0] * frame.image.shape[1] > self.max_pixels:
+                raise AppInputError(f"{self.name}: frames of {frame.image.shape[1]}x{frame.image.shape[0]} pixels, "
+                                    f"more than the limit ({self.max_pixels / 1e6:g} megapixels)")
+            yield frame
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        self.inner.close()
 
 
 def _smoothing_kwargs(smoothing: str, fps: float) -> dict:
@@ -369,8 +419,8 @@ def _smoothing_kwargs(smoothing: str, fps: float) -> dict:
 def _display_frame(bgr: np.ndarray) -> tuple[np.ndarray, float]:
     """A frame to draw on (enlarged when small, so the overlay's text is readable) and the factor applied."""
     side = min(bgr.shape[:2])
-    if side >= MIN_DISPLAY_SIDE:
+    factor = min(MIN_DISPLAY_SIDE / side, MAX_DISPLAY_SIDE / max(bgr.shape[:2]))
+    if factor <= 1.0:
         return np.ascontiguousarray(bgr.copy()), 1.0
-    factor = MIN_DISPLAY_SIDE / side
     size = (int(round(bgr.shape[1] * factor)), int(round(bgr.shape[0] * factor)))
     return cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR), factor

@@ -40,6 +40,7 @@ from emonet.video import (
     open_camera,
     open_source,
 )
+from emonet.video.writers import check_video_suffix
 
 WINDOW = "EmoNet demo"
 KEYS_HELP = "q quit  space pause  s shot  r rec  l landmarks  m model"
@@ -63,7 +64,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headless", action="store_true", help="no window (servers, tests): process and write the outputs")
     p.add_argument("--side-by-side", action="store_true", help="start with every model side by side (several --weights)")
     add_output(p, "per-frame CSV (as `python -m emonet video`)", required=False, deprecated=("--csv",))
-    p.add_argument("--output-video", default=None, help="annotated video of the whole run (.mp4 or .avi)")
+    p.add_argument("--output-video", default=None, help="annotated video of the whole run (.mp4 H.264, .webm VP8 or .avi MJPG)")
     p.add_argument("--no-landmarks", action="store_true", help="start with the 68 landmarks hidden ('l' toggles)")
     p.add_argument("--no-probabilities", action="store_true", help="hide the class-probability bars")
     p.add_argument("--mirror", action="store_true", help="flip the image horizontally (selfie view)")
@@ -349,8 +350,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.headless and not has_display():
         raise UserError("no display (DISPLAY is not set): run with --headless, or under a virtual display "
                         "(xvfb-run python demo/app.py ...)")
-    if args.output_video and Path(args.output_video).suffix.lower() not in (".mp4", ".avi"):
-        raise UserError(f"--output-video {args.output_video}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
+    if args.output_video:
+        check_video_suffix(args.output_video)
     # Before any work: no output may replace the source, a checkpoint, a folder or another output.
     check_outputs({"--output": args.output, "--output-video": args.output_video}, [args.source, *args.weights])
     try:

@@ -18,6 +18,10 @@ from emonet.cli.options import (
     add_progress,
     add_smoothing,
     add_weights,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
 )
 from emonet.errors import UserError
 from emonet.fileio import check_outputs, write_json_atomic
@@ -26,19 +30,19 @@ from emonet.fileio import check_outputs, write_json_atomic
 def add_common_video_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the video command and the demo (one definition, same meaning, same defaults)."""
     add_smoothing(p)
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+    p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                    help="run the face detector every N frames and track boxes in between (default 1: every frame)")
-    p.add_argument("--max-missed", type=int, default=10, metavar="K",
+    p.add_argument("--max-missed", type=non_negative_int, default=10, metavar="K",
                    help="drop a face track (and its smoothing) after K frames without detection (default 10)")
-    p.add_argument("--iou-threshold", type=float, default=0.3, help="minimum box IoU to continue a track (default 0.3)")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--iou-threshold", type=probability, default=0.3, help="minimum box IoU to continue a track (default 0.3)")
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate for time_s and the output video (default: the source's; image folders 30)")
     add_detection(p)
     add_crop(p)
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (2x cost)")
     add_inference(p)
-    p.add_argument("--camera-retries", type=int, default=5,
+    p.add_argument("--camera-retries", type=non_negative_int, default=5,
                    help="failed reads of a camera/stream retried before the run ends (default 5)")
     add_progress(p)
 
@@ -56,7 +60,7 @@ HELP = "valence/arousal/expression of every face of a video, webcam, image folde
 DESCRIPTION = (
     "Process a video as a stream: detect faces, track them with stable IDs, predict every face "
     "of a frame in one batch, smooth each track over time, and write a per-frame CSV (flushed as it goes), "
-    "optionally an annotated video (.mp4 mp4v or .avi MJPG) and a valence/arousal plot. Always headless "
+    "optionally an annotated video (.mp4 H.264, .webm VP8 or .avi MJPG) and a valence/arousal plot. Always headless "
     "(the interactive window is demo/app.py)."
 )
 
@@ -69,7 +73,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="an image-folder source is the frames of one clip: track faces across images (default: "
                    "each image is an independent photo with new face IDs)")
     add_output(p, "output CSV, one row per face per frame (flushed frame by frame)", deprecated=("--csv",))
-    p.add_argument("--output-video", default=None, help="annotated output video: .mp4 (mp4v) or .avi (MJPG)")
+    p.add_argument("--output-video", default=None, help="annotated output video: .mp4 (H.264, plays in browsers), .webm (VP8) or .avi (MJPG)")
     p.add_argument("--plot", default=None, help="valence/arousal-over-time PNG, one line per face")
     p.add_argument("--landmarks", action="store_true",
                    help="decode EmoNet's 68 landmarks: lm_x0..lm_y67 columns, drawn on the output video")
@@ -77,30 +81,31 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-overlap", action="store_true",
                    help="files and folders: decode and detect in the same thread as the model (default: in a "
                    "background thread, a few frames ahead; live sources never queue frames)")
-    p.add_argument("--batch-frames", type=int, default=1, metavar="K",
+    p.add_argument("--batch-frames", type=positive_int, default=1, metavar="K",
                    help="files and folders: predict the faces of K consecutive frames in one forward (default 1)")
     add_common_video_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs (PyTorch, MediaPipe): building the parser for --help stays fast
-    from emonet.checkpoint import WEIGHTS_HINT
+    from emonet.hub import missing_weights_hint
     from emonet.predictor import Predictor
-    from emonet.video import VIDEO_CODECS, VideoEngine, open_source, process_video
+    from emonet.video import VideoEngine, open_source, process_video
+    from emonet.video.writers import check_video_suffix
 
     # Before any work: no output may replace the source, the weights, a folder or another output.
     check_outputs(
         {"--output": args.output, "--output-video": args.output_video, "--plot": args.plot, "--summary-json": args.summary_json},
         [args.source, args.weights],
     )
-    if args.output_video and Path(args.output_video).suffix.lower() not in VIDEO_CODECS:
-        raise UserError(f"--output-video {args.output_video}: unsupported extension; use .mp4 (mp4v) or .avi (MJPG)")
+    if args.output_video:
+        check_video_suffix(args.output_video)
     if args.detect_every < 1:
         raise UserError(f"--detect-every must be >= 1, got {args.detect_every}")
     if args.batch_frames < 1:
         raise UserError(f"--batch-frames must be >= 1, got {args.batch_frames}")
     if not Path(args.weights).exists():  # before opening a camera or generating the sample
-        raise UserError(f"weights not found: {args.weights}. {WEIGHTS_HINT}")
+        raise UserError(f"weights not found: {args.weights}. {missing_weights_hint(args.weights)}")
     source = open_source(args.source, fps=args.fps, retries=args.camera_retries, as_sequence=args.as_sequence)
     try:
         predictor = Predictor(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -13,12 +15,17 @@ import numpy as np
 import pandas as pd
 
 from emonet.drawing import track_color
+from emonet.errors import UserError
+from emonet.fileio import atomic_path
 from emonet.records import BOX_COLUMNS, FrameResult, record_row, schema_columns, video_keys
-from emonet.samples import VIDEO_CODECS  # .mp4 mp4v / .avi MJPG: what OpenCV writes and reads here (not avc1)
 
 
 class VideoWriteError(OSError):
     """An output video cannot be written."""
+
+
+class _Discarded(Exception):
+    """Thrown into :func:`emonet.fileio.atomic_path` to drop a video being written."""
 
 
 def csv_columns(
@@ -109,46 +116,165 @@ class FrameCsvWriter:
             self._file.close()
 
 
-def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """An OpenCV writer for ``.mp4`` (mp4v) or ``.avi`` (MJPG); raises :class:`VideoWriteError` if it fails."""
-    path = Path(path)
-    codec = VIDEO_CODECS.get(path.suffix.lower())
-    if codec is None:
-        raise VideoWriteError(f"{path}: unsupported video extension {path.suffix!r}; use .mp4 (mp4v) or .avi (MJPG)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (int(size[0]), int(size[1])))
-    if not writer.isOpened():
-        raise VideoWriteError(
-            f"{path}: OpenCV could not open a {codec} video writer ({size[0]}x{size[1]} at {fps:g} fps); "
-            "check that the folder is writable, or try the other container (.mp4 / .avi)"
-        )
-    return writer
+# What ``--output-video`` writes, by suffix: H.264 and VP8 play in browsers (mp4v, OpenCV's MPEG-4 Part 2, does
+# not); MJPG in AVI is for editors and OpenCV itself.
+VIDEO_FORMATS = {".mp4": "H.264", ".webm": "VP8", ".avi": "MJPG"}
 
 
-class FrameVideoWriter:
-    """Writes BGR frames, opening lazily at the first frame's size; later frames are resized to it."""
+def check_video_suffix(path: str | os.PathLike, option: str = "--output-video") -> None:
+    """Raise :class:`UserError` naming ``option`` when ``path`` has no suffix this module writes."""
+    if Path(path).suffix.lower() not in VIDEO_FORMATS:
+        kinds = ", ".join(f"{s} ({k})" for s, k in VIDEO_FORMATS.items())
+        raise UserError(f"{option} {path}: unsupported extension {Path(path).suffix!r}; use one of {kinds}")
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
-        self.path, self.fps = Path(path), fps
-        self._writer: cv2.VideoWriter | None = None
-        self.size: tuple[int, int] | None = None
+
+class _H264Encoder:
+    """H.264 (libx264, yuv420p) in MP4 through PyAV's FFmpeg (OpenCV's FFmpeg here has no H.264 encoder)."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        import av  # lazy: only runs that write an MP4 load PyAV's FFmpeg
+
+        rate = Fraction(fps).limit_denominator(1001)
+        # faststart: the MP4 index goes before the frames, so a browser starts playing before the end arrives.
+        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = size
+        self.stream.pix_fmt = "yuv420p"  # the only H.264 layout every browser decodes
+        self.stream.options = {"crf": "23", "preset": "veryfast"}  # veryfast: about 10 ms a 640x480 frame
+        self.time_base = 1 / rate
         self.frames = 0
-        if self.path.suffix.lower() not in VIDEO_CODECS:  # fail before any work is done
-            raise VideoWriteError(f"{self.path}: unsupported video extension {self.path.suffix!r}; use .mp4 or .avi")
 
-    def write(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            self.size = (image.shape[1], image.shape[0])
-            self._writer = open_video_writer(self.path, self.fps, self.size)
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+    def write(self, bgr: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame.pts, frame.time_base = self.frames, self.time_base
+        self.container.mux(self.stream.encode(frame))
         self.frames += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        self.container.mux(self.stream.encode(None))  # drain the frames the encoder still holds
+        self.container.close()
+
+
+class _OpenCvEncoder:
+    """VP8 in WebM or MJPG in AVI through OpenCV (VP80 plays in browsers; PyAV's libvpx was slower here)."""
+
+    FOURCC = {".webm": "VP80", ".avi": "MJPG"}
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        codec = self.FOURCC[path.suffix.lower()]
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), size)
+        if not self.writer.isOpened():
+            raise VideoWriteError(f"{path}: OpenCV could not open a {codec} video writer ({size[0]}x{size[1]} "
+                                  f"at {fps:g} fps); check that the folder is writable")
+
+    def write(self, bgr: np.ndarray) -> None:
+        self.writer.write(bgr)
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> _H264Encoder | _OpenCvEncoder:
+    """An encoder (``write(bgr)``, ``close()``) for ``path`` by its suffix (:data:`VIDEO_FORMATS`), writing
+    ``path`` itself; ``size`` must be even for .mp4/.webm. Raises :class:`VideoWriteError` if it cannot open."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_FORMATS:
+        raise VideoWriteError(f"{path}: unsupported video extension {path.suffix!r}; use {', '.join(VIDEO_FORMATS)}")
+    size = (int(size[0]), int(size[1]))
+    if suffix != ".mp4":
+        return _OpenCvEncoder(path, fps, size)
+    try:
+        return _H264Encoder(path, fps, size)
+    except (ValueError, OSError) as exc:  # av.FFmpegError subclasses both
+        raise VideoWriteError(f"{path}: cannot open a {VIDEO_FORMATS[suffix]} writer ({exc})") from exc
+
+
+class FrameVideoWriter:
+    """Writes BGR frames to ``path`` as they come (never held in memory), by suffix: ``.mp4`` H.264,
+    ``.webm`` VP8, ``.avi`` MJPG (:data:`VIDEO_FORMATS`).
+
+    Opens at the first frame, whose size (rounded down to even: H.264 and VP8 in 4:2:0 need it) the video
+    keeps; later frames of another size are resized to it. The frames go to a temporary file in the same
+    folder, renamed to ``path`` by :meth:`close`: an interrupted run's close still gives a complete, playable
+    video, a killed run never leaves a truncated one. :meth:`discard` drops it. No frame: no file.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else 25.0  # a stream may report none
+        self._encoder: _H264Encoder | _OpenCvEncoder | None = None
+        self._failed = False  # a frame could not be written: close() discards rather than publish a broken file
+        self._atomic: contextlib.AbstractContextManager | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+        if self.path.suffix.lower() not in VIDEO_FORMATS:  # fail before any work is done
+            raise VideoWriteError(f"{self.path}: unsupported video extension {self.path.suffix!r}; "
+                                  f"use {', '.join(VIDEO_FORMATS)}")
+
+    @property
+    def format(self) -> str:
+        """The codec the file holds, e.g. ``H.264``."""
+        return VIDEO_FORMATS[self.path.suffix.lower()]
+
+    def write(self, image: np.ndarray) -> None:
+        if self._encoder is None:
+            self._open((image.shape[1] // 2 * 2, image.shape[0] // 2 * 2))
+        height, width = image.shape[:2]
+        if (width, height) != self.size:
+            if width - self.size[0] in (0, 1) and height - self.size[1] in (0, 1):
+                image = image[: self.size[1], : self.size[0]]  # an odd side: drop its last row/column
+            else:
+                image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        try:
+            self._encoder.write(np.ascontiguousarray(image))
+        except OSError:
+            self._failed = True
+            raise
+        self.frames += 1
+
+    def _open(self, size: tuple[int, int]) -> None:
+        if size[0] < 2 or size[1] < 2:
+            raise VideoWriteError(f"{self.path}: frames of {size[0]}x{size[1]} pixels are too small to encode")
+        self.size = size
+        self._atomic = atomic_path(self.path)
+        temporary = self._atomic.__enter__()
+        try:
+            self._encoder = open_video_writer(temporary, self.fps, size)
+        except BaseException as exc:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            self._atomic = None
+            raise
+
+    def close(self) -> None:
+        """Finish the video and move it to ``path`` (after a failed write: drop it, as :meth:`discard`)."""
+        if self._encoder is None:
+            return
+        if self._failed:
+            self.discard()
+            return
+        encoder, atomic, self._encoder, self._atomic = self._encoder, self._atomic, None, None
+        try:
+            encoder.close()
+        except BaseException as exc:
+            atomic.__exit__(type(exc), exc, exc.__traceback__)  # the temporary goes, ``path`` is untouched
+            raise
+        atomic.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        """Drop the video being written (``path`` keeps what it had)."""
+        if self._encoder is None:
+            return
+        encoder, atomic, self._encoder, self._atomic = self._encoder, self._atomic, None, None
+        try:
+            encoder.close()
+        finally:
+            try:  # an exception through atomic_path removes the temporary and leaves ``path`` alone
+                atomic.__exit__(_Discarded, _Discarded(), None)
+            except _Discarded:
+                pass
 
 
 def plot_tracks(csv_path: str | os.PathLike, out_path: str | os.PathLike, title: str | None = None) -> Path:
