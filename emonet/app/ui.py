@@ -102,9 +102,8 @@ def _image_tab(core: AppCore, option_inputs: list) -> None:
 def _video_tab(core: AppCore, option_inputs: list) -> None:
     with gr.Tab("Video", id="video", elem_id="tab-video"):
         with gr.Row():
-            # A file box, not a video player: browsers cannot play OpenCV's mp4v (the demo's and the video
-            # command's .mp4) and Gradio's player would call such a clip "not playable"; any file OpenCV
-            # opens is analysed.
+            # A file box, not a video player: browsers cannot play mp4v clips (older tools' .mp4) and
+            # Gradio's player would call such a clip "not playable"; any file OpenCV opens is analysed.
             video_in = gr.File(label="Clip (.mp4, .avi, .webm, .mov, .mkv ...)", file_count="single",
                                file_types=["video", ".avi", ".mkv", ".mp4", ".webm", ".mov"], type="filepath",
                                elem_id="video-input", height=360)

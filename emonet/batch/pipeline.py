@@ -28,7 +28,7 @@ from emonet.batch.inputs import InputItem, missing_reason
 from emonet.errors import UserError
 from emonet.faces import Face
 from emonet.images import read_image
-from emonet.predictor import NO_FACE_ERROR, CropBatchResult, FacePrediction, Predictor, prediction_rows
+from emonet.predictor import CropBatchResult, FacePrediction, Predictor, prediction_rows
 from emonet.records import record_row
 from emonet.video.engine import VideoEngine, predict_located
 from emonet.video.results import FrameResult, LocatedFrame
@@ -348,7 +348,7 @@ class Assembler(_PredictorStage):
             if part.last:
                 del self._open[chunk.index]
                 rows = state["rows"] or [{"source": part.source, "kind": "video",
-                                          "error": f"{NO_FACE_ERROR} in {state['frames']} frame(s)"}]
+                                          "error": f"no face detected in {state['frames']} frame(s)"}]
                 return [Finished(chunk.index, part.source, "video", "", rows, frames=state["frames"])]
         return []
 
