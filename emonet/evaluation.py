@@ -356,20 +356,24 @@ def predict_dataset(
     autocast = torch.autocast(run_device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     columns: dict[str, list[np.ndarray]] = {}
     errors: list[ItemError] = []
+    # Counted in images (not batches: a set of a few batches went 0 -> 100% in one or two jumps), advanced
+    # after each batch is predicted and redrawn on every batch (miniters=1), so a slow batch is never hidden.
+    bar = tqdm(total=len(loader.sampler), desc=desc, unit="image", leave=False, disable=not progress, miniters=1)
     try:
-        for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+        for batch in loader:
             errors += batch["errors"]
-            if "image" not in batch:
-                continue
-            missing = [key for key in required_keys if key not in batch["targets"]]
-            if missing:
-                raise KeyError(f"dataset items have no {missing[0]!r} targets (keys: {batch['item_keys']})")
-            with autocast:
-                batch_columns, batch_errors = _predict_batch(runner, batch, flip_tta, clip)
-            errors += batch_errors
-            for name, values in batch_columns.items():
-                columns.setdefault(name, []).append(values)
+            if "image" in batch:
+                missing = [key for key in required_keys if key not in batch["targets"]]
+                if missing:
+                    raise KeyError(f"dataset items have no {missing[0]!r} targets (keys: {batch['item_keys']})")
+                with autocast:
+                    batch_columns, batch_errors = _predict_batch(runner, batch, flip_tta, clip)
+                errors += batch_errors
+                for name, values in batch_columns.items():
+                    columns.setdefault(name, []).append(values)
+            bar.update(len(batch["errors"]) + len(batch["position"]))
     finally:
+        bar.close()
         if model is not None:
             model.train(was_training)
     local = {name: np.concatenate(parts) for name, parts in columns.items()}

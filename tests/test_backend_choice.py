@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,7 @@ def test_other_weights_reuse_the_timing_but_are_checked(small_resnet, choices, m
     other = create_model("resnet18_dual_head", input_size=64).eval()
     calls = []
     monkeypatch.setattr(choice_module, "_time_rounds", lambda *a: calls.append(a) or pytest.fail("timed again"))
+    monkeypatch.setattr(choice_module, "_time_candidates", lambda *a: pytest.fail("timed again"))
     second = make_runner(other, "auto", "fp32", "cpu", announce=False)
     choice = second.info["choice"]
     assert choice_path(other) != choice_path(small_resnet) and choice_path(other).exists()
@@ -144,3 +146,131 @@ def test_cli_default_prints_the_choice_once(official_checkpoint_8, sample_images
     row = pd.read_csv(out).iloc[0]
     expected = ref.predict(sample_images_dir / "grace_hopper.jpg")[0]
     assert np.isclose(row["valence"], expected.valence, atol=1e-4) and row["expression"] == expected.expression
+
+
+VALID_CHOICE = {"backend": "torch-opt", "precision": "fp32", "speedup": 1.3, "max_abs": 2e-6,
+                "ms_per_face": {"torch/fp32": 10.0, "torch-opt/fp32": 7.7}, "rejected": {}, "reason": "r",
+                "chosen_on": "2026-12-07 03:00", "probe_s": 4.2, "machine": {"cpu": "x"}}
+CORRUPT_CHOICES = {
+    "a list": "[]", "null": "null", "a number": "3", "not JSON": "{backend: torch", "empty": "",
+    "string speed-up": json.dumps({**VALID_CHOICE, "speedup": "1.3"}),
+    "NaN speed-up": json.dumps({**VALID_CHOICE, "speedup": float("nan")}),
+    "negative speed-up": json.dumps({**VALID_CHOICE, "speedup": -2}),
+    "boolean max_abs": json.dumps({**VALID_CHOICE, "max_abs": True}),
+    "unknown backend": json.dumps({**VALID_CHOICE, "backend": "tensorrt"}),
+    "no backend": json.dumps({k: v for k, v in VALID_CHOICE.items() if k != "backend"}),
+    "text times": json.dumps({**VALID_CHOICE, "ms_per_face": {"torch/fp32": "fast"}}),
+    "machine a list": json.dumps({**VALID_CHOICE, "machine": []}),
+}
+
+
+@pytest.mark.parametrize("content", CORRUPT_CHOICES)
+def test_corrupt_cached_choices_are_ignored(small_resnet, choices, content):
+    lines = []
+    path = choice_path(small_resnet)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(VALID_CHOICE))
+    assert choice_module.load_choice(path, lines.append).backend == "torch-opt" and not lines  # the valid form
+    path.write_text(CORRUPT_CHOICES[content])
+    assert choice_module.load_choice(path, lines.append) is None
+    assert lines and str(path) in lines[0] and "probing again" in lines[0]
+
+
+@pytest.mark.parametrize("content", ["a list", "string speed-up", "not JSON"])
+def test_a_corrupt_cached_choice_is_rebuilt(small_resnet, choices, monkeypatch, content, capsys):
+    path = choice_path(small_resnet)
+    path.parent.mkdir(parents=True)
+    path.write_text(CORRUPT_CHOICES[content])
+    # the default path probes again (only eager and torch-opt here: no export) and writes a valid file over it
+    monkeypatch.setattr(choice_module, "TINY_FORWARD_S", 0.0)
+    monkeypatch.setattr(choice_module, "cpu_candidates", lambda: [("torch", "fp32"), ("torch-opt", "fp32")])
+    runner = make_runner(small_resnet, "auto", "fp32", "cpu")
+    assert not runner.info["choice"].cached and runner.backend in ("torch", "torch-opt")
+    assert choice_module.valid_choice(json.loads(path.read_text())) == ""
+    assert f"ignoring the {'unreadable' if content in ('not JSON', 'empty') else 'invalid'} cache file {path}" \
+        in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("speeds", [[], None, {"speedup": {"torch/fp32": "1"}}, {"speedup": {}},
+                                    {"speedup": {"torch/fp32": 1.0, "onnxruntime/fp32": float("inf")}},
+                                    {"speedup": {"torch/fp32": 1.0}, "ms_per_face": {"torch/fp32": -1}}])
+def test_corrupt_speed_records_are_ignored(speeds):
+    assert choice_module.valid_speeds(speeds)
+    assert choice_module.valid_speeds({"speedup": {"torch/fp32": 1.0, "onnxruntime/fp32": 2.5},
+                                       "ms_per_face": {"torch/fp32": 9.0}, "measured_on": "now"}) == ""
+
+
+def test_the_probe_says_what_it_does_and_a_cached_choice_says_nothing(small_resnet, choices, monkeypatch, capsys):
+    monkeypatch.setattr(choice_module, "TINY_FORWARD_S", 0.0)
+    monkeypatch.setattr(choice_module, "cpu_candidates", lambda: [("torch", "fp32"), ("torch-opt", "fp32")])
+    make_runner(small_resnet, "auto", "fp32", "cpu")
+    lines = capsys.readouterr().err.splitlines()
+    probe_lines = [line for line in lines if line.startswith("backend probe: ")]
+    assert probe_lines[0].startswith("backend probe: choosing the fastest exact inference path for resnet18_dual_head")
+    assert any(line.startswith("backend probe: torch-opt/fp32: folding batch norms...") for line in probe_lines)
+    assert any("torch-opt/fp32: exact (max |d|" in line for line in probe_lines)
+    assert any(line.startswith("backend probe: timed: torch/fp32 ") for line in probe_lines)
+    assert probe_lines[-1].startswith("backend probe: chose ") and lines[-1].startswith("backend: ")
+    assert lines.index(probe_lines[-1]) < len(lines) - 1  # progress first, the choice line last
+    selection._ANNOUNCED.clear()
+    make_runner(small_resnet, "auto", "fp32", "cpu")  # cached: no probe, no progress
+    assert "backend probe:" not in capsys.readouterr().err
+    make_runner(small_resnet, "torch", "fp32", "cpu")  # explicit: never probes
+    assert capsys.readouterr().err == ""
+
+
+def test_timing_drops_paths_that_cannot_win():
+    class Sleeper:
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.calls = seconds, 0
+
+        def __call__(self, x):
+            self.calls += 1
+            import time
+
+            time.sleep(self.seconds)
+
+    slow, fast, close = Sleeper(0.06), Sleeper(0.01), Sleeper(0.011)
+    times = choice_module._time_candidates({"torch/fp32": slow, "a/fp32": fast, "b/fp32": close}, torch.zeros(1))
+    assert slow.calls == 1 and fast.calls == close.calls == choice_module.PROBE_ROUNDS
+    assert len(times["torch/fp32"]) == 1 and len(times["a/fp32"]) == choice_module.PROBE_ROUNDS
+
+
+def _verdict_forms() -> dict:
+    """Corrupt forms of a verdict file (applied to a real verdict)."""
+    return {
+        "a list": lambda v: [], "null": lambda v: None,
+        "passed a string": lambda v: {**v, "passed": "yes"},
+        "passed over failing figures": lambda v: {**v, "passed": True, "va_mean_abs": 0.9},
+        "negative faces": lambda v: {**v, "n_faces": -1},
+        "more stable than faces": lambda v: {**v, "n_stable": v["n_faces"] + 1},
+        "another rule": lambda v: {**v, "rule": {**v["rule"], "va_mean_abs": 1.0}},
+        "another backend": lambda v: {**v, "backend": "openvino"},
+        "agreement above 1": lambda v: {**v, "passed": True, "expression_agreement": 1.5},
+    }
+
+
+@pytest.mark.parametrize("form", list(_verdict_forms()) + ["not JSON"])
+def test_corrupt_cached_verdicts_are_measured_again(small_resnet, tmp_path, form):
+    from emonet.inference.verify import VerificationSet, cached_verdict, verdict_path, verdict_problem
+
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(8)]
+    runner = make_runner(small_resnet, "torch", "fp32", "cpu")
+    measured = []
+
+    def verification() -> VerificationSet:
+        measured.append(1)
+        return VerificationSet(small_resnet, crops)
+
+    first = cached_verdict(small_resnet, "torch", "fp32", runner, tmp_path, verification)
+    assert not first["cached"] and verdict_problem(json.loads(Path(first["path"]).read_text()), "torch", "fp32") == ""
+    assert cached_verdict(small_resnet, "torch", "fp32", runner, tmp_path, verification)["cached"] and len(measured) == 1
+    path = verdict_path(small_resnet, "torch", "fp32", tmp_path)
+    stored = json.loads(path.read_text())
+    path.write_text("{not json" if form == "not JSON" else json.dumps(_verdict_forms()[form](stored)))
+    if form != "not JSON":
+        assert verdict_problem(json.loads(path.read_text()), "torch", "fp32")
+    again = cached_verdict(small_resnet, "torch", "fp32", runner, tmp_path, verification)
+    assert not again["cached"] and len(measured) == 2 and again["passed"] == first["passed"]
+    assert verdict_problem(json.loads(path.read_text()), "torch", "fp32") == ""

@@ -117,17 +117,19 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
     path.parent.mkdir(parents=True, exist_ok=True)
     calib = [np.ascontiguousarray((check_inputs(model, 2)[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
              for i in range(2)]
-    write_report(path, quantize_int8(model, path, calibration_crops=calib, n_eval=0))
+    write_report(path, quantize_int8(model, path, calibration_crops=calib, n_eval=0), model)  # hashes: checked
     verdict = verdict_path(model, "onnxruntime", "int8")
     verdict.parent.mkdir(parents=True, exist_ok=True)
+    rule = {"va_mean_abs": 0.02, "expression_agreement": 0.97, "noise_grey_levels": 1, "min_stable_faces": 8}
     failing = {"n_faces": 32, "n_stable": 30, "va_mean_abs": 0.05, "va_max_abs": 0.2, "expression_agreement": 0.5,
-               "passed": False}
+               "passed": False, "rule": rule, "backend": "onnxruntime", "precision": "int8"}  # a valid verdict file
     verdict.write_text(json.dumps(failing))
     openvino_verdict = verdict_path(model, "openvino", "int8")  # auto's first int8 candidate on a CPU
-    openvino_verdict.write_text(json.dumps(failing))
+    openvino_verdict.write_text(json.dumps({**failing, "backend": "openvino"}))
     # bf16 (the next candidates of auto/int8): passing verdicts, so that this test does not measure them
     for bf16_backend in ("openvino", "torch-opt"):
         verdict_path(model, bf16_backend, "bf16").write_text(json.dumps({**failing, "va_mean_abs": 0.01,
+                                                                         "backend": bf16_backend, "precision": "bf16",
                                                                          "expression_agreement": 0.98, "passed": True}))
     with pytest.raises(BackendUnavailable, match="refused for this checkpoint.*agreement 50.0%.*30 of 32"):
         make_runner(model, "onnxruntime", "int8", "cpu")
@@ -146,7 +148,7 @@ def test_onnxruntime_int8_file_and_verdict_decide(model, faces, reference, cache
     assert (chosen.backend, chosen.precision) == ("onnxruntime", "int8") and chosen.info["verification"]["passed"]
     # where OpenVINO's int8 passes too, auto takes it first: the same file, OpenVINO's kernels
     openvino_verdict.write_text(json.dumps({**failing, "va_mean_abs": 0.004, "expression_agreement": 0.99,
-                                            "passed": True}))
+                                            "passed": True, "backend": "openvino"}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         chosen = make_runner(model, "auto", "int8", "cpu")

@@ -144,6 +144,78 @@ def test_ledger_adopts_orphan_shards_cuts_torn_lines_and_redoes_lost_shards(tmp_
         open_output(tmp_path / "out", {**job, "smoothing": "ema"}, columns)
 
 
+def _two_shard_folder(folder: Path) -> tuple[list[str], dict, list[str]]:
+    """An output folder with a 2-input shard (a.jpg: 2 rows, b.jpg: 1) and a 1-input shard (c.jpg: 3 rows)."""
+    columns = batch_columns(["a", "b"], smoothing=False, landmarks=False)
+    job = {"weights_sha256": "x"}
+    rows = lambda source, n: [{"source": source, "kind": "image", "face_id": k, "valence": 0.1 * k, "error": ""}  # noqa: E731
+                              for k in range(n)]
+    out = open_output(folder, job, columns)
+    names = [out.write_shard([("/a.jpg", "image", "", rows("/a.jpg", 2)), ("/b.jpg", "image", "", rows("/b.jpg", 1))]),
+             out.write_shard([("/c.jpg", "image", "", rows("/c.jpg", 3))])]
+    out.close()
+    return columns, job, names
+
+
+def _drop_a_row(path: Path, other: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)  # metadata kept, one row short of the ledger
+
+
+CORRUPT_SHARDS = {
+    "truncated": lambda path, other: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "garbage": lambda path, other: path.write_bytes(os.urandom(path.stat().st_size)),
+    "empty": lambda path, other: path.write_bytes(b""),
+    "a row missing": _drop_a_row,
+    "another shard's content": lambda path, other: shutil.copyfile(other, path),
+}
+
+
+@pytest.mark.parametrize("damage", CORRUPT_SHARDS)
+def test_a_corrupt_shard_is_set_aside_and_only_its_inputs_are_redone(tmp_path, damage):
+    from emonet.batch.job import _new_summary, describe_summary
+
+    columns, job, (first, second) = _two_shard_folder(tmp_path / "out")
+    rows_dir = tmp_path / "out" / "rows"
+    CORRUPT_SHARDS[damage](rows_dir / first, rows_dir / second)
+    again = open_output(tmp_path / "out", job, columns)
+    assert sorted(again.lost) == ["/a.jpg", "/b.jpg"] and list(again.done) == ["/c.jpg"]  # c's rows are kept
+    assert list(again.corrupt) == [first] and (tmp_path / "out" / "corrupt" / first).exists()
+    summary = _new_summary([], [], again, "local", None)
+    assert summary["corrupt_shards"] == again.corrupt and summary["redone_lost_inputs"] == 2
+    summary.update(seconds=1.0, stage_seconds={})
+    assert f"1 corrupt shard(s) moved to corrupt/, their inputs redone ({first}: " in describe_summary(summary)
+    again.close()
+    assert pd.read_parquet(rows_dir).groupby("source").size().to_dict() == {"/c.jpg": 3}  # the dataset reads
+
+
+JOB_FILES = {
+    "not JSON": b"{not json",
+    "a list": b"[]",
+    "null": b"null",
+    "job not an object": b'{"job": 3, "columns": []}',
+    "not UTF-8": b"\xff\xfe{}",
+}
+
+
+@pytest.mark.parametrize("content", JOB_FILES)
+def test_a_corrupt_job_record_is_refused_naming_it(tmp_path, content):
+    columns, job, _ = _two_shard_folder(tmp_path / "out")
+    (tmp_path / "out" / "job.json").write_bytes(JOB_FILES[content])
+    with pytest.raises(OutputError, match=r"job\.json: not a (readable )?batch job record"):
+        open_output(tmp_path / "out", job, columns)
+
+
+def test_a_job_record_that_is_a_folder_is_refused(tmp_path):
+    columns, job, _ = _two_shard_folder(tmp_path / "out")
+    (tmp_path / "out" / "job.json").unlink()
+    (tmp_path / "out" / "job.json").mkdir()
+    with pytest.raises(OutputError, match=r"job\.json: not a readable batch job record \(IsADirectoryError\)"):
+        open_output(tmp_path / "out", job, columns)
+
+
 def test_ledger_helper_counts_and_cuts_a_torn_line_and_refuses_a_damaged_one(tmp_path):
     """emonet.ledger, the one resume record (batch, predict, visibility): whole lines in, a torn last line out."""
     from emonet.ledger import LedgerError, append_records, read_ledger, start_ledger

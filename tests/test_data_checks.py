@@ -247,3 +247,13 @@ def test_finetune_refuses_a_validation_split_that_copies_the_training_images(
     spec.allow_shared_splits = True
     train, val, _ = build_datasets(spec, model, config, progress=False)
     assert len(train) == len(val) == 3
+
+
+def test_batch_input_fifo_without_extension_is_an_error_row_not_a_hang(tmp_path):
+    import os
+
+    from emonet.batch.inputs import _sniff
+
+    fifo = tmp_path / "named_pipe"
+    os.mkfifo(fifo)
+    assert _sniff(fifo) == "unknown"  # returns at once: nothing opens the pipe

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -15,7 +17,14 @@ from conftest import REPO_ROOT
 
 from emonet.checkpoint import load_model, save_checkpoint
 from emonet.cli import main
-from emonet.inference.onnx import ExportError, cached_onnx, check_inputs, export_onnx, model_fingerprint
+from emonet.inference.onnx import (
+    ExportError,
+    cached_onnx,
+    check_inputs,
+    export_onnx,
+    file_sha256,
+    model_fingerprint,
+)
 from emonet.models import create_model
 
 
@@ -141,3 +150,75 @@ def test_export_cli_errors_and_dual_head(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resnet18_dual_head" in out and "outputs: expression, valence, arousal;" in out
     assert (tmp_path / "dual.onnx").exists()
+
+
+def _truncate(onnx_path, report_path, other):
+    onnx_path.write_bytes(onnx_path.read_bytes()[: onnx_path.stat().st_size // 3])
+
+
+def _swap_file(onnx_path, report_path, other):
+    shutil.copyfile(other, onnx_path)  # another model's export under this model's name
+
+
+def _swap_both(onnx_path, report_path, other):
+    shutil.copyfile(other, onnx_path)
+    shutil.copyfile(other.with_suffix(".json"), report_path)  # its (valid) report too: the weights hash differs
+
+
+def _edit_report(**changes):
+    def edit(onnx_path, report_path, other):
+        report_path.write_text(json.dumps({**json.loads(report_path.read_text()), **changes}))
+    return edit
+
+
+CORRUPT_EXPORTS = {
+    "truncated file": _truncate,
+    "garbage file": lambda p, r, o: p.write_bytes(b"\x08\x07garbage" * 100),
+    "another model's file": _swap_file,
+    "another model's file and report": _swap_both,
+    "report not JSON": lambda p, r, o: r.write_text('{"path": '),
+    "report a list": lambda p, r, o: r.write_text("[]"),
+    "report null": lambda p, r, o: r.write_text("null"),
+    "report without hashes": lambda p, r, o: r.write_text(json.dumps({k: v for k, v in json.loads(r.read_text()).items()
+                                                                     if not k.endswith("sha256")})),
+    "text differences": _edit_report(max_abs_diff={"valence": "small"}),
+    "no outputs": _edit_report(outputs=[]),
+    "no check": _edit_report(max_abs_diff={}, checked_batch_sizes=[]),
+    "report missing": lambda p, r, o: r.unlink(),
+}
+
+
+@pytest.fixture(scope="module")
+def other_export(tmp_path_factory):
+    """The export of another dual-head ResNet (other weights), to swap in."""
+    torch.manual_seed(1)
+    other = create_model("resnet18_dual_head", input_size=64).eval()
+    path, _ = cached_onnx(other, "fp32", tmp_path_factory.mktemp("other"))
+    return path
+
+
+@pytest.mark.parametrize("damage", CORRUPT_EXPORTS)
+def test_a_corrupt_or_swapped_export_is_rebuilt_never_used(small_dual_head, other_export, tmp_path, damage):
+    path, info = cached_onnx(small_dual_head, "fp32", tmp_path)
+    assert info["weights_sha256"] == model_fingerprint(small_dual_head) and info["file_sha256"] == file_sha256(path)
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert metadata["weights_sha256"] == info["weights_sha256"]
+    CORRUPT_EXPORTS[damage](path, path.with_suffix(".json"), other_export)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "rebuilding the cached export ...: <why>"
+        again, rebuilt = cached_onnx(small_dual_head, "fp32", tmp_path)
+    assert again == path and rebuilt["file_sha256"] == file_sha256(path) != file_sha256(other_export)
+    x = check_inputs(small_dual_head, 2)
+    with torch.inference_mode():
+        ref = small_dual_head(x)
+    assert np.abs(run_onnx(path, x)["valence"] - ref["valence"].numpy()).max() <= 1e-4  # this model's outputs
+
+
+def test_a_swapped_export_is_named_in_the_warning(small_dual_head, other_export, tmp_path):
+    path, _ = cached_onnx(small_dual_head, "fp32", tmp_path)
+    _swap_file(path, path.with_suffix(".json"), other_export)
+    with pytest.warns(RuntimeWarning, match=f"rebuilding the cached export {path}: the file's SHA-256 differs"):
+        cached_onnx(small_dual_head, "fp32", tmp_path)
+    _swap_both(path, path.with_suffix(".json"), other_export)
+    with pytest.warns(RuntimeWarning, match="exported from other weights"):
+        cached_onnx(small_dual_head, "fp32", tmp_path)

@@ -241,13 +241,16 @@ def test_camera_disconnect_ends_cleanly(colour_predictor, sample_video, tmp_path
 
 def test_interrupted_cli_run_keeps_its_csv(official_checkpoint_8, tmp_path):
     video = write_sample_video(tmp_path / "long.avi", seconds=20, fps=10, size=(320, 240))
-    out_csv = tmp_path / "partial.csv"
+    out_csv = tmp_path / "frames.csv"
+    out_csv.write_text("an earlier run's table\n")
+    partial = tmp_path / "frames.csv.partial"
     argv = ["-m", "emonet", "video", "--weights", official_checkpoint_8, "--source", video, "--output", out_csv,
             "--no-progress"]
-    with running_until_rows(argv, out_csv, rows=4) as proc:
+    with running_until_rows(argv, partial, rows=4) as proc:
         proc.send_signal(signal.SIGKILL)  # no chance to clean up: only per-frame flushing saves the rows
         proc.communicate(timeout=30)
-    df = pd.read_csv(out_csv)
+    assert out_csv.read_text() == "an earlier run's table\n"  # a killed run never costs the earlier output
+    df = pd.read_csv(partial)
     assert len(df) >= 3
     assert df["frame"].is_monotonic_increasing and df["valence"].between(-1, 1).all()
     assert df[[c for c in df.columns if c.startswith("p_")]].notna().all().all()

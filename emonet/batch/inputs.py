@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emonet.errors import UserError
+from emonet.fileio import special_file_kind
 from emonet.images import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -38,6 +39,8 @@ class InputItem:
 
 def _sniff(path: Path) -> str:
     """``image``/``video``/``unknown`` from the first bytes of a file (its extension said nothing)."""
+    if special_file_kind(path):
+        return "unknown"  # a FIFO or device would block the read: an error row names it
     try:
         with open(path, "rb") as handle:
             head = handle.read(32)

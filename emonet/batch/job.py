@@ -24,6 +24,82 @@ DEFAULT_SHARD_SECONDS = 60.0
 MAX_LISTED_ERRORS = 100  # the summary lists this many unreadable inputs (all are in the ledger and the rows)
 
 
+def _new_summary(
+    items: Sequence[InputItem], todo: Sequence, out: BatchOutput, engine: str, ray_options: RayOptions | None
+) -> dict:
+    """The summary before any input is processed (counts at zero, what the ledger already holds)."""
+    return {
+        "engine": engine, "address": (ray_options.address if ray_options and engine == "ray" else None),
+        "output_dir": str(out.folder), "inputs": len(items), "already_done": len(items) - len(todo),
+        "processed": 0, "remaining": len(todo), "images": 0, "videos": 0, "unreadable_inputs": 0,
+        "inputs_without_faces": 0, "frames": 0, "rows": 0, "faces": 0, "invalid_faces": 0, "errors": [],
+        "seconds": 0.0, "frames_per_s": 0.0, "faces_per_s": 0.0, "stage_seconds": {},
+        "first_result_s": None,  # start-up: model loading, and for Ray its start and the actors' start
+        "shards_written": 0, "adopted_shards": out.adopted, "redone_lost_inputs": len(out.lost),
+        # shard -> why; moved to OUT/corrupt/, its inputs redone (sinks without shards have none)
+        "corrupt_shards": dict(getattr(out, "corrupt", {})),
+        "interrupted": False,
+    }
+
+
+def _count_finished(summary: dict, finished: Finished) -> None:
+    """Add one finished input to the summary's counts."""
+    summary["processed"] += 1
+    summary["remaining"] -= 1
+    if finished.kind in ("image", "video"):
+        summary[finished.kind + "s"] += 1
+    if finished.error:
+        summary["unreadable_inputs"] += 1
+        if len(summary["errors"]) < MAX_LISTED_ERRORS:
+            summary["errors"].append({"source": finished.source, "error": finished.error})
+    faces = [r for r in finished.rows if r.get("face_id") is not None]
+    if not finished.error and not faces:
+        summary["inputs_without_faces"] += 1
+    summary["frames"] += finished.frames
+    summary["rows"] += len(finished.rows)
+    summary["faces"] += sum(not r.get("error") for r in faces)
+    summary["invalid_faces"] += sum(bool(r.get("error")) for r in faces)
+
+
+class _ShardBuffer:
+    """Finished inputs waiting to be written as one shard (every ``shard_rows`` rows or ``shard_seconds``)."""
+
+    def __init__(self, out: BatchOutput, assembler: Assembler, shard_rows: int, shard_seconds: float) -> None:
+        self.out, self.assembler = out, assembler
+        self.shard_rows, self.shard_seconds = shard_rows, shard_seconds
+        self.pending: list[Finished] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, finished: Finished) -> None:
+        self.pending.append(finished)
+
+    def due(self) -> bool:
+        """Enough rows for a shard, or the oldest pending input has waited ``shard_seconds``."""
+        return (sum(len(f.rows) for f in self.pending) >= self.shard_rows
+                or bool(self.pending) and time.monotonic() - self.last_flush >= self.shard_seconds)
+
+    def flush(self) -> None:
+        if self.pending:
+            # taken off the list first: an interrupt inside write_shard must not make the interrupt handler's
+            # flush write the same inputs again (their rows would be in two shards)
+            finished = [(f.source, f.kind, f.error, f.rows) for f in self.pending]
+            self.pending.clear()
+            t0 = time.perf_counter()
+            self.out.write_shard(finished)
+            self.assembler.seconds["write"] += time.perf_counter() - t0
+        self.last_flush = time.monotonic()
+
+
+def _close_summary(summary: dict, seconds: float, assembler: Assembler, out: BatchOutput) -> None:
+    """Rates, time per stage and shard count into the summary, then summary.json (also after an interrupt)."""
+    summary["seconds"] = round(seconds, 3)
+    summary["frames_per_s"] = round(summary["frames"] / seconds, 3) if seconds > 0 else 0.0
+    summary["faces_per_s"] = round(summary["faces"] / seconds, 3) if seconds > 0 else 0.0
+    summary["stage_seconds"] = {s: round(assembler.seconds.get(s, 0.0), 3) for s in STAGES}
+    summary["shards_written"] = out.shards_written
+    out.write_summary(summary)
+
+
 def run_job(
     items: Sequence[InputItem], config: BatchConfig, out: BatchOutput, engine: str = "local",
     ray_options: RayOptions | None = None, progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS,
@@ -36,51 +112,11 @@ def run_job(
     """
     todo = [(i, item) for i, item in enumerate(items) if item.source not in out.done]
     assembler = assembler or Assembler(config)
-    summary = {
-        "engine": engine, "address": (ray_options.address if ray_options and engine == "ray" else None),
-        "output_dir": str(out.folder), "inputs": len(items), "already_done": len(items) - len(todo),
-        "processed": 0, "remaining": len(todo), "images": 0, "videos": 0, "unreadable_inputs": 0,
-        "inputs_without_faces": 0, "frames": 0, "rows": 0, "faces": 0, "invalid_faces": 0, "errors": [],
-        "seconds": 0.0, "frames_per_s": 0.0, "faces_per_s": 0.0, "stage_seconds": {},
-        "first_result_s": None,  # start-up: model loading, and for Ray its start and the actors' start
-        "shards_written": 0, "adopted_shards": out.adopted, "redone_lost_inputs": len(out.lost),
-        "interrupted": False,
-    }
-    pending: list[Finished] = []
-    last_flush = time.monotonic()
+    summary = _new_summary(items, todo, out, engine, ray_options)
+    shards = _ShardBuffer(out, assembler, shard_rows, shard_seconds)
     start = time.perf_counter()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="input", desc="batch",
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
-
-    def flush() -> None:
-        nonlocal last_flush
-        if pending:
-            # taken off the list first: an interrupt inside write_shard must not make the interrupt handler's
-            # flush write the same inputs again (their rows would be in two shards)
-            finished = [(f.source, f.kind, f.error, f.rows) for f in pending]
-            pending.clear()
-            t0 = time.perf_counter()
-            out.write_shard(finished)
-            assembler.seconds["write"] += time.perf_counter() - t0
-        last_flush = time.monotonic()
-
-    def count(finished: Finished) -> None:
-        summary["processed"] += 1
-        summary["remaining"] -= 1
-        if finished.kind in ("image", "video"):
-            summary[finished.kind + "s"] += 1
-        if finished.error:
-            summary["unreadable_inputs"] += 1
-            if len(summary["errors"]) < MAX_LISTED_ERRORS:
-                summary["errors"].append({"source": finished.source, "error": finished.error})
-        faces = [r for r in finished.rows if r.get("face_id") is not None]
-        if not finished.error and not faces:
-            summary["inputs_without_faces"] += 1
-        summary["frames"] += finished.frames
-        summary["rows"] += len(finished.rows)
-        summary["faces"] += sum(not r.get("error") for r in faces)
-        summary["invalid_faces"] += sum(bool(r.get("error")) for r in faces)
-
     chunks = None
     try:
         if engine == "local":
@@ -91,18 +127,18 @@ def run_job(
             if summary["first_result_s"] is None:
                 summary["first_result_s"] = round(time.perf_counter() - start, 3)
             for finished in assembler.add(chunk):
-                count(finished)
-                pending.append(finished)
+                _count_finished(summary, finished)
+                shards.add(finished)
                 bar.update(1)
             elapsed = time.perf_counter() - start
             if progress and elapsed > 0:
                 bar.set_postfix_str(f"{summary['faces'] / elapsed:.1f} faces/s", refresh=False)
-            if sum(len(f.rows) for f in pending) >= shard_rows or pending and time.monotonic() - last_flush >= shard_seconds:
-                flush()
-        flush()
+            if shards.due():
+                shards.flush()
+        shards.flush()
     except KeyboardInterrupt:
         summary["interrupted"] = True
-        flush()  # what is finished is kept: the rerun starts after it
+        shards.flush()  # what is finished is kept: the rerun starts after it
         raise
     finally:
         if chunks is not None:
@@ -110,13 +146,7 @@ def run_job(
         if engine == "ray":
             shutdown_ray()
         bar.close()
-        seconds = time.perf_counter() - start
-        summary["seconds"] = round(seconds, 3)
-        summary["frames_per_s"] = round(summary["frames"] / seconds, 3) if seconds > 0 else 0.0
-        summary["faces_per_s"] = round(summary["faces"] / seconds, 3) if seconds > 0 else 0.0
-        summary["stage_seconds"] = {s: round(assembler.seconds.get(s, 0.0), 3) for s in STAGES}
-        summary["shards_written"] = out.shards_written
-        out.write_summary(summary)
+        _close_summary(summary, time.perf_counter() - start, assembler, out)
     return summary
 
 
@@ -135,6 +165,9 @@ def describe_summary(summary: dict) -> str:
         notes.append(f"{summary['invalid_faces']} face(s) with an invalid (non-finite) model output")
     if summary["adopted_shards"]:
         notes.append(f"{summary['adopted_shards']} shard(s) of an interrupted run taken into the ledger")
+    if summary.get("corrupt_shards"):
+        notes.append(f"{len(summary['corrupt_shards'])} corrupt shard(s) moved to corrupt/, their inputs redone "
+                     f"({', '.join(f'{k}: {v}' for k, v in summary['corrupt_shards'].items())})")
     if notes:
         text += "\n  " + "; ".join(notes)
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["stage_seconds"].items())

@@ -14,7 +14,11 @@ between the rename and the ledger line leaves an *orphan* shard: the shard's Par
 inputs it completes, so the next run adopts it into the ledger instead of redoing (and duplicating) them.
 A torn last ledger line (a kill inside its write) is detected, counted (``torn_ledger_lines``) and cut off
 (:mod:`emonet.ledger`, the project's one resume record). An input is done when the ledger names it and its shard exists, so
-deleting a shard makes the next run redo its inputs. One run at a time per folder (an ``flock`` lock).
+deleting a shard makes the next run redo its inputs. Every shard is read back when a folder is reopened: one
+that cannot be read, or whose rows do not match what the ledger (and its own metadata) says it holds, is moved
+to ``OUT/corrupt/`` and its inputs are redone (the other shards' rows are kept; ``corrupt_shards`` in the
+summary). A ``job.json`` that is not a job record is refused with an error naming it. One run at a time per
+folder (an ``flock`` lock).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from emonet.ledger import LedgerError, append_records, read_ledger
 from emonet.records import BATCH_KEYS, schema_columns
 
 ROWS_DIR, LEDGER, JOB, SUMMARY, CSV_NAME, LOCK = "rows", "ledger.jsonl", "job.json", "summary.json", "rows.csv", ".lock"
+CORRUPT_DIR = "corrupt"  # shards that failed the check on reopening, kept for inspection, out of the dataset
 METADATA_KEY = b"emonet.batch.inputs"  # Parquet key-value metadata: the inputs a shard completes
 SHARD_PATTERN = re.compile(r"part-[0-9a-z-]+\.parquet")
 # atomic_path's temporaries: ".<name>.<8 random characters><suffix>"
@@ -103,6 +108,7 @@ class BatchOutput:
     lost: list[str] = field(default_factory=list)  # ledger inputs whose shard is gone: redone
     shards_written: int = 0
     torn_lines: int = 0  # torn last ledger lines of a killed run, cut off when the folder was opened
+    corrupt: dict[str, str] = field(default_factory=dict)  # shard -> why it failed the check (its inputs redone)
     _lock_fd: int | None = None
     _run: str = ""
 
@@ -195,14 +201,68 @@ def _read_ledger(path: Path) -> tuple[list[LedgerEntry], int]:
     return entries, found.torn_lines
 
 
-def _shard_inputs(path: Path) -> list[dict] | None:
+def _shard_problem(path: Path, expected: dict[str, int] | None) -> tuple[list[dict] | None, str]:
+    """Read a shard back whole: the inputs its metadata lists, and why it cannot be trusted (``""`` when it
+    can): unreadable (truncated, corrupt pages), no input list, or rows per source that differ from its list
+    or from ``expected`` (the ledger's counts; None for an orphan, checked against its own list only)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        metadata = pq.read_schema(path).metadata or {}
-        return json.loads(metadata[METADATA_KEY])
-    except (OSError, KeyError, ValueError):
-        return None
+        table = pq.read_table(path)  # every page: a corrupt page shows here, not in a later pd.read_parquet
+        listed = json.loads((table.schema.metadata or {})[METADATA_KEY])
+        claimed = {str(item["source"]): int(item["rows"]) for item in listed}
+    except (OSError, KeyError, ValueError, TypeError, pa.ArrowException) as exc:
+        return None, f"cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    if expected is not None and claimed != expected:
+        return listed, "its inputs or row counts differ from the ledger's"
+    if "source" in table.column_names:
+        counts: dict[str, int] = {}
+        for source in table.column("source").to_pylist():
+            counts[source] = counts.get(source, 0) + 1
+        found = {k: v for k, v in claimed.items() if v}
+        if counts != found:
+            return listed, f"holds {table.num_rows} row(s) that differ from the {sum(found.values())} it lists"
+    elif table.num_rows != sum(claimed.values()):
+        return listed, f"holds {table.num_rows} row(s), lists {sum(claimed.values())}"
+    return listed, ""
+
+
+def _set_aside(out: BatchOutput, name: str, why: str) -> None:
+    """Move a shard that failed its check out of the dataset (kept under ``OUT/corrupt/`` for inspection)."""
+    aside = out.folder / CORRUPT_DIR
+    aside.mkdir(exist_ok=True)
+    os.replace(out.rows_dir / name, aside / name)
+    out.corrupt[name] = why
+
+
+def _reconcile(out: BatchOutput, entries: Sequence[LedgerEntry]) -> None:
+    """Which ledgered inputs are done (their shard exists and passes the check), which are lost (redone), and
+    the orphan shards of a killed run adopted into the ledger."""
+    rows_dir = out.rows_dir
+    shards = {p.name for p in rows_dir.iterdir() if SHARD_PATTERN.fullmatch(p.name)}
+    by_shard: dict[str, dict[str, int]] = {}  # what the ledger says each shard holds
+    for entry in entries:
+        by_shard.setdefault(entry.shard, {})[entry.source] = entry.rows
+    for name in sorted(set(by_shard) & shards):
+        _, why = _shard_problem(rows_dir / name, by_shard[name])
+        if why:
+            _set_aside(out, name, why)
+            shards.discard(name)
+    for entry in entries:  # an input is done when one of its ledger entries names a (checked) shard
+        if entry.shard in shards:
+            out.done[entry.source] = entry
+        elif entry.source not in out.done:
+            out.lost.append(entry.source)
+    ledgered = {e.shard for e in entries}
+    for name in sorted(shards - ledgered):  # orphans: renamed, but the run died before the ledger line
+        listed, why = _shard_problem(rows_dir / name, None)
+        if listed is None or why or any(item["source"] in out.done for item in listed):
+            (rows_dir / name).unlink()  # unreadable, or would duplicate rows: its inputs are redone
+            continue
+        out._append_ledger([LedgerEntry(shard=name, **item) for item in listed])
+        out.adopted += 1
+    out.lost = [s for s in out.lost if s not in out.done]
 
 
 def open_output(
@@ -232,21 +292,7 @@ def open_output(
                 if TEMPORARY_PATTERN.fullmatch(stale.name) and stale.is_file():
                     stale.unlink(missing_ok=True)
         entries, out.torn_lines = _read_ledger(target / LEDGER)
-        shards = {p.name for p in rows_dir.iterdir() if SHARD_PATTERN.fullmatch(p.name)}
-        for entry in entries:
-            if entry.shard in shards:
-                out.done[entry.source] = entry
-            elif entry.source not in out.done:
-                out.lost.append(entry.source)
-        out.lost = [s for s in out.lost if s not in out.done]
-        ledgered = {e.shard for e in entries}
-        for name in sorted(shards - ledgered):  # orphans: renamed, but the run died before the ledger line
-            listed = _shard_inputs(rows_dir / name)
-            if listed is None or any(item["source"] in out.done for item in listed):
-                (rows_dir / name).unlink()  # unreadable, or would duplicate rows: its inputs are redone
-                continue
-            out._append_ledger([LedgerEntry(shard=name, **item) for item in listed])
-            out.adopted += 1
+        _reconcile(out, entries)
     except BaseException:
         out.close()
         raise
@@ -261,13 +307,17 @@ def _check_job(folder: Path, job: dict, columns: list[str]) -> None:
             raise OutputError(f"--output-dir {folder}: holds batch output without its {JOB}; choose another folder")
         write_json_atomic(path, record)
         return
+    hint = "restore it, or choose another --output-dir (the folder's rows are kept)"
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise OutputError(f"{path}: not a batch job record (JSON); choose another --output-dir") from None
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, not UTF-8, a folder ...
+        raise OutputError(f"{path}: not a readable batch job record ({type(exc).__name__}); {hint}") from None
+    if not (isinstance(previous, dict) and isinstance(previous.get("job"), dict)
+            and isinstance(previous.get("columns"), list)):
+        raise OutputError(f"{path}: not a batch job record (an object with 'job' and 'columns'); {hint}")
     if previous == record:
         return
-    old, new = previous.get("job", {}), job
+    old, new = previous["job"], job
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     detail = ", ".join(f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed) or "the columns differ"
     raise OutputError(f"--output-dir {folder}: holds a job run with other options ({detail}); a rerun must use the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from emonet.cli.options import add_data_root, add_output_dir, add_progress
+from emonet.cli.options import add_data_root, add_output_dir, add_progress, percentage
 from emonet.errors import UserError
 
 HELP = "validate EMOTIC annotations, filter by face visibility, normalise valence/arousal/dominance to [-1, 1]"
@@ -20,7 +20,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     add_data_root(p, "folder with annot_arrs_train.csv, annot_arrs_val.csv, annot_arrs_test.csv",
                   deprecated=("--annotations",))
     add_output_dir(p, "folder for normalized_dataset_{train,val,test}.csv and normalization.json")
-    p.add_argument("--min-visibility", type=float, default=None, metavar="P",
+    p.add_argument("--min-visibility", type=percentage, default=None, metavar="P",
                    help="keep only rows with Face_Visibility >= P (0-100); needs `emonet visibility` first")
     p.add_argument("--fit-train", action="store_true",
                    help="use the training split's min/max as bounds (applied unchanged to val/test) "

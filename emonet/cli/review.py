@@ -9,7 +9,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from emonet.cli.options import add_option, add_output_dir, add_progress, add_weights
+from emonet.cli.options import (
+    add_option,
+    add_output_dir,
+    add_progress,
+    add_weights,
+    non_negative_int,
+    positive_int,
+    probability,
+    seed,
+)
 from emonet.errors import UserError
 from emonet.review import SORT_ORDERS, review_predictions_with_visualization
 
@@ -25,16 +34,16 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arrays", default=None,
                    help="EMOTIC img_arrs/ folder, or the folder image paths start from (default: the CSV's folder)")
     add_output_dir(p, "folder for the review files (created if needed)")
-    p.add_argument("--num-samples", type=int, default=20, help="samples in the grid")
-    p.add_argument("--detailed-samples", type=int, default=20, help="detailed panels written")
+    p.add_argument("--num-samples", type=non_negative_int, default=20, help="samples in the grid")
+    p.add_argument("--detailed-samples", type=non_negative_int, default=20, help="detailed panels written")
     p.add_argument("--sort-by", choices=SORT_ORDERS, default="random",
                    help="order of the shown samples (best/worst: quality score; confidence: model certainty)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random order")
-    p.add_argument("--threshold", type=float, default=0.5, help="multi-label decision threshold (score >= it)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random order")
+    p.add_argument("--threshold", type=probability, default=0.5, help="multi-label decision threshold (score >= it)")
     p.add_argument("--flip-tta", action="store_true", help="average over the image and its mirror")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers reading images")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers reading images")
     p.add_argument("--image-source", choices=("crop", "full", "face"), default=None,
                    help="EMOTIC only: person crop (default), full image, or detected face")
     p.add_argument("--crop", choices=("none", "landmarks", "detect"), default=None,

@@ -8,17 +8,21 @@ it only if it matches the eager reference within 1e-4, and times :data:`PROBE_RO
 per candidate, interleaved (a busy period of a shared machine slows all of them alike). The fastest exact
 candidate wins if it beats eager by :data:`MIN_GAIN`; eager PyTorch is the fallback whenever nothing else
 builds or matches. Cost for EmoNet on a 2-core CPU: about 10-15 s once (ONNX export and its check included),
-then reading a small JSON file.
+then reading a small JSON file. The probe says what it does as it does it (``report``: one line per
+step on stderr when the choice is announced: the export, each candidate checked and timed, the choice).
 
 Cache: ``$EMONET_CHOICE_CACHE`` if set, else ``<cache>/choice`` (``$EMONET_CACHE`` or ``~/.cache/emonet``);
 one file per checkpoint (hash of architecture, config and weights) and machine (CPU model and flags,
-threads, library versions: :func:`emonet.devices.machine_key`). Delete the file to probe again.
+threads, library versions: :func:`emonet.devices.machine_key`). Delete the file to probe again. Cached
+files are checked on read (:func:`valid_choice`, :func:`valid_speeds`: every field's type and range, a known
+backend): an invalid one is ignored and rebuilt by a new probe, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -39,11 +43,18 @@ from emonet.inference.runners import Runner
 CHOICE_ENV = "EMONET_CHOICE_CACHE"
 CHOICE_VERSION = 2  # bump when the probe or the candidates change: invalidates cached choices
 PROBE_CROPS = 2
-PROBE_ROUNDS = 3
+PROBE_ROUNDS = 3  # timing rounds at most; a round after the second only while within PROBE_TIMING_BUDGET_S
+PROBE_TIMING_BUDGET_S = 3.0
+SLOWER_LIMIT = 1.5  # a path this much slower than the fastest after a round cannot win: not timed again
 MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: stay with eager
 TINY_FORWARD_S = 0.005  # an eager forward faster than this: no other path can pay for its setup; no probe
 
 Builder = Callable[[str, str], Runner]
+Report = Callable[[str], None]  # receives one progress line of the probe
+
+
+def _quiet(_line: str) -> None:
+    pass
 
 
 @dataclass
@@ -131,72 +142,129 @@ def _exact(reference: dict, out: dict) -> tuple[bool, float]:
             max(acc["max_abs"].values(), default=0.0))
 
 
-def probe(model: nn.Module, build: Builder, speeds: dict[str, float] | None = None,
-          candidates: list[tuple[str, str]] | None = None) -> tuple[BackendChoice, dict[str, Runner]]:
+_BUILD_WORDS = {"onnxruntime": "exporting to ONNX (checked against PyTorch) and opening it in ONNX Runtime",
+                "openvino": "compiling the ONNX export with OpenVINO", "torch-opt": "folding batch norms"}
+
+
+class _Candidates:
+    """The runners of one probe: each candidate built, run on the probe crops and kept only if exact."""
+
+    def __init__(self, build: Builder, x: torch.Tensor, reference: dict, reference_runner: Runner,
+                 choice: BackendChoice, report: Report) -> None:
+        self.build, self.x, self.reference, self.choice, self.report = build, x, reference, choice, report
+        self.runners: dict[str, Runner] = {"torch/fp32": reference_runner}
+        self.max_abs: dict[str, float] = {}
+
+    def try_(self, key: str) -> bool:
+        backend = key.split("/")[0]
+        self.report(f"{key}: {_BUILD_WORDS.get(backend, 'building')}...")
+        start = time.perf_counter()
+        try:
+            runner = self.build(*key.split("/"))
+            ok, diff = _exact(self.reference, runner(self.x))
+        except Exception as exc:  # noqa: BLE001 - any failure (missing package, export, kernel) rules it out
+            self.choice.rejected[key] = f"{type(exc).__name__}: {exc}"
+            self.report(f"{key}: not usable here ({type(exc).__name__})")
+            return False
+        if not ok:
+            self.choice.rejected[key] = f"not exact: max |d| {diff:.1e} > {TOLERANCES['fp32']['max_abs']:g}"
+            self.report(f"{key}: not exact (max |d| {diff:.1e}), left out")
+            return False
+        self.runners[key], self.max_abs[key] = runner, diff
+        self.report(f"{key}: exact (max |d| {diff:.0e}), ready in {time.perf_counter() - start:.1f} s")
+        return True
+
+
+def _time_candidates(runners: dict[str, Runner], x: torch.Tensor) -> dict[str, list[float]]:
+    """Interleaved rounds of one forward per path (a busy period slows all alike); after each round the
+    paths :data:`SLOWER_LIMIT` times slower than the fastest drop out (eager PyTorch, usually the slowest,
+    is then timed once), and rounds stop at :data:`PROBE_ROUNDS`, or after two once the budget is spent."""
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    active, start = list(runners), time.perf_counter()
+    for round_ in range(PROBE_ROUNDS):
+        for key in active:
+            begin = time.perf_counter()
+            runners[key](x)
+            times[key].append(time.perf_counter() - begin)
+        fastest = min(statistics.median(times[k]) for k in active)
+        active = [k for k in active if statistics.median(times[k]) <= SLOWER_LIMIT * fastest]
+        if len(active) <= 1 or (round_ >= 1 and time.perf_counter() - start > PROBE_TIMING_BUDGET_S):
+            break
+    return times
+
+
+def _timed_best(found: _Candidates, choice: BackendChoice, report: Report) -> tuple[str, float]:
+    """Time the exact candidates at batch 1 (:func:`_time_candidates`): the fastest and its speed-up over eager."""
+    report(f"timing {len(found.runners)} exact path(s) on one face each...")
+    times = _time_candidates(found.runners, found.x[:1])
+    median = {k: statistics.median(v) for k, v in times.items()}
+    speedups = {k: median["torch/fp32"] / v for k, v in median.items()}
+    choice.ms_per_face = {k: round(1000 * v, 2) for k, v in median.items()}
+    report("timed: " + ", ".join(f"{k} {v:.0f} ms" for k, v in choice.ms_per_face.items()))
+    best = max(speedups, key=lambda k: speedups[k])
+    if speedups[best] < MIN_GAIN:
+        best = "torch/fp32"
+    return best, speedups[best]
+
+
+def probe(model: nn.Module, build: Builder, speeds: dict[str, Any] | None = None,
+          candidates: list[tuple[str, str]] | None = None,
+          report: Report | None = None) -> tuple[BackendChoice, dict[str, Runner]]:
     """Choose for ``model`` (see the module docstring); returns the choice and the runners built.
 
     ``speeds`` (speed-up over eager per candidate, from an earlier probe of the same architecture on this
     machine): the candidates are tried fastest first and only checked for exactness, not timed again.
+    ``report`` receives a line at each step (what is being built, checked, timed).
     """
+    report = report or _quiet
     start = time.perf_counter()
     candidates = list(candidates or cpu_candidates())
     x = check_inputs(model, PROBE_CROPS)
     reference_runner = build("torch", "fp32")
-    runners: dict[str, Runner] = {"torch/fp32": reference_runner}
     choice = BackendChoice("torch", machine=machine_key(), chosen_on=time.strftime("%Y-%m-%d %H:%M"))
     # A tiny model (tests, toy models): nothing can beat eager by enough to pay for an export; no probe. With
     # known speeds the architecture was probed before (it was not tiny): no timing at all.
-    warm = None if speeds else _time_rounds({"torch/fp32": reference_runner}, x[:1], 2)["torch/fp32"]
-    if warm is not None and min(warm) < TINY_FORWARD_S:
+    # The reference forward on the probe crops is also the first timing (no separate warm-up forwards: on
+    # a 2-core CPU each EmoNet forward costs a noticeable part of the probe); near the limit, a warm one decides.
+    begin = time.perf_counter()
+    reference = reference_runner(x)
+    warm = [(time.perf_counter() - begin) / len(x)]
+    if not speeds and warm[0] < 20 * TINY_FORWARD_S:
+        warm += _time_rounds({"torch/fp32": reference_runner}, x[:1], 1)["torch/fp32"]
+    if not speeds and min(warm) < TINY_FORWARD_S:
         choice.reason = f"the model is too small for another path to pay ({1000 * min(warm):.1f} ms per forward)"
         choice.ms_per_face["torch/fp32"] = round(1000 * min(warm), 3)
         choice.probed = False
         choice.probe_s = round(time.perf_counter() - start, 2)
-        return choice, runners
-    reference = reference_runner(x)
-    max_abs: dict[str, float] = {}
-
-    def try_candidate(key: str) -> bool:
-        try:
-            runner = build(*key.split("/"))
-            ok, diff = _exact(reference, runner(x))
-        except Exception as exc:  # noqa: BLE001 - any failure (missing package, export, kernel) rules it out
-            choice.rejected[key] = f"{type(exc).__name__}: {exc}"
-            return False
-        if not ok:
-            choice.rejected[key] = f"not exact: max |d| {diff:.1e} > {TOLERANCES['fp32']['max_abs']:g}"
-            return False
-        runners[key], max_abs[key] = runner, diff
-        return True
-
+        return choice, {"torch/fp32": reference_runner}
+    # first line after one forward (a tiny model, decided at once, prints nothing but the choice)
+    report(f"choosing the fastest exact inference path for {getattr(model, 'arch', type(model).__name__)} on this "
+           "machine (once; --backend torch skips this)")
+    report(f"torch/fp32 (eager PyTorch, the reference): {1000 * warm[0]:.0f} ms per face")
+    found = _Candidates(build, x, reference, reference_runner, choice, report)
     keys = [f"{b}/{p}" for b, p in candidates if f"{b}/{p}" != "torch/fp32"]
     if speeds:  # known architecture: fastest first, stop at the first exact one
+        report("this architecture was timed before here: checking the fastest known path on these weights")
         choice.ms_per_face = dict(speeds.get("ms_per_face", {}))
         ranked = sorted((k for k in keys if speeds["speedup"].get(k, 0.0) >= MIN_GAIN),
                         key=lambda k: -speeds["speedup"][k])
-        best = next((k for k in ranked if try_candidate(k)), "torch/fp32")
+        best = next((k for k in ranked if found.try_(k)), "torch/fp32")
         speedup = speeds["speedup"].get(best, 1.0)
         timed = f"speeds measured on {speeds.get('measured_on', '?')} for this architecture"
     else:
         for key in keys:
-            try_candidate(key)
-        times = _time_rounds(runners, x[:1], PROBE_ROUNDS)
-        speedups = {k: statistics.median(r / t for r, t in zip(times["torch/fp32"], v)) for k, v in times.items()}
-        choice.ms_per_face = {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
-        best = max(speedups, key=lambda k: speedups[k])
-        if speedups[best] < MIN_GAIN:
-            best = "torch/fp32"
-        speedup = speedups[best]
+            found.try_(key)
+        best, speedup = _timed_best(found, choice, report)
         timed = "timed now"
     if best != "torch/fp32":
         choice.backend, choice.precision = best.split("/")
-        choice.speedup, choice.max_abs = round(speedup, 3), max_abs[best]
+        choice.speedup, choice.max_abs = round(speedup, 3), found.max_abs[best]
         choice.reason = f"the fastest exact path here ({speedup:.2f}x eager at batch 1; {timed})"
     else:
         choice.reason = (f"no other exact path is at least {MIN_GAIN}x faster here"
-                         if len(runners) > 1 or not choice.rejected else "no other exact path builds here")
+                         if len(found.runners) > 1 or not choice.rejected else "no other exact path builds here")
     choice.probe_s = round(time.perf_counter() - start, 2)
-    return choice, runners
+    return choice, found.runners
 
 
 def speed_record(choice: BackendChoice) -> dict[str, Any] | None:
@@ -208,37 +276,92 @@ def speed_record(choice: BackendChoice) -> dict[str, Any] | None:
             "speedup": {k: round(ref / v, 3) for k, v in choice.ms_per_face.items() if v > 0}}
 
 
-def load_choice(path: Path) -> BackendChoice | None:
-    """A cached choice, or None when missing or unreadable (then the probe runs again)."""
+def _number(value: Any, low: float = 0.0, positive: bool = False) -> bool:
+    """A finite real number (not a bool) >= ``low`` (> ``low`` with ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > low if positive else value >= low
+
+
+def _mapping_of(value: Any, check: Callable[[Any], bool]) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+
+def valid_choice(data: Any) -> str:
+    """Why ``data`` (a cached choice file's JSON) is not a usable choice, or ``""`` when it is: every field
+    present with its type and range, the backend one of the registered CPU candidates."""
+    if not isinstance(data, dict):
+        return f"not a JSON object ({type(data).__name__})"
+    known = {f"{b}/{p}" for b, p in cpu_candidates()} | {"torch/fp32"}
+    checks: dict[str, Callable[[Any], bool]] = {
+        "backend": lambda v: isinstance(v, str), "precision": lambda v: isinstance(v, str),
+        "speedup": lambda v: _number(v, positive=True), "max_abs": _number,
+        "ms_per_face": lambda v: _mapping_of(v, _number), "rejected": lambda v: _mapping_of(v, lambda r: isinstance(r, str)),
+        "reason": lambda v: isinstance(v, str), "chosen_on": lambda v: isinstance(v, str),
+        "probe_s": _number, "machine": lambda v: isinstance(v, dict),
+    }
+    for key, check in checks.items():
+        if key not in data or not check(data[key]):
+            return f"field {key!r} is missing or invalid ({data.get(key)!r:.60})"
+    if f"{data['backend']}/{data['precision']}" not in known:
+        return f"unknown backend {data['backend']}/{data['precision']}"
+    return ""
+
+
+def valid_speeds(data: Any) -> str:
+    """Why ``data`` (a cached speed record) is not usable, or ``""``: positive finite speed-ups and times."""
+    if not isinstance(data, dict):
+        return f"not a JSON object ({type(data).__name__})"
+    if not _mapping_of(data.get("speedup"), lambda v: _number(v, positive=True)) or "torch/fp32" not in data["speedup"]:
+        return "field 'speedup' is missing or invalid"
+    if not _mapping_of(data.get("ms_per_face", {}), _number) or not isinstance(data.get("measured_on", ""), str):
+        return "field 'ms_per_face' or 'measured_on' is invalid"
+    return ""
+
+
+def _read_checked(path: Path, check: Callable[[Any], str], report: Report) -> Any | None:
+    """The JSON in ``path`` when it passes ``check``; None when missing, unreadable or invalid (said on
+    ``report``: it is rebuilt)."""
     try:
-        data = json.loads(path.read_text())
-        return BackendChoice(**{k: v for k, v in data.items() if k in BackendChoice.__dataclass_fields__},
-                             path=str(path), cached=True)
-    except (OSError, ValueError, TypeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError) as exc:
+        report(f"ignoring the unreadable cache file {path} ({type(exc).__name__}); probing again")
         return None
+    why = check(data)
+    if why:
+        report(f"ignoring the invalid cache file {path} ({why}); probing again")
+        return None
+    return data
 
 
-def choose(model: nn.Module, build: Builder,
-           directory: str | os.PathLike | None = None) -> tuple[BackendChoice, Runner | None]:
+def load_choice(path: Path, report: Report | None = None) -> BackendChoice | None:
+    """A cached choice, or None when missing, unreadable or invalid (then the probe runs again)."""
+    data = _read_checked(path, valid_choice, report or _quiet)
+    if data is None:
+        return None
+    return BackendChoice(**{k: v for k, v in data.items() if k in BackendChoice.__dataclass_fields__},
+                         path=str(path), cached=True)
+
+
+def choose(model: nn.Module, build: Builder, directory: str | os.PathLike | None = None,
+           report: Report | None = None) -> tuple[BackendChoice, Runner | None]:
     """The cached choice for ``model`` on this machine, or a fresh probe (stored). Returns the choice and,
-    after a probe, the chosen runner already built (None when read from the cache)."""
+    after a probe, the chosen runner already built (None when read from the cache). ``report`` receives
+    the probe's progress lines (never called when the cached choice is used)."""
+    report = report or _quiet
     path = choice_path(model, directory)
-    cached = load_choice(path)
+    cached = load_choice(path, report)
     if cached is not None:
         return cached, None
     speeds_file = speed_path(model, directory)
-    speeds = _read_json(speeds_file)
-    choice, runners = probe(model, build, speeds if speeds and "speedup" in speeds else None)
+    speeds = _read_checked(speeds_file, valid_speeds, report)
+    choice, runners = probe(model, build, speeds, report=report)
     runner = runners.get(f"{choice.backend}/{choice.precision}")
     if not choice.probed:
         return choice, runner  # a tiny model: the decision costs two forwards, not worth a file
+    report(f"chose {choice.backend}/{choice.precision} in {choice.probe_s:.1f} s")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         record = None if speeds else speed_record(choice)

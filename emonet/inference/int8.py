@@ -57,6 +57,7 @@ from emonet.inference.onnx import (
     make_session,
     model_fingerprint,
     output_names,
+    read_export,
     write_report,
 )
 from emonet.inference.verify import reference_outputs, run_batches
@@ -245,8 +246,8 @@ def cached_int8(model: nn.Module, directory: str | os.PathLike | None = None, op
                 progress: bool = False) -> tuple[Path, dict[str, Any]]:
     """Path and report of the verified-recipe int8 file for ``model``, built (minutes) if missing."""
     path = cached_int8_path(model, directory, opset)
-    report_path = path.with_suffix(".json")
-    if path.exists() and report_path.exists():
-        return path, json.loads(report_path.read_text())
+    info = read_export(path, model_fingerprint(model), "int8")  # checked: weights and file SHA-256
+    if info is not None:
+        return path, info
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path, write_report(path, build_int8(model, path, opset=opset, progress=progress))
+    return path, write_report(path, build_int8(model, path, opset=opset, progress=progress), model)

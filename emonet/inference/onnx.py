@@ -8,7 +8,9 @@
   calibrated on real face crops (:func:`face_crops`: the sample faces shipped in installed packages,
   detected, cropped with EmoNet's protocol and augmented) and measures its accuracy on other crops.
 * :func:`cached_onnx` is what the ``onnxruntime`` backend uses: exported/quantised files are kept under
-  :func:`cache_dir` (``$EMONET_CACHE`` or ``~/.cache/emonet``), keyed by a hash of the weights.
+  :func:`cache_dir` (``$EMONET_CACHE`` or ``~/.cache/emonet``), keyed by a hash of the weights. Each file's
+  JSON report records the SHA-256 of the weights it was exported from and of the file itself; both are checked
+  (:func:`export_problem`) before a cached file is used, and an invalid, truncated or swapped file is rebuilt.
 
 The legacy TorchScript exporter (``dynamo=False``) is used: the default dynamo exporter needs the optional
 ``onnxscript`` package, which the project does not require.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -149,6 +152,7 @@ def _write_metadata(path: Path, model: nn.Module, extra: dict[str, Any]) -> None
         "input_size": str(int(getattr(model, "input_size", 256))),
         "normalization": json.dumps(getattr(model, "normalization", None)),
         "input_range": "RGB pixel / 255" + (", then (x - mean) / std" if getattr(model, "normalization", None) else ""),
+        "weights_sha256": model_fingerprint(model),  # which weights this graph holds (a swapped file shows)
         **{k: str(v) for k, v in extra.items()},
     }
     del proto.metadata_props[:]
@@ -222,10 +226,14 @@ def compare_with_torch(
     names = [o.name for o in session.get_outputs()]
     diffs, scales = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
     model = model.eval()
-    batches = [inputs] if inputs is not None else [check_inputs(model, b) for b in batch_sizes]
+    if inputs is not None:
+        batches = [inputs]
+    else:  # check_inputs(model, b) is the first b images of a larger batch: one PyTorch forward serves all
+        batches = [check_inputs(model, max(batch_sizes))[:b] for b in batch_sizes]
+    with torch.inference_mode():
+        full = model(max(batches, key=len).to(next(model.parameters()).device))
     for x in batches:
-        with torch.inference_mode():
-            ref = model(x.to(next(model.parameters()).device))
+        ref = {name: full[name][: len(x)] for name in names}
         got = session.run(names, {INPUT_NAME: x.cpu().numpy()})
         for name, value in zip(names, got):
             expected = ref[name].float().cpu().numpy()
@@ -446,18 +454,78 @@ def cached_onnx_path(
     model: nn.Module, precision: str = "fp32", directory: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET
 ) -> Path:
     """Where :func:`cached_onnx` keeps the file for ``model``: keyed by architecture, weights hash, opset."""
+    return _export_path(model, model_fingerprint(model), precision, directory, opset)
+
+
+def _export_path(model: nn.Module, weights_sha256: str, precision: str, directory: str | os.PathLike | None,
+                 opset: int) -> Path:
     if precision not in backend_precisions("onnxruntime"):
         raise ValueError(f"ONNX precision must be {' or '.join(backend_precisions('onnxruntime'))}, got {precision!r}")
-    key = model_fingerprint(model)[:20]
     arch = str(getattr(model, "arch", type(model).__name__))
-    return cache_dir(directory) / "onnx" / f"{arch}-{key}-v{EXPORT_VERSION}-op{opset}-{precision}.onnx"
+    return cache_dir(directory) / "onnx" / f"{arch}-{weights_sha256[:20]}-v{EXPORT_VERSION}-op{opset}-{precision}.onnx"
 
 
-def write_report(path: Path, report: ExportReport) -> dict[str, Any]:
-    """Store an export report as JSON beside ``path`` (what the onnxruntime backend reads back)."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_report(path: Path, report: ExportReport, model: nn.Module | None = None) -> dict[str, Any]:
+    """Store an export report as JSON beside ``path`` (what the onnxruntime backend reads back), with the
+    SHA-256 of the file and, given ``model``, of the weights it was exported from (checked before use)."""
     info = report.to_dict()
-    report_path = path.with_suffix(".json")
-    write_json_atomic(report_path, info)
+    info["file_sha256"] = file_sha256(path)
+    if model is not None:
+        info["weights_sha256"] = model_fingerprint(model)
+    write_json_atomic(path.with_suffix(".json"), info)
+    return info
+
+
+def _finite_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for k, v in value.items())
+
+
+def export_problem(path: Path, info: Any, weights_sha256: str, precision: str) -> str:
+    """Why the cached export ``path`` with report ``info`` cannot be used for the weights ``weights_sha256``,
+    or ``""``: the report's fields (types, the precision, the outputs, a passed check for fp32), the weights
+    it was exported from, and the file's own SHA-256 (a truncated, edited or swapped file fails)."""
+    if not isinstance(info, dict):
+        return f"the report is not a JSON object ({type(info).__name__})"
+    outputs = info.get("outputs")
+    if not (isinstance(outputs, list) and all(isinstance(o, str) for o in outputs)
+            and set(OUTPUT_NAMES[:3]) <= set(outputs)):
+        return "the report's 'outputs' are missing or incomplete"
+    if info.get("precision") != precision or type(info.get("opset")) is not int:
+        return "the report's 'precision' or 'opset' is invalid"
+    if not _finite_map(info.get("max_abs_diff")) or not isinstance(info.get("accuracy", {}), dict):
+        return "the report's 'max_abs_diff' or 'accuracy' is invalid"
+    if precision == "fp32" and not (info["max_abs_diff"] and info.get("checked_batch_sizes")):
+        return "the report records no check against PyTorch"
+    if info.get("weights_sha256") != weights_sha256:
+        return "exported from other weights (or the weights hash is missing)"
+    if info.get("file_sha256") != file_sha256(path):
+        return "the file's SHA-256 differs from the one recorded at export (truncated, edited or swapped)"
+    return ""
+
+
+def read_export(path: Path, weights_sha256: str, precision: str) -> dict[str, Any] | None:
+    """The report of the cached export ``path`` when the file and its report are valid for the weights
+    ``weights_sha256`` (:func:`export_problem`); None when missing or invalid: the caller rebuilds it (the
+    atomic rename replaces the bad file)."""
+    try:
+        info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        problem = export_problem(path, info, weights_sha256, precision)
+    except (OSError, ValueError):  # missing, unreadable, not JSON, not valid UTF-8
+        return None
+    if problem:
+        warnings.warn(f"rebuilding the cached export {path}: {problem}", RuntimeWarning, stacklevel=3)
+        return None
     return info
 
 
@@ -470,14 +538,17 @@ def cached_onnx(
     """Path of the exported (``fp32``) or quantised (``int8``) ONNX file for ``model``, created if missing.
 
     Files live in ``cache_dir(directory)/onnx`` named ``<arch>-<weights hash>-v<version>-op<opset>-<precision>.onnx``
-    beside a JSON report (the export check or the int8 accuracy); returns both.
+    beside a JSON report (the export check or the int8 accuracy, the SHA-256 of the weights and of the
+    file); returns both. A file or report that fails :func:`export_problem` is rebuilt, never used.
     """
-    path = cached_onnx_path(model, precision, directory, opset)
-    report_path = path.with_suffix(".json")
-    if path.exists() and report_path.exists():
-        return path, json.loads(report_path.read_text())
+    weights = model_fingerprint(model)  # once: the file's name and the report's check both need it
+    path = _export_path(model, weights, precision, directory, opset)
+    info = read_export(path, weights, precision)
+    if info is not None:
+        return path, info
     if precision == "fp32":
-        report = export_onnx(model, path, opset=opset, check=True)
+        # batches 1 and 2 check the dynamic batch axis at one forward less than the CLI's (1, 3)
+        report = export_onnx(model, path, opset=opset, check=True, check_batch_sizes=(1, 2))
     else:
         report = quantize_int8(model, path, opset=opset)
-    return path, write_report(path, report)
+    return path, write_report(path, report, model)

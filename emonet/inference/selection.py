@@ -76,7 +76,10 @@ def default_choice(
 ) -> tuple[Runner, BackendChoice]:
     """The runner of the default path on a CPU: the cached (or freshly probed) fastest exact backend, eager
     PyTorch when nothing else builds. ``announce`` prints the choice once per process and checkpoint."""
-    choice, runner = choose(model, lambda b, p: _build(model, b, p, device, with_heatmap, cache_dir), cache_dir)
+    # the probe's steps are shown as they happen (a first run waits seconds for it; a cached choice says nothing)
+    progress = (lambda line: print(f"backend probe: {line}", file=sys.stderr, flush=True)) if announce else None
+    choice, runner = choose(model, lambda b, p: _build(model, b, p, device, with_heatmap, cache_dir), cache_dir,
+                            progress)
     if runner is None:  # read from the cache: build the chosen backend (the ONNX file is cached too)
         try:
             runner = _build(model, choice.backend, choice.precision, device, with_heatmap, cache_dir)

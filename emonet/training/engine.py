@@ -451,7 +451,7 @@ class Trainer(ResumableState):
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{self.config.epochs}", leave=False,
                    disable=not (self.config.progress and self.is_main), dynamic_ncols=True)
         unreadable: list[ItemError] = []
-        for step, batch in enumerate(bar):
+        for batch in bar:
             unreadable += batch.pop("unreadable")
             if "image" not in batch:  # every item of this batch was unreadable
                 if self.context.world_size > 1:  # the other processes would wait for this one's gradients
@@ -462,8 +462,9 @@ class Trainer(ResumableState):
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
-            if step % 10 == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{float(terms['loss']):.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+            if not bar.disable:  # every step, the epoch's running mean (one host sync per step, only with a bar)
+                bar.set_postfix(loss=f"{float(sums['loss']) / count:.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         bar.close()
         if unreadable and not count:
             raise UserError(f"{dataset_source(self.train_dataset)}: none of the training items could be read "

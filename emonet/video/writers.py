@@ -16,7 +16,7 @@ import pandas as pd
 
 from emonet.drawing import track_color
 from emonet.errors import UserError
-from emonet.fileio import atomic_path
+from emonet.fileio import PARTIAL_SUFFIX, atomic_path, create_new_file
 from emonet.records import BOX_COLUMNS, FrameResult, record_row, schema_columns, video_keys
 
 
@@ -63,7 +63,8 @@ def format_cell(column: str, value) -> object:
 
 
 class FrameCsvWriter:
-    """Per-frame, per-face CSV written and flushed frame by frame (an interrupted run keeps its rows).
+    """Per-frame, per-face CSV written and flushed frame by frame to ``OUT.partial``, renamed to ``OUT`` at
+    :meth:`close` (an interrupted run keeps its rows; a killed one keeps them in ``OUT.partial``).
 
     ``class_names``: one list, or several (several models): the ``p_`` columns are their union in order.
     ``image_column``: an ``image`` column with each frame's file (image-folder sources).
@@ -82,8 +83,11 @@ class FrameCsvWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.landmarks = landmarks
         self.columns = csv_columns(union, smoothing, landmarks, model_column, detected_column, image_column)
+        # Rows go to OUT.partial, renamed to OUT at close (also after Ctrl-C/SIGTERM): a hard kill leaves
+        # the rows so far in OUT.partial and never costs the OUT of an earlier run.
+        self.partial = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         try:
-            self._file = open(self.path, "w", newline="")
+            self._file = create_new_file(self.partial, "w", newline="")
         except OSError as exc:
             raise OSError(f"{self.path}: cannot write CSV ({exc.strerror})") from exc
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
@@ -112,8 +116,10 @@ class FrameCsvWriter:
         self._file.flush()
 
     def close(self) -> None:
+        """Close the table and move it to its name (the rows written so far, whatever ended the run)."""
         if not self._file.closed:
             self._file.close()
+            os.replace(self.partial, self.path)
 
 
 # What ``--output-video`` writes, by suffix: H.264 and VP8 play in browsers (mp4v, OpenCV's MPEG-4 Part 2, does
