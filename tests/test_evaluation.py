@@ -297,7 +297,9 @@ def test_user_mistakes_print_the_file_and_exit_2(tmp_path, sample_images_dir, em
     bad_weights = tmp_path / "emonet_8.pth"
     bad_weights.write_bytes(b"\x00garbage" * 50)
     proc = _run_cli(*_evaluate_args(bad_weights, good, out, "--no-progress"))
-    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {bad_weights}: "), proc.stderr
+    # named like the official file: one warning that it is not, then the error
+    assert proc.returncode == 2 and f"\nerror: {bad_weights}: " in f"\n{proc.stderr}", proc.stderr
+    assert proc.stderr.startswith(f"warning: {bad_weights} is not the official emonet_8 file"), proc.stderr
     assert "Traceback" not in proc.stderr
     # Bad CSV columns, a missing dataset file, an output that is a file, an unknown dataset format.
     columns = tmp_path / "columns.csv"

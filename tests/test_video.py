@@ -473,11 +473,13 @@ def test_sigterm_stops_a_cli_run_cleanly(official_checkpoint_8, tmp_path):
     out_csv = tmp_path / "out.csv"
     argv = ["-m", "emonet", "video", "--weights", official_checkpoint_8, "--source", video, "--output", out_csv,
             "--backend", "torch", "--no-progress"]
-    with running_until_rows(argv, out_csv, rows=3) as proc:
+    # rows go to out.csv.partial while the run goes on; SIGTERM closes the table and renames it to out.csv
+    with running_until_rows(argv, tmp_path / "out.csv.partial", rows=3) as proc:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)  # the background reader must not keep the process alive
     assert proc.returncode == 130, err
     assert "interrupted: the outputs hold the frames processed so far" in out and "Traceback" not in err
     df = pd.read_csv(out_csv)
+    assert not (tmp_path / "out.csv.partial").exists()
     assert len(df) >= 2 and df["frame"].is_monotonic_increasing
     assert f"{df['frame'].max() + 1} frame(s)" in out  # the summary counts the frames the CSV holds

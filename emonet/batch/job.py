@@ -104,18 +104,20 @@ def run_job(
     items: Sequence[InputItem], config: BatchConfig, out: BatchOutput, engine: str = "local",
     ray_options: RayOptions | None = None, progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS,
     shard_seconds: float = DEFAULT_SHARD_SECONDS, assembler: Assembler | None = None, verbose: bool = False,
+    label: str = "batch",
 ) -> dict:
     """Process the inputs of ``items`` that ``out`` has not finished; returns the summary dict.
 
     Ctrl-C / SIGTERM: the inputs finished so far are written (one last shard) and the summary says
     ``interrupted``; then the interrupt is re-raised. A rerun resumes with the inputs not in the ledger.
+    ``label`` names the progress bar (the command that runs the job).
     """
     todo = [(i, item) for i, item in enumerate(items) if item.source not in out.done]
     assembler = assembler or Assembler(config)
     summary = _new_summary(items, todo, out, engine, ray_options)
     shards = _ShardBuffer(out, assembler, shard_rows, shard_seconds)
     start = time.perf_counter()
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="input", desc="batch",
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="input", desc=label,
                disable=not progress, file=sys.stderr, dynamic_ncols=True)
     chunks = None
     try:

@@ -209,7 +209,7 @@ def compute_table(plan: PredictPlan, config, assembler, args: argparse.Namespace
         # shard_rows=1: every finished image is on disk (ledger line, fsync) before the next is counted
         run_job([InputItem(s, "image") for s in sources], config, sink, engine="local",
                 progress=not args.no_progress, shard_rows=1, assembler=assembler,
-                verbose=getattr(args, "verbose", False))
+                verbose=getattr(args, "verbose", False), label="predict")
     except KeyboardInterrupt:
         sink.close()
         done = sum(s in sink.done for s in sources)
