@@ -16,6 +16,7 @@ or mis-shaped key raises :class:`CheckpointError` listing them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -193,7 +194,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            # PyTorch's zip writer reports a full disk or an I/O error as RuntimeError ("file write failed"):
+            # as an OSError, atomic_path names the file, keeps the previous one and removes the temporary.
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(errno.EIO, f"torch.save failed ({exc})") from exc
     return path
 
 

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,23 @@ def test_git_blob_sha1_matches_git(tmp_path):
     path.write_bytes(b"hello\n")
     assert git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
     assert set(OFFICIAL_WEIGHTS) == {"emonet_8", "emonet_5"}
+
+
+def test_a_failed_torch_save_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch):
+    """PyTorch reports a full disk as RuntimeError("... file write failed"): the user sees which file, and
+    that the previous one is untouched."""
+    from emonet.checkpoint import atomic_torch_save
+    from emonet.fileio import OutputWriteError
+
+    target = tmp_path / "best.pth"
+    target.write_bytes(b"the previous checkpoint")
+
+    def failing_save(obj, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OutputWriteError, match=r"best\.pth: cannot write .*the previous best\.pth is untouched"):
+        atomic_torch_save({"weights": torch.zeros(1)}, target)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth"]
