@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 
 from emonet.cli import script_main  # noqa: E402
-from emonet.review import review_predictions_with_visualization  # noqa: E402
+from emonet.evaluation.review import review_predictions_with_visualization  # noqa: E402
 
 __all__ = ["main", "review_predictions_with_visualization"]
 

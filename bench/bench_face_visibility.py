@@ -3,7 +3,7 @@
 
     python bench/bench_face_visibility.py [--rows 480] [--workers 1,2] [--repeat 2] [--json out.json]
 
-End-to-end timings of ``emonet.visibility.compute_face_visibility`` (reading arrays, MediaPipe, writing the
+End-to-end timings of ``emonet.data.visibility.compute_face_visibility`` (reading arrays, MediaPipe, writing the
 CSV, worker start-up included, Python imports excluded), each run in a fresh process as the CLI would be, plus
 the in-process estimator cost per crop. The machine's load average is recorded because the cores may be
 shared.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 def _timed_run(csv: str, arrays: str, out: str, workers: int) -> float:
     """One compute_face_visibility run in this (fresh) process; seconds, imports excluded."""
-    from emonet.visibility import compute_face_visibility
+    from emonet.data.visibility import compute_face_visibility
 
     start = time.perf_counter()
     compute_face_visibility(csv, arrays, out, workers=workers, progress=False)
@@ -43,7 +43,7 @@ def accuracy(n_per_face: int = 60, n_per_non_face: int = 30, seed: int = 1) -> l
     import numpy as np
 
     from emonet.samples import FACE_SAMPLES, NON_FACE_SAMPLES, sample_image
-    from emonet.visibility import FaceVisibility, visibility_percent
+    from emonet.data.visibility import FaceVisibility, visibility_percent
 
     variants = {
         "plain mesh": {"pad_fraction": 0.0, "detector_fallback": False},
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from emonet.data.emotic import load_npy_image
     from emonet.data.fixtures import write_emotic_fixture
-    from emonet.visibility import VISIBILITY_COLUMN, FaceVisibility
+    from emonet.data.visibility import VISIBILITY_COLUMN, FaceVisibility
 
     workers_list = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench_vis_") as tmp:

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import emonet
     from emonet.data.emodataset import Emodataset
     from emonet.data.fixtures import write_emodataset_fixture
-    from emonet.finetune import finetune_config
+    from emonet.training.finetune import finetune_config
     from emonet.training import ImageTransform, Trainer
 
     n = args.batch_size * (args.steps + args.warmup)

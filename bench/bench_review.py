@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time :func:`emonet.review.review_predictions_with_visualization` on a generated EMOTIC test set.
+"""Time :func:`emonet.evaluation.review.review_predictions_with_visualization` on a generated EMOTIC test set.
 
 Writes an EMOTIC fixture (Kaggle layout, real sample images) with ``--rows`` test rows and a randomly
 initialised ResNet-18 dual-head checkpoint (ImageNet weights are not needed for timing), runs the review
@@ -27,9 +27,9 @@ import torch
 from benchkit import machine_info, machine_line
 
 import emonet
-from emonet import metrics as M
+from emonet.evaluation import metrics as M
 from emonet.data.fixtures import write_emotic_fixture
-from emonet.review import review_predictions_with_visualization
+from emonet.evaluation.review import review_predictions_with_visualization
 
 
 def run(args: argparse.Namespace) -> dict:

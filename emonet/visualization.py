@@ -24,7 +24,7 @@ from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
 from emonet.fileio import atomic_path
-from emonet.metrics import cooccurrence_matrix
+from emonet.evaluation.metrics import cooccurrence_matrix
 
 TRUTH_COLOR = "#0072B2"
 PRED_COLOR = "#E69F00"
@@ -444,7 +444,7 @@ def plot_va_scatter(
 ) -> Figure:
     """Two panels (valence, arousal) of prediction against truth with the identity line.
 
-    ``metrics`` (as from :func:`emonet.metrics.regression_report`) adds CCC/PCC/RMSE to each panel.
+    ``metrics`` (as from :func:`emonet.evaluation.metrics.regression_report`) adds CCC/PCC/RMSE to each panel.
     """
     fig = new_figure((11, 5.4), layout="constrained")
     for k, (dim, t, p) in enumerate((("valence", valence_true, valence_pred), ("arousal", arousal_true, arousal_pred))):

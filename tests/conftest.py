@@ -92,7 +92,7 @@ def emotic_fixture_dir(tmp_path_factory) -> Path:
 def face_visibility_estimator():
     """One MediaPipe FaceMesh-based estimator per test module (graphs are slow to build; closed after the
     module so no MediaPipe threads outlive it into other modules' forked workers)."""
-    from emonet.visibility import FaceVisibility
+    from emonet.data.visibility import FaceVisibility
 
     with FaceVisibility() as estimator:
         yield estimator

@@ -23,8 +23,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "emonet"
 LAYERS: dict[str, int] = {
     # foundations: no project imports, or only of the layers below
     "emonet.errors": 0, "emonet.classes": 0, "emonet.devices": 0, "emonet.smoothing": 0,
-    "emonet.landmarks": 0, "emonet.metrics": 0, "emonet.boxes": 0,
+    "emonet.landmarks": 0, "emonet.evaluation.metrics": 0, "emonet.boxes": 0,
     "emonet.lazy": 0, "emonet.nativelogs": 0,
+    # a role package's lazy index (its modules have their own layers)
+    "emonet.evaluation": 1,
     "emonet.fileio": 1, "emonet.records": 1, "emonet.images": 1, "emonet.samples": 1, "emonet.tracking": 1,
     "emonet.faces": 2, "emonet.preprocess": 2, "emonet.visualization": 2, "emonet.ledger": 2,
     # networks; the official checkpoints' files (found, downloaded); reading weights into networks
@@ -35,9 +37,10 @@ LAYERS: dict[str, int] = {
     "emonet.predictor": 6,
     # what is built on predictions
     "emonet.data": 7, "emonet.video": 7,
-    "emonet.evaluation": 8, "emonet.visibility": 8, "emonet.quickstart": 8,
-    "emonet.training": 9, "emonet.review": 9, "emonet.app": 9, "emonet.batch": 9, "emonet.video_evaluation": 9,
-    "emonet.finetune": 10,
+    "emonet.evaluation.dataset": 8, "emonet.data.visibility": 8, "emonet.quickstart": 8,
+    "emonet.training": 9, "emonet.evaluation.review": 9, "emonet.app": 9, "emonet.batch": 9,
+    "emonet.evaluation.video": 9,
+    "emonet.training.finetune": 10,
     # entry points
     "emonet.cli": 11,
     "emonet.__main__": 12,
@@ -70,8 +73,13 @@ def is_package(module: str) -> bool:
 
 
 def component(module: str) -> str:
-    """``emonet.inference.runners`` -> ``emonet.inference``; top-level modules are their own component."""
-    return ".".join(module.split(".")[:2])
+    """The longest ``LAYERS`` key that ``module`` is or lies in (``emonet.inference.runners`` ->
+    ``emonet.inference``; ``emonet.evaluation.metrics`` is its own); else its top-level package or module."""
+    parts = module.split(".")
+    for k in range(len(parts), 1, -1):
+        if ".".join(parts[:k]) in LAYERS:
+            return ".".join(parts[:k])
+    return ".".join(parts[:2])
 
 
 def imports_of(module: str) -> list[tuple[str, int, str]]:

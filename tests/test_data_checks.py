@@ -218,7 +218,7 @@ def _faces_csv(path: Path, images: list[Path]) -> Path:
 
 def test_finetune_refuses_a_validation_split_that_copies_the_training_images(
         sample_images_dir, official_checkpoint_8, tmp_path):
-    from emonet.finetune import FinetuneData, build_datasets, finetune_config, load_starting_model
+    from emonet.training.finetune import FinetuneData, build_datasets, finetune_config, load_starting_model
 
     faces = [sample_images_dir / f"{n}.jpg" for n in ("astronaut", "grace_hopper", "camera")]
     copies = tmp_path / "copies"

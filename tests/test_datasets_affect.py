@@ -260,7 +260,7 @@ def test_a_registered_dataset_is_a_choice_buildable_by_name_with_fixture_and_spl
 
     from emonet.cli import command_parser
     from emonet.data.registry import build_affect_dataset, dataset_names, default_splits, write_fixture
-    from emonet.finetune import FinetuneData, build_datasets
+    from emonet.training.finetune import FinetuneData, build_datasets
     from emonet.training import TrainConfig
 
     assert toy_dataset in dataset_names("image") and toy_dataset not in dataset_names("video")

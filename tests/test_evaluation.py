@@ -93,7 +93,7 @@ def test_progress_bar_counts_images_and_advances_after_every_batch(tmp_path, mon
     import cv2
     from tqdm import tqdm as real_tqdm
 
-    import emonet.evaluation as evaluation
+    import emonet.evaluation.dataset as evaluation
 
     states: list[tuple[int, int, str]] = []
 

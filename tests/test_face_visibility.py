@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import emonet.visibility as visibility
+import emonet.data.visibility as visibility
 from emonet.data.emotic import EMOTIC_COLUMNS
 from emonet.errors import UserError
 from emonet.samples import sample_image
-from emonet.visibility import (
+from emonet.data.visibility import (
     ERROR_COLUMN,
     VISIBILITY_COLUMN,
     compute_face_visibility,

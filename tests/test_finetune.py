@@ -18,7 +18,7 @@ from emonet.cli.finetune import config_from_args
 from emonet.data.emodataset import Emodataset
 from emonet.data.fixtures import write_emodataset_fixture
 from emonet.evaluation import ModelInput
-from emonet.finetune import (
+from emonet.training.finetune import (
     adapt_expression_head,
     fan_parameters_state,
     finetune,
@@ -179,7 +179,7 @@ def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
 
 
 def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_path, capsys, monkeypatch):
-    import emonet.cli.finetune as ft  # the command, which calls emonet.finetune.finetune
+    import emonet.cli.finetune as ft  # the command, which calls emonet.training.finetune.finetune
 
     main = script_main("finetune", "finetune.py")
     unreadable = tmp_path / "emonet_8.pth"

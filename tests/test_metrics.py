@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from emonet import metrics as M
+from emonet.evaluation import metrics as M
 
 RNG = np.random.default_rng(0)
 EXACT = 1e-9  # the rewrite onto scikit-learn/SciPy promised the earlier values within this

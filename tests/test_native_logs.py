@@ -68,7 +68,7 @@ def test_native_stderr_silenced_restores_stderr(tmp_path):
 
 def test_face_mesh_is_quiet_by_default():
     # FaceMesh logs at its start and again on the first face it sees (landmark_projection_calculator).
-    script = ("from emonet.visibility import FaceVisibility\nfrom emonet.samples import sample_image\n"
+    script = ("from emonet.data.visibility import FaceVisibility\nfrom emonet.samples import sample_image\n"
               "with FaceVisibility() as v:\n"
               "    assert v.landmarks(sample_image('astronaut')[0:300, 100:350]) is not None\n"
               "    assert v.landmarks(sample_image('grace_hopper')) is not None\n")

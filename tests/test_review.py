@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import emonet
-from emonet import metrics as M
-from emonet.review import (
+from emonet.evaluation import metrics as M
+from emonet.evaluation.review import (
     SORT_ORDERS,
     confidence_scores,
     prepare_batch,

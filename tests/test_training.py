@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import emonet
-from emonet import metrics
+from emonet.evaluation import metrics
 from emonet.classes import EMOTIC_CATEGORIES
 from emonet.errors import UserError
 from emonet.models.registry import register_model
@@ -539,7 +539,7 @@ def test_validation_scores_the_readable_items_and_reports_the_rest(tmp_path, cap
         assert metrics[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
     # Validation is emonet.evaluation's prediction and scoring, under the log's names.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", emonet.metrics.MetricWarning)  # classes without positives in 6 items
+        warnings.simplefilter("ignore", emonet.evaluation.metrics.MetricWarning)  # classes without positives in 6 items
         predictions = predict_dataset(model, val, device="cpu", clip=False, progress=False)
         again = training_metrics(score_predictions(predictions), "multilabel")
     assert predictions.n_scored == 6 and predictions.labels.shape == (6, 26) and predictions.n_errors == 2

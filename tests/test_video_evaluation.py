@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from emonet import metrics as M
+from emonet.evaluation import metrics as M
 from emonet.data.fixtures import va_trajectory, write_afew_va_fixture, write_affwild2_fixture
 from emonet.data.video_va import (
     FrameUnavailable,
@@ -30,7 +30,7 @@ from emonet.smoothing import (
     smooth_sequence_grid,
 )
 from emonet.tracking import TrackSmoothers
-from emonet.video_evaluation import apply_smoothing, score_frames, tune_setting
+from emonet.evaluation.video import apply_smoothing, score_frames, tune_setting
 
 
 @pytest.fixture(scope="module")

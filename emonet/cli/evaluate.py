@@ -120,7 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from emonet.data.registry import build_affect_dataset
     from emonet.devices import resolve_device
-    from emonet.evaluation import evaluate, format_table, load_weights, published_reference, write_results
+    from emonet.evaluation.dataset import evaluate, format_table, load_weights, published_reference, write_results
     from emonet.fileio import check_output
 
     if args.crop == "refine":
@@ -178,10 +178,10 @@ def _video_crop(crop: str) -> str:
 def _evaluate_video(args: argparse.Namespace) -> int:
     from emonet.data.registry import build_video_dataset
     from emonet.devices import resolve_device
-    from emonet.evaluation import load_weights
+    from emonet.evaluation.dataset import load_weights
     from emonet.fileio import check_output
     from emonet.smoothing import parse_smoothing_settings
-    from emonet.video_evaluation import evaluate_video, format_video_table, write_video_results
+    from emonet.evaluation.video import evaluate_video, format_video_table, write_video_results
 
     output = check_output(args.output_dir, inputs=[args.weights, args.data_root, args.frames_root], kind="dir",
                           option="--output-dir")

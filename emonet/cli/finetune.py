@@ -1,6 +1,6 @@
-"""``python -m emonet finetune`` (also ``emodataset-on-emonet/finetune.py``): fine-tune EmoNet.
+"""``python -m emonet finetune`` (also ``emodataset-on-emonet/training/finetune.py``): fine-tune EmoNet.
 
-The work is :mod:`emonet.finetune`'s; this module maps the command line onto it.
+The work is :mod:`emonet.training.finetune`'s; this module maps the command line onto it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from emonet.cli.options import (
 from emonet.data.overlap import find_shared_images
 from emonet.data.registry import dataset_names
 from emonet.errors import UserError
-from emonet.evaluation import evaluate, format_table, published_reference, write_results
+from emonet.evaluation.dataset import evaluate, format_table, published_reference, write_results
 from emonet.fileio import check_output
-from emonet.finetune import (
+from emonet.training.finetune import (
     FinetuneData,
     adapt_expression_head,
     build_datasets,

@@ -1,6 +1,6 @@
 """``python -m emonet review`` (also ``python inference_visualization.py``): review a checkpoint on a labelled
 test set: predictions CSV, metrics JSON/CSV, grid, detailed panels, co-occurrence heatmap / confusion matrix and
-V/A scatter. The work is :func:`emonet.review.review_predictions_with_visualization`'s.
+V/A scatter. The work is :func:`emonet.evaluation.review.review_predictions_with_visualization`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from emonet.cli.options import (
     seed,
 )
 from emonet.errors import UserError
-from emonet.review import SORT_ORDERS, review_predictions_with_visualization
+from emonet.evaluation.review import SORT_ORDERS, review_predictions_with_visualization
 
 HELP = "review a checkpoint on a labelled test CSV: predictions, metrics, grid, panels, confusion/co-occurrence, V/A scatter"
 DESCRIPTION = "Predict every row of a test CSV, compute metrics and write review figures."

@@ -36,7 +36,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported when the command runs (OpenCV, the worker pool): building the parser for --help stays fast
-    from emonet.visibility import compute_face_visibility
+    from emonet.data.visibility import compute_face_visibility
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     check_outputs({"--summary-json": args.summary_json}, [args.annotations, args.output, args.histogram])

@@ -1,7 +1,7 @@
 """The datasets by format name: what ``--dataset`` accepts, their default splits, builders and fixtures.
 
 A dataset is declared here by name, kind (``image``: one face per item, scored by :mod:`emonet.evaluation`;
-``video``: one item per annotated frame, scored by :mod:`emonet.video_evaluation`) and the module that
+``video``: one item per annotated frame, scored by :mod:`emonet.evaluation.video`) and the module that
 defines it: enough for the command line's choices without importing PyTorch. Beside its class, that module
 registers the builder with ``@register_dataset(name, splits=..., fixture=...)``; :func:`dataset_spec`
 imports the module on first use. Adding a dataset: its module (class, builder, ``@register_dataset``) plus one

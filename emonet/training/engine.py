@@ -41,7 +41,7 @@ from tqdm import tqdm
 from emonet.checkpoint import save_checkpoint
 from emonet.data.emotic import category_matrix
 from emonet.errors import UserError
-from emonet.evaluation import ItemError, Predictions, dataset_source, predict_dataset, read_item
+from emonet.evaluation.dataset import ItemError, Predictions, dataset_source, predict_dataset, read_item
 from emonet.training import distributed as du
 from emonet.training.config import TrainConfig
 from emonet.training.history import CURVES_FILE, LOG_FILE, RunHistory, as_float, epoch_line, summary_columns

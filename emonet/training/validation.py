@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from emonet.evaluation import Predictions, dataset_source, require_scored, score_predictions
-from emonet.metrics import MetricWarning
+from emonet.evaluation.dataset import Predictions, dataset_source, require_scored, score_predictions
+from emonet.evaluation.metrics import MetricWarning
 from emonet.training.history import as_float
 
 logger = logging.getLogger("emonet.training")

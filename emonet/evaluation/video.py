@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from emonet import metrics as M
-from emonet.evaluation import ResizeCrop, json_ready, predict_dataset, require_scored
+from emonet.evaluation import metrics as M
+from emonet.evaluation.dataset import ResizeCrop, json_ready, predict_dataset, require_scored
 from emonet.fileio import atomic_path, write_text_atomic
 from emonet.smoothing import TUNING_GRID, SmoothingSetting, smooth_sequence, smooth_sequence_grid
 from emonet.visualization import PRED_COLOR, TRUTH_COLOR, new_figure, save_figure
@@ -111,7 +111,7 @@ def apply_smoothing(frames: pd.DataFrame, setting: SmoothingSetting, max_gap: in
 
 
 def score_frames(frames: pd.DataFrame, predicted: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """:func:`emonet.metrics.grouped_va_report` of (N, 2) predictions against the frames' truth."""
+    """:func:`emonet.evaluation.metrics.grouped_va_report` of (N, 2) predictions against the frames' truth."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", M.MetricWarning)
         return M.grouped_va_report(frames["video"], frames["valence"], predicted[:, 0], frames["arousal"],

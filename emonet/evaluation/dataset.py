@@ -2,12 +2,12 @@
 
 Every caller that runs a model over labelled data goes through here: ``python -m emonet evaluate``,
 training validation (:meth:`emonet.training.Trainer.validate`), fine-tuning (validation and test split) and the review
-tool (:mod:`emonet.review`).
+tool (:mod:`emonet.evaluation.review`).
 
 * :func:`predict_dataset` -> :class:`Predictions`: per-item outputs in dataset order. An item whose image
   cannot be read (:class:`~emonet.images.ImageReadError`, ``OSError``) or whose model output is not finite
   becomes an :class:`ItemError` (index, path, reason) instead of stopping the run or becoming a number.
-* :func:`score_predictions` -> metrics of the scored items only (:mod:`emonet.metrics`).
+* :func:`score_predictions` -> metrics of the scored items only (:mod:`emonet.evaluation.metrics`).
 * :func:`evaluate` = both, with the paper's protocol and layout (:func:`compute_metrics`, :func:`format_table`).
 
 Paper protocol (as the official evaluation): face crops -> RGB, OpenCV bilinear resize to 256x256, /255
@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 from tqdm import tqdm
 
-from emonet import metrics as M
+from emonet.evaluation import metrics as M
 from emonet.checkpoint import load_model
 from emonet.errors import UserError
 from emonet.fileio import write_text_atomic
@@ -477,7 +477,7 @@ def score_arrays(
     multi_label: bool,
     threshold: float = 0.5,
 ) -> dict[str, Any]:
-    """Every metric of one set of predictions (:mod:`emonet.metrics`).
+    """Every metric of one set of predictions (:mod:`emonet.evaluation.metrics`).
 
     ``labels``: (N,) class indices (negative = unlabelled, left out of the label metrics) or, for multi-label
     models, (N, C) 0/1; None skips the label metrics. Valence/arousal pairs with a NaN (missing truth) are

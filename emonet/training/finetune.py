@@ -10,7 +10,7 @@ selected valence/arousal loss (``ccc``, ``mse``, ``l1``, ``huber``). Outputs (in
 (``--resume``), ``log.csv``, ``curves.png``, ``config.yaml`` and, with a test split, ``test/`` holding the
 official evaluation of ``best.pth`` (``metrics.json``, ``predictions.csv``, ``table.txt``).
 
-Command line: ``python -m emonet finetune`` (or ``emodataset-on-emonet/finetune.py``), see :mod:`emonet.cli.finetune`.
+Command line: ``python -m emonet finetune`` (or ``emodataset-on-emonet/training/finetune.py``), see :mod:`emonet.cli.finetune`.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from torch.utils.data import Dataset, Subset
 from emonet.data.overlap import find_shared_images
 from emonet.data.registry import build_affect_dataset, dataset_spec
 from emonet.errors import UserError
-from emonet.evaluation import (
+from emonet.evaluation.dataset import (
     ModelInput,
     dataset_source,
     load_weights,
 )
 from emonet.training import Callback, FitResult, ImageTransform, TrainConfig, Trainer
 
-logger = logging.getLogger("emonet.finetune")
+logger = logging.getLogger("emonet.training.finetune")
 
 
 # -- model -----------------------------------------------------------------------------------------------
