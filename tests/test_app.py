@@ -127,9 +127,8 @@ def server(official_checkpoint_8, files):
     text = log.read()
     log.close()
     assert not workdir.exists(), f"temporary folder {workdir} left behind:\n{text}"
-    # Gradio logs its own refusal of a server path named in an API call (test_error_messages_name_files_only)
-    crashes = [t for t in text.split("Traceback")[1:] if "gradio.exceptions.InvalidPathError" not in t]
-    assert not crashes, text
+    assert proc.returncode == 0 and "Keyboard interruption" not in text, (proc.returncode, text)
+    assert "Traceback" not in text, text
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +178,56 @@ def wait_text(page, selector: str, pattern: str, timeout: float = 120_000) -> st
     return page.inner_text(selector)
 
 
+# The face table's headers as the page shows them: the overlay's number, the box, then one column per class.
+TABLE_HEADERS = ["#", "x1", "y1", "x2", "y2", "valence", "arousal", "expression", *EMONET_8_CLASSES]
+
+
+def table_headers(page) -> list[dict]:
+    """Each header of the face table: its text, how many lines it takes and whether it fits its column."""
+    return page.evaluate("""() => [...document.querySelectorAll('#image-table thead th')].map(th => {
+        const label = th.querySelector('span.header') || th, range = document.createRange();
+        range.selectNodeContents(label);  // the text's own boxes: one per line it takes
+        const boxes = [...range.getClientRects()], cell = th.getBoundingClientRect();
+        return {text: label.innerText.trim(), lines: new Set(boxes.map(b => Math.round(b.top))).size,
+                fits: boxes.every(b => b.left >= cell.left - 1 && b.right <= cell.right + 1)};
+    })""")
+
+
+def table_rows(page) -> list[list[str]]:
+    """The face table's rows as shown (Gradio draws them as grid cells; its hidden sizing table is left out)."""
+    return page.evaluate("""() => [...document.querySelectorAll('#image-table [role=row]')].map(
+        row => [...row.querySelectorAll('[role=gridcell]')].map(cell => cell.innerText.trim())).filter(r => r.length)""")
+
+
+def file_name(url: str) -> str:
+    """The file name a download link or media source ends with (what the browser saves it as)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path).rsplit("/", 1)[-1]
+
+
 def test_image_tab_upload_and_sample(page, files, official_checkpoint_8):
     from emonet.predictor import Predictor
 
+    # before any photo: the real column names, no placeholder "1 2 3" headers, no row, a "no faces yet" line;
+    # landmarks off (the checkbox turns them on)
+    assert [h["text"] for h in table_headers(page)] == TABLE_HEADERS and table_rows(page) == []
+    assert "No faces yet" in page.inner_text("#status-image")
+    assert not page.locator("#opt-landmarks input").is_checked()
+
     page.locator("#image-input input[type=file]").set_input_files(str(files["grace"]))
     assert "1 face(s) found" in wait_text(page, "#status-image", "face\\(s\\) found")
-    table = page.inner_text("#image-table")
-    assert any(name in table for name in EMONET_8_CLASSES) and "p_Contempt" in table
+    headers = table_headers(page)
+    assert [h["text"] for h in headers] == TABLE_HEADERS
+    broken = [h for h in headers if h["lines"] != 1 or not h["fits"]]
+    assert not broken, f"headers broken over lines or cut: {broken}"
+    (row,) = table_rows(page)
+    assert row[0] == "1" and all(re.fullmatch(r"\d+", v) for v in row[1:5]), row  # boxes in whole pixels
+    assert row[7] in EMONET_8_CLASSES, row
+    assert all(re.fullmatch(r"-?\d\.\d\d", v) for v in row[5:7] + row[8:]), f"not 2 decimals: {row}"
+    # downloads named after the upload
     csv_href = page.locator("#image-csv a").first.get_attribute("href")
+    assert file_name(csv_href) == "grace_hopper_emonet.csv"
+    assert file_name(page.locator("#image-output img").first.get_attribute("src")) == "grace_hopper_annotated.png"
+    assert file_name(page.locator("#image-plane img").first.get_attribute("src")) == "grace_hopper_va_plane.png"
     df = pd.read_csv(__import__("io").BytesIO(fetch(page, csv_href)))
     assert list(df.columns[:9]) == ["face", "x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     assert [f"p_{c}" for c in EMONET_8_CLASSES] == [c for c in df.columns if c.startswith("p_")]
@@ -206,9 +247,22 @@ def test_image_tab_upload_and_sample(page, files, official_checkpoint_8):
     page.wait_for_function(f"document.querySelector('#image-csv a')?.getAttribute('href') != '{csv_href}'",
                            timeout=120_000)
     assert "1 face(s) found" in page.inner_text("#status-image")
+    assert file_name(page.locator("#image-csv a").first.get_attribute("href")) == "astronaut_emonet.csv"
     astronaut = decode(fetch(page, page.locator("#image-output img").first.get_attribute("src")))
     assert astronaut.shape[:2] == sample_image("astronaut").shape[:2]
     page.screenshot(path=str(files["screens"] / "image_tab.png"), full_page=True)
+
+    # landmarks on: the photo is redrawn with the 68 points (more pixels differ from the photo than without)
+    def changed_pixels() -> int:
+        drawn = decode(fetch(page, page.locator("#image-output img").first.get_attribute("src")))
+        return int((np.abs(drawn.astype(int) - cv2.cvtColor(sample_image("astronaut"), cv2.COLOR_RGB2BGR)).sum(2) > 60).sum())
+
+    without = changed_pixels()
+    src = page.locator("#image-output img").first.get_attribute("src")
+    page.locator("#opt-landmarks input").check()  # redraws the photo on the page, now with landmarks
+    page.wait_for_function(f"document.querySelector('#image-output img')?.getAttribute('src') != '{src}'",
+                           timeout=120_000)
+    assert changed_pixels() > without + 100, "the Landmarks checkbox draws the points"
 
 
 def test_video_tab_csv_and_playable_video(page, files):
@@ -220,19 +274,23 @@ def test_video_tab_csv_and_playable_video(page, files):
     page.click("#run-video")
     status = wait_text(page, "#status-video", "frame\\(s\\)")
     assert f"{CLIP_FRAMES} frame(s)" in status
-    df = pd.read_csv(__import__("io").BytesIO(fetch(page, page.locator("#video-csv a").first.get_attribute("href"))))
+    csv_href = page.locator("#video-csv a").first.get_attribute("href")
+    assert file_name(csv_href) == "clip_emonet.csv"  # named after the upload (clip.mp4)
+    df = pd.read_csv(__import__("io").BytesIO(fetch(page, csv_href)))
     assert list(df.columns) == csv_columns(list(EMONET_8_CLASSES), smoothing=True)[: len(df.columns)]
     assert set(df.frame) <= set(range(CLIP_FRAMES)) and len(df) >= CLIP_FRAMES - 2
     assert df.groupby("frame").face_id.nunique().max() == 2, "two faces at once in the middle of the clip"
     assert df.expression.isin(EMONET_8_CLASSES).all()
-    # Chromium decodes the annotated video (WebM/VP8): it has a size and a duration
+    # Chromium decodes the annotated video (MP4/H.264, the one writer's): it has a size and a duration
     page.wait_for_function("document.querySelector('#video-output video')?.readyState >= 1", timeout=30_000)
     width, duration = page.evaluate("(() => { const v = document.querySelector('#video-output video');"
                                     " return [v.videoWidth, v.duration]; })()")
     assert width >= 320 and abs(duration - CLIP_FRAMES / CLIP_FPS) < 0.3
-    webm = files["folder"] / "annotated.webm"
-    webm.write_bytes(fetch(page, page.locator("#video-output video").get_attribute("src")))
-    cap = cv2.VideoCapture(str(webm))
+    src = page.locator("#video-output video").get_attribute("src")
+    assert file_name(src) == "clip_annotated.mp4"
+    annotated = files["folder"] / "annotated.mp4"
+    annotated.write_bytes(fetch(page, src))
+    cap = cv2.VideoCapture(str(annotated))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) in (CLIP_FRAMES, 0) and cap.read()[0]
     page.evaluate("document.querySelector('#video-output video').currentTime = 0.5")
     page.wait_for_timeout(500)
@@ -326,6 +384,21 @@ def files_under(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
 
+def quiet_files_under(folder: Path, quiet_s: float = 2.0, timeout_s: float = 30.0) -> set[str]:
+    """:func:`files_under` once nothing has changed for ``quiet_s``: an earlier test's work may still land.
+
+    (The Live tab's last frames: the server finishes the frames it has and writes their overlay, an
+    ``uploads/<hash>/image.jpeg``, after the browser tab that streamed them is closed.)
+    """
+    seen, since, start = files_under(folder), time.perf_counter(), time.perf_counter()
+    while time.perf_counter() - since < quiet_s and time.perf_counter() - start < timeout_s:
+        time.sleep(0.25)
+        now = files_under(folder)
+        if now != seen:
+            seen, since = now, time.perf_counter()
+    return seen
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG of a few bytes whose header claims ``width`` x ``height`` pixels (no pixel data)."""
     def chunk(kind: bytes, payload: bytes) -> bytes:
@@ -346,7 +419,7 @@ def test_foreign_host_header_is_refused(server):
 
 def test_cross_origin_uploads_and_calls_are_refused(server):
     url, port = server["url"], urllib.parse.urlsplit(server["url"]).port
-    before = files_under(server["workdir"])
+    before = quiet_files_under(server["workdir"])
     foreign = [{"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": f"http://127.0.0.1:{port + 1}"},
                {"Origin": f"https://localhost:{port}"}, {"Referer": "http://evil.example/page.html"},
                {"Sec-Fetch-Site": "cross-site"}]
@@ -357,7 +430,9 @@ def test_cross_origin_uploads_and_calls_are_refused(server):
                                 b'{"data": [], "fn_index": 0, "session_hash": "x"}')
         assert status == 403, headers
     assert raw_request(url, "GET", "/config", {"Origin": "http://evil.example"})[0] == 403
-    assert files_under(server["workdir"]) == before, "a refused upload wrote a file"
+    # RequestGuard answers before Gradio reads the body: no file of these uploads, nor any other new file
+    assert not [f for f in files_under(server["workdir"]) if "from_elsewhere" in f], "a refused upload wrote a file"
+    assert files_under(server["workdir"]) == before, "a refused request wrote a file"
     # the page's own origin (and a client that sends none, such as curl) may upload and read its upload back
     for headers in ({"Origin": f"http://127.0.0.1:{port}"}, {}):
         status, body = upload(url, "mine.txt", b"same origin", headers)
@@ -422,10 +497,13 @@ def test_bad_uploads_are_messages_naming_files_only(server, official_checkpoint_
         events = call_api(url, api, [payload, *options])
         assert "event: error" in events and expected in events, events
         assert not any(h in events for h in hidden), events
-    # a server path named in the call: refused by Gradio, and the reply names none of the server's folders
+    # a server path named in a call (plain or through the queue): refused before Gradio sees it (no traceback
+    # in the log), and the reply names none of the server's folders
     payload = {"path": str(official_checkpoint_8), "meta": {"_type": "gradio.FileData"}}
-    events = call_api(url, "run_video", [payload, *options])
-    assert "event: error" in events and not any(h in events for h in hidden), events
+    for route, call in (("/gradio_api/call/run_video", {"data": [payload, *options]}),
+                        ("/gradio_api/queue/join", {"data": [payload, *options], "fn_index": 0, "session_hash": "x"})):
+        status, body = raw_request(url, "POST", route, {"Content-Type": "application/json"}, json.dumps(call).encode())
+        assert status == 403 and b"file not allowed" in body and not any(h.encode() in body for h in hidden), body
     assert server["proc"].poll() is None, "the app died"
 
 
@@ -461,6 +539,19 @@ def test_clip_length_is_counted_on_decoded_frames(tmp_path, official_checkpoint_
     assert len(pd.read_csv(result.csv).frame.unique()) <= budget
 
 
+def test_download_names_come_from_the_upload_sanitised():
+    from emonet.app.core import MAX_STEM_CHARS, download_stem
+
+    assert download_stem("photo.jpg", "image") == "photo"
+    assert download_stem("/srv/app/uploads/ab12/clip.mp4", "video") == "clip"
+    assert download_stem("my photo (1).JPG", "image") == "my_photo_1"
+    assert download_stem("café:clip;rm -rf ~.mov", "video") == "café_clip_rm_-rf"
+    assert download_stem("../../etc/.bashrc", "image") == "bashrc"  # no folder, no hidden file
+    assert download_stem("x" * 300 + ".png", "image") == "x" * MAX_STEM_CHARS
+    for nothing in ("", None, "....png", "???.jpg"):
+        assert download_stem(nothing, "image") == "image"
+
+
 def test_request_policy_names_and_public_messages(tmp_path):
     from emonet.app.core import public_message
     from emonet.app.server import RequestPolicy, accepted_host_names, parse_host_list
@@ -477,4 +568,43 @@ def test_request_policy_names_and_public_messages(tmp_path):
     for bad in ("http://x", "a/b", "host:80"):
         with pytest.raises(UserError, match="--allow-remote"):
             parse_host_list(bad)
+    # a call naming a file: only the app's own files pass
+    mine = tmp_path / "uploads" / "ab12" / "photo.png"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"x")
+    call = {"data": [{"path": str(mine), "meta": {"_type": "gradio.FileData"}}, "one-euro", True]}
+    assert policy.named_file_refusal(json.dumps(call).encode()) is None
+    for elsewhere in ("/etc/passwd", str(tmp_path / "uploads" / ".." / ".." / "x"), str(tmp_path / "uploads")):
+        call["data"][0]["path"] = elsewhere
+        assert policy.named_file_refusal(json.dumps({"nested": [call]}).encode())[0] == 403, elsewhere
+    assert policy.named_file_refusal(b"not json") is None  # Gradio answers what is not a call
     assert public_message("/srv/app/uploads/ab12/clip.mp4: cannot decode (see /work/main)") == "clip.mp4: cannot decode (see main)"
+
+
+# --- last: stops the module's server --------------------------------------------------------------------------
+
+def test_log_is_the_apps_own_and_sigterm_stops_in_one_line(server, files, official_checkpoint_8):
+    """The real server's stdout and stderr after an image, a clip and a text file named .mp4: no Gradio hint
+    (share link, local URL), no FFmpeg/codec notice; SIGTERM: one line, exit status 0, the folder removed."""
+    url, proc = server["url"], server["proc"]
+    options = [official_checkpoint_8.name, "one-euro", False, False, "torch", "fp32", None]
+    for api, path in (("run_image", files["grace"]), ("run_video", files["clip"])):
+        status, body = upload(url, path.name, path.read_bytes())
+        assert status == 200, body
+        events = call_api(url, api, [{"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}, *options])
+        assert "event: complete" in events, events
+    status, body = upload(url, "notes.mp4", b"not a video at all")  # FFmpeg: "moov atom not found"
+    call_api(url, "run_video", [{"path": json.loads(body)[0], "meta": {"_type": "gradio.FileData"}}, *options])
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    server["log"].seek(0)
+    text = server["log"].read()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0].startswith("EmoNet app on http://127.0.0.1:"), lines
+    assert lines[-1] == "EmoNet app stopped (SIGTERM); temporary folder removed", lines
+    for noise in ("share=True", "Running on local URL", "FFMPEG", "tag 0x", "moov atom", "Keyboard interruption",
+                  "Closing server"):
+        assert noise not in text, f"{noise!r} in the app's log:\n{text}"
+    assert len(lines) == 2, lines  # nothing between the start and the stop
+    assert not server["workdir"].exists()

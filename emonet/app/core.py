@@ -28,6 +28,7 @@ from emonet.fileio import atomic_path
 from emonet.hub import missing_weights_hint
 from emonet.images import check_image_size, image_header_size, read_image
 from emonet.models.registry import provides_landmarks
+from emonet.nativelogs import native_stderr_silenced
 from emonet.predictor import Predictor
 from emonet.records import IMAGE_INDEX_KEYS, face_rows, rows_to_dataframe, schema_columns
 from emonet.video.engine import VideoEngine, process_video
@@ -48,7 +49,44 @@ def public_message(text: str) -> str:
     The working directory, the checkpoint folder and the temporary folder are nobody's business in a browser.
     """
     return _FOLDERS.sub("", str(text))
-TABLE_COLUMNS = ["face", "x1", "y1", "x2", "y2", "valence", "arousal", "expression"]
+
+
+TABLE_DECIMALS = 2  # valence, arousal and probabilities: 2 decimals (the CSV keeps full precision)
+MAX_STEM_CHARS = 60  # download names: at most this much of the upload's name
+_UNSAFE_NAME_CHARS = re.compile(r"[^\w.-]+")
+
+
+def download_stem(name: str | Path | None, fallback: str) -> str:
+    """The part of an upload's name that the page's downloads start with (``photo.jpg`` -> ``photo``).
+
+    Only letters, digits, ``.``, ``-`` and ``_`` are kept (spaces and the rest become ``_``); no leading dot,
+    at most :data:`MAX_STEM_CHARS` characters; ``fallback`` when nothing is left.
+    """
+    stem = Path(str(name or "")).stem if name else ""
+    stem = _UNSAFE_NAME_CHARS.sub("_", stem).strip("._-")[:MAX_STEM_CHARS].strip("._-")
+    return stem or fallback
+
+
+def face_table(df: pd.DataFrame, class_names: list[str]) -> pd.DataFrame:
+    """The rows of :func:`emonet.records.face_rows` as the page shows them: ``#`` (the overlay's number), the box
+    in whole pixels, valence, arousal, expression, then one probability column per class headed by the class
+    name alone (short headers that never need to wrap).
+
+    Faces are numbered from 1 as on the overlay (the CSV keeps the predict command's 0-based ``face``); the
+    ``error`` column shows only when a row has one (e.g. no face detected).
+    """
+    table = pd.DataFrame({"#": (pd.to_numeric(df["face"]) + 1).astype("Int64")})
+    for column in ("x1", "y1", "x2", "y2"):  # whole pixels; a row without a box stays empty
+        table[column] = pd.to_numeric(df[column]).round().astype("Int64")
+    for column in ("valence", "arousal"):
+        table[column] = pd.to_numeric(df[column]).astype(float).round(TABLE_DECIMALS)
+    table["expression"] = df["expression"]
+    for name in class_names:
+        column = f"p_{name}"
+        table[name] = pd.to_numeric(df[column]).astype(float).round(TABLE_DECIMALS) if column in df else float("nan")
+    if "error" in df and (df["error"].fillna("") != "").any():
+        table["error"] = df["error"]
+    return table
 
 
 class AppInputError(UserError):
@@ -94,7 +132,7 @@ class Options:
 
     weights: str
     smoothing: str = "one-euro"
-    landmarks: bool = True
+    landmarks: bool = False  # off at start: the 68 points hide the face; a checkbox turns them on
     flip_tta: bool = False
     backend: str = field(default_factory=lambda: predictor_default("backend"))
     precision: str = field(default_factory=lambda: predictor_default("precision"))
@@ -122,11 +160,14 @@ class ImageAnalysis:
     table: pd.DataFrame
     csv: Path
     circumplex: Path
+    annotated_file: Path  # the annotated image as a PNG named after the upload (the page's download)
+    found: int  # faces analysed (rows without an error)
+    model: str = ""  # which model ran (its card's name, backbone, input size: Predictor.model_label)
 
 
 @dataclass
 class VideoAnalysis:
-    video: Path  # WebM (VP8): what Chromium and Firefox play
+    video: Path  # MP4 (H.264): what every browser plays and every player opens
     csv: Path
     plot: Path
     summary: str
@@ -190,14 +231,19 @@ class AppCore:
                     raise AppInputError(f"{options.backend}/{options.precision}: {exc}") from None
             return self._predictors[key]
 
-    def _output(self, stem: str, suffix: str) -> Path:
-        """A new file name in the working folder (one per analysis; the browser downloads it from there)."""
+    def _output_folder(self) -> Path:
+        """A new folder for one analysis' files, which keep the upload's name (``photo_emonet.csv``)."""
         with self.lock:
             self._counter += 1
             n = self._counter
-        folder = self.workdir / "outputs"
+        folder = self.workdir / "outputs" / f"{n:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{stem}_{n:04d}{suffix}"
+        return folder
+
+    def empty_table(self) -> pd.DataFrame:
+        """The face table's columns with no row: what the page shows before the first analysis."""
+        names = self.predictor(self.defaults).class_names
+        return face_table(rows_to_dataframe([], schema_columns(names, IMAGE_INDEX_KEYS)), names)
 
     # -- image ----------------------------------------------------------------------------------------
     def read_upload(self, path: str | Path) -> np.ndarray:
@@ -221,10 +267,14 @@ class AppCore:
         """:meth:`analyze_image` of an uploaded file (read by the library's checked reader)."""
         if not path:
             raise AppInputError("no image: upload one, take a webcam snapshot or pick a sample")
-        return self.analyze_image(self.read_upload(path), options)
+        return self.analyze_image(self.read_upload(path), options, name=Path(path).name)
 
-    def analyze_image(self, rgb: np.ndarray, options: Options) -> ImageAnalysis:
-        """Every face of one RGB image: annotated image, table, CSV (the predict command's columns), circumplex."""
+    def analyze_image(self, rgb: np.ndarray, options: Options, name: str | None = None) -> ImageAnalysis:
+        """Every face of one RGB image: annotated image, table, CSV (the predict command's columns), circumplex.
+
+        ``name``: the upload's file name, which the downloads are named after (``photo.jpg`` ->
+        ``photo_emonet.csv``, ``photo_annotated.png``, ``photo_va_plane.png``).
+        """
         if rgb is None:
             raise AppInputError("no image: upload one, take a webcam snapshot or pick a sample")
         rgb = np.asarray(rgb)
@@ -240,17 +290,21 @@ class AppCore:
             faces = predictor.predict(rgb, channel_order="rgb")
         rows = face_rows({"image_index": 0}, faces)
         df = rows_to_dataframe(rows, schema_columns(predictor.class_names, IMAGE_INDEX_KEYS))
-        csv_path = self._output("image", ".csv")
+        folder, stem = self._output_folder(), download_stem(name, "image")
+        csv_path = folder / f"{stem}_emonet.csv"
         with atomic_path(csv_path) as tmp:
             df.drop(columns=["image_index"]).to_csv(tmp, index=False)
         bgr, factor = _display_frame(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         draw_faces(bgr, scale_faces(faces, factor), predictor.class_names, show_landmarks=options.landmarks)
-        table = df[[c for c in TABLE_COLUMNS + [f"p_{c}" for c in predictor.class_names] + ["error"] if c in df]].copy()
-        table.insert(0, "#", table.pop("face") + 1)  # the overlay's number (CSV: the predict command's 0-based face)
-        return ImageAnalysis(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), table.round(3), csv_path,
-                             self._circumplex(faces))
+        annotated_file = folder / f"{stem}_annotated.png"
+        with atomic_path(annotated_file) as tmp:
+            if not cv2.imwrite(str(tmp), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):  # fast: a local file
+                raise OSError(f"cannot write {annotated_file.name}")
+        return ImageAnalysis(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), face_table(df, list(predictor.class_names)),
+                             csv_path, self._circumplex(faces, folder / f"{stem}_va_plane.png"), annotated_file,
+                             found=sum(1 for f in faces if not f.error), model=predictor.model_label)
 
-    def _circumplex(self, faces) -> Path:
+    def _circumplex(self, faces, path: Path) -> Path:
         """The faces on the valence-arousal plane, each in its overlay colour with its number."""
         from emonet.visualization import draw_va_plane, new_figure, save_figure  # lazy: matplotlib
 
@@ -264,7 +318,6 @@ class AppCore:
             ax.scatter([f.valence], [f.arousal], s=90, color=(r / 255, g / 255, b / 255), edgecolors="black", zorder=5)
             ax.annotate(f"#{f.face + 1}", (f.valence, f.arousal), xytext=(6, 6), textcoords="offset points",
                         fontsize=9, weight="bold")
-        path = self._output("circumplex", ".png")
         save_figure(fig, path)
         return path
 
@@ -272,7 +325,7 @@ class AppCore:
     def check_video(self, path: str | Path) -> tuple[int | None, float]:
         """(frame count, fps) of an uploaded clip; refuses one longer than the limit, before any work."""
         try:
-            source = open_source(str(path))
+            source = _open_quietly(path)
         except (UserError, OSError) as exc:
             raise AppInputError(public_message(str(exc))) from None
         try:
@@ -286,7 +339,8 @@ class AppCore:
         return frames, fps
 
     def analyze_video(self, path: str | Path, options: Options, progress=None) -> VideoAnalysis:
-        """Annotated WebM, per-frame CSV (the ``video`` command's columns) and the V/A-over-time plot.
+        """Annotated MP4, per-frame CSV (the ``video`` command's columns) and the V/A-over-time plot, named after
+        the upload (``clip.mp4`` -> ``clip_annotated.mp4``, ``clip_emonet.csv``, ``clip_va_time.png``).
 
         ``progress(done, total)`` is called after each frame (``total`` None when unknown).
         """
@@ -305,8 +359,11 @@ class AppCore:
         engine = VideoEngine(predictor, names=[self.checkpoint(options.weights).stem], smoothing=options.smoothing,
                              smoothing_kwargs=_smoothing_kwargs(options.smoothing, fps))
         renderer = OverlayRenderer(engine.class_names, show_landmarks=options.landmarks)
-        csv_path, video_path, plot_path = (self._output("video", s) for s in (".csv", ".webm", ".png"))
-        writer = FrameVideoWriter(video_path, fps)  # .webm: VP8, which the page plays
+        folder, stem = self._output_folder(), download_stem(Path(path).name, "video")
+        csv_path, plot_path = folder / f"{stem}_emonet.csv", folder / f"{stem}_va_time.png"
+        # .mp4: H.264 through PyAV, which browsers play (OpenCV's VP8 writer prints an FFmpeg tag notice)
+        video_path = folder / f"{stem}_annotated.mp4"
+        writer = FrameVideoWriter(video_path, fps)
         total = min(frames, max_frames) if frames else None
 
         def on_frame(frame, results, canvas) -> None:
@@ -315,7 +372,7 @@ class AppCore:
             if progress is not None:
                 progress(frame.index + 1, total)
 
-        source = FrameBudget(open_source(str(path)), max_frames, self.limits.max_image_pixels, Path(path).name)
+        source = FrameBudget(_open_quietly(path), max_frames, self.limits.max_image_pixels, Path(path).name)
         try:
             with self.lock:
                 summary = process_video(engine, source, csv_path=csv_path, plot=plot_path,
@@ -407,6 +464,13 @@ class FrameBudget(FrameSource):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _open_quietly(path: str | Path) -> FrameSource:
+    """:func:`open_source` of an upload without FFmpeg's own log lines (e.g. "moov atom not found" for a text
+    file named .mp4): the app says what is wrong in the page, the server's log stays the app's."""
+    with native_stderr_silenced():
+        return open_source(str(path))
 
 
 def _smoothing_kwargs(smoothing: str, fps: float) -> dict:

@@ -14,6 +14,9 @@
     files inside the app's private temporary folder, after resolving symbolic links; ``/static``,
     ``/assets`` and ``/svelte`` only Gradio's own files; remote URLs are never fetched. Gradio routes this
     page never uses (proxy, custom components, screen recording, run history, monitoring...) are closed.
+  - **Files named in a call**: a JSON call (``/gradio_api/call/...``, ``/gradio_api/queue/join``...) of at
+    most :data:`INSPECTED_BODY_BYTES` whose file arguments name anything but a file of the private folder is
+    refused (403) before Gradio sees it (Gradio would refuse it too, printing a traceback in the log).
   - **Upload space**: the bytes in the temporary folder, across all uploads, stay under
     ``max_total_upload_mb``; when an upload would pass it, finished results older than
     :data:`EVICT_AFTER_S` are removed, oldest first, else the upload is refused (413) with a message.
@@ -24,6 +27,8 @@
   :func:`emonet.app.core.public_message`); Gradio's internal error texts (which name server folders) are not
   shown (``show_error=False``).
 * Gradio's analytics and version check are off; its fonts are bundled, so the page needs no internet.
+* The log is the app's own: Gradio runs quiet (no "Running on local URL" or share-link hint; the command
+  prints the address), and SIGTERM ends the server with one line and exit status 0 (:func:`serve`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +63,10 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 ALLOWED_METHODS = ("GET", "HEAD", "OPTIONS", "POST")
 # A POST body at most this large is not counted against the upload space (the page's JSON calls).
 SMALL_BODY_BYTES = 64 * 1024
+# JSON calls up to this size are read by the guard, which checks the files they name (larger ones pass on to
+# Gradio, which checks them too); the page's calls name uploads and are a few KB.
+INSPECTED_BODY_BYTES = 1024 * 1024
+CALL_ROUTES = (f"{API}/call/", f"{API}/queue/join", f"{API}/run/", f"{API}/api/", "/call/", "/queue/join", "/run/")
 # Finished results (uploads, outputs) older than this may be removed when the upload space is full.
 EVICT_AFTER_S = 600.0
 
@@ -297,6 +308,31 @@ class RequestPolicy:
         target = Path(os.path.realpath(os.path.abspath(requested)))
         return _inside(self.private_root, target)
 
+    def reads_body(self, method: str, path: str, headers: dict[str, str]) -> bool:
+        """Whether the guard reads this request's body for :meth:`named_file_refusal` (a small JSON call)."""
+        length = headers.get("content-length", "")
+        return (method == "POST" and path.startswith(CALL_ROUTES) and length.isdigit()
+                and int(length) <= INSPECTED_BODY_BYTES)
+
+    def named_file_refusal(self, body: bytes) -> tuple[int, str] | None:
+        """(403, reason) when a call's file argument (Gradio's ``FileData``) names anything but a private file."""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None  # not JSON: Gradio answers it
+        pending = [payload]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, dict):
+                meta, named = item.get("meta"), item.get("path")
+                if (isinstance(meta, dict) and meta.get("_type") == "gradio.FileData" and isinstance(named, str)
+                        and not self._private_file(named)):
+                    return 403, "file not allowed: a call may name only the app's own uploads and results"
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return None
+
     def _upload_refusal(self, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
         length_text = headers.get("content-length")
         if length_text is None:
@@ -336,6 +372,10 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
         refused = self.policy.refusal(method, scope.get("path", ""), headers)
+        if refused is None and scope["type"] == "http" and self.policy.reads_body(method, scope["path"], headers):
+            body = await _read_body(receive)
+            refused = self.policy.named_file_refusal(body)
+            receive = _replayed(body, receive)  # Gradio reads the same body
         if refused is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
@@ -346,6 +386,32 @@ class RequestGuard:
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive) -> bytes:
+    """The whole body of an HTTP request (the caller checked that its Content-Length is small)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replayed(body: bytes, receive):
+    """A ``receive`` that gives ``body`` once, then waits on the real one (for the disconnect)."""
+    given = False
+
+    async def replay():
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def request_policy(core, config: ServerConfig) -> RequestPolicy:
@@ -363,8 +429,9 @@ def request_policy(core, config: ServerConfig) -> RequestPolicy:
 def serve(core, config: ServerConfig, block: bool = True):
     """Launch the page for ``core`` (its workdir must be the one given to :func:`prepare_environment`).
 
-    ``block``: serve until Ctrl-C/SIGTERM, then close and remove the working folder; otherwise return the
-    running Gradio app (the caller closes it and calls :func:`cleanup`).
+    ``block``: serve until SIGTERM (returns ``"SIGTERM"``) or Ctrl-C (raises ``KeyboardInterrupt``), then close
+    and remove the working folder; otherwise return the running Gradio app (the caller closes it and calls
+    :func:`cleanup`).
     """
     check_host(config.host, config.allow_remote)
     if config.share:
@@ -378,6 +445,8 @@ def serve(core, config: ServerConfig, block: bool = True):
     if config.allow_remote:
         print(f"accepted Host names: {', '.join(policy.host_names)} (name others with --allow-remote HOST[,HOST])",
               file=sys.stderr)
+    from emonet.app.ui import CSS
+
     page = build_ui(core)
     page.queue(default_concurrency_limit=1)
     # Served: Gradio's own static files and the working folder (uploads, outputs), as RequestGuard enforces.
@@ -387,18 +456,38 @@ def serve(core, config: ServerConfig, block: bool = True):
     page.launch(
         server_name=config.host, server_port=config.port, share=config.share, inbrowser=False,
         prevent_thread_lock=True, max_file_size=f"{int(config.max_upload_mb * 1024 * 1024)}b",
-        allowed_paths=[], blocked_paths=blocked, show_error=False, quiet=False, enable_monitoring=False,
-        mcp_server=False, ssr_mode=False, footer_links=[],
+        # quiet: the command prints the address itself; Gradio's hints (share=True...) are not for this app
+        allowed_paths=[], blocked_paths=blocked, show_error=False, quiet=True, enable_monitoring=False,
+        mcp_server=False, ssr_mode=False, footer_links=[], css=CSS,
         app_kwargs={"middleware": [Middleware(RequestGuard, policy=policy)]},
     )
     if not block:
         return page
     try:
-        page.block_thread()
+        return wait_for_stop(page)
     finally:
-        page.close()
+        page.close(verbose=False)
         cleanup(core.workdir)
-    return page
+
+
+def wait_for_stop(page) -> str:
+    """Block until SIGTERM (returns ``"SIGTERM"``) or until the server stops by itself (``"closed"``).
+
+    Replaces Gradio's ``block_thread``, which prints "Keyboard interruption in main thread..." on any stop.
+    SIGTERM only sets an event (the handler raises nothing), so the close that follows is never cut short;
+    Ctrl-C raises ``KeyboardInterrupt`` as usual. The previous SIGTERM handler is restored.
+    """
+    stop = threading.Event()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set()) if main else None
+    try:
+        while page.is_running:
+            if stop.wait(0.2):
+                return "SIGTERM"
+        return "closed"
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def cleanup(workdir: str | os.PathLike) -> None:

@@ -6,10 +6,13 @@ folder and analytics setting from the environment when it is imported).
 
 from __future__ import annotations
 
+import cv2
 import gradio as gr
 import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
 
-from emonet.app.core import AppCore, LiveSession, Options, crop_choices, public_message
+from emonet.app.core import TABLE_DECIMALS, AppCore, LiveSession, Options, crop_choices, public_message
 from emonet.errors import UserError
 from emonet.inference.backends import PRECISIONS, backend_names
 from emonet.samples import FACE_SAMPLES, sample_image, write_sample_video
@@ -17,8 +20,11 @@ from emonet.samples import FACE_SAMPLES, sample_image, write_sample_video
 SMOOTHING = ["one-euro", "ema", "emonet", "none"]
 INTRO = ("**EmoNet**: valence, arousal and expression of every face. Drop a photo, a clip, or use your webcam. "
          "Everything runs on this machine; nothing is uploaded elsewhere.")
+NO_FACES_YET = "No faces yet: upload a photo, take a webcam snapshot or pick a sample."
+# Headers are whole words on one line (the table scrolls sideways on a narrow window rather than break them).
 CSS = """
 #status-image, #status-video, #status-live {min-height: 1.5em}
+#image-table th, #image-table th * {white-space: nowrap; word-break: keep-all; overflow-wrap: normal}
 """
 
 
@@ -43,6 +49,12 @@ def _path_only(image: gr.Image) -> gr.Image:
     return image
 
 
+def _styled(table: pd.DataFrame) -> Styler:
+    """The face table as the page shows it: every number with :data:`TABLE_DECIMALS` decimals, boxes whole,
+    missing values (a row without a face) empty."""
+    return table.style.format(precision=TABLE_DECIMALS, na_rep="").hide(axis="index")
+
+
 def _options(weights, smoothing, landmarks, flip, backend, precision, crop) -> Options:
     """The option row's values (in :func:`_option_row`'s order) as the core's :class:`Options`."""
     return Options(weights=weights, smoothing=smoothing, landmarks=bool(landmarks), flip_tta=bool(flip),
@@ -57,7 +69,7 @@ def _option_row(core: AppCore) -> list[gr.components.Component]:
     with gr.Row(elem_id="options"):
         weights = gr.Dropdown(names, value=names[0], label="Checkpoint", elem_id="opt-weights")
         smoothing = gr.Dropdown(SMOOTHING, value="one-euro", label="Smoothing (video, live)", elem_id="opt-smoothing")
-        landmarks = gr.Checkbox(value=True, label="Landmarks", elem_id="opt-landmarks")
+        landmarks = gr.Checkbox(value=start.landmarks, label="Landmarks", elem_id="opt-landmarks")
         flip = gr.Checkbox(value=False, label="Flip TTA (2x cost)", elem_id="opt-flip")
         # auto (the library's default) picks the fastest backend verified on this machine.
         backend = gr.Dropdown(list(backend_names()), value=start.backend, label="Backend", elem_id="opt-backend")
@@ -75,28 +87,42 @@ def _image_tab(core: AppCore, option_inputs: list) -> None:
         with gr.Row():
             gr.Markdown("Samples (real photos shipped with scikit-image and matplotlib):")
             sample_buttons = [gr.Button(n.replace("_", " "), size="sm", elem_id=f"sample-{n}") for n in FACE_SAMPLES]
-        image_status = gr.Markdown(elem_id="status-image")
-        image_table = gr.Dataframe(label="Faces (box in pixels, valence/arousal in [-1, 1])",
-                                   interactive=False, elem_id="image-table", wrap=True)
+        image_status = gr.Markdown(NO_FACES_YET, elem_id="status-image")
+        empty_table = _styled(core.empty_table())
+        image_table = gr.Dataframe(empty_table, label="Faces: box in pixels, valence and arousal in [-1, 1], "
+                                   "then the probability of each expression", interactive=False,
+                                   elem_id="image-table", wrap=False, buttons=["copy"])
         with gr.Row():
             image_plane = gr.Image(label="Valence-arousal plane", interactive=False, elem_id="image-plane", height=360)
             image_csv = gr.File(label="CSV (the predict command's columns)", elem_id="image-csv")
 
         def run_image(path, *opts):
-            if path is None:
-                return None, None, None, None, ""
+            if path is None:  # the photo was removed
+                return None, empty_table, None, None, NO_FACES_YET
             try:
                 result = core.analyze_image_file(path, _options(*opts))
             except UserError as exc:
                 _fail(exc)
-            n = int((result.table["error"] == "").sum()) if len(result.table) else 0
-            status = f"{n} face(s) found" if n else "no face found in this image"
-            return result.annotated, result.table, str(result.circumplex), str(result.csv), status
+            status = f"{result.found} face(s) found" if result.found else "no face found in this image"
+            status += f" · model: {result.model}"  # which checkpoint ran (name, backbone, input size)
+            return str(result.annotated_file), _styled(result.table), str(result.circumplex), str(result.csv), status
 
-        image_in.change(run_image, [image_in, *option_inputs],
-                        [image_out, image_table, image_plane, image_csv, image_status])
+        image_outputs = [image_out, image_table, image_plane, image_csv, image_status]
+        image_in.change(run_image, [image_in, *option_inputs], image_outputs)
+        # An option that changes the picture (not the smoothing, which is for clips) redraws the current photo.
+        for option in option_inputs[:1] + option_inputs[2:]:
+            option.change(run_image, [image_in, *option_inputs], image_outputs)
+
+        def load_sample(name: str) -> str:
+            """The sample as a file named after it, so that the downloads are too (``astronaut_emonet.csv``)."""
+            path = core.workdir / "samples" / f"{name}.png"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), cv2.cvtColor(sample_image(name), cv2.COLOR_RGB2BGR))
+            return str(path)
+
         for name, button in zip(FACE_SAMPLES, sample_buttons):
-            button.click(lambda n=name: sample_image(n), None, image_in)
+            button.click(lambda n=name: load_sample(n), None, image_in)
 
 
 def _video_tab(core: AppCore, option_inputs: list) -> None:
@@ -107,7 +133,7 @@ def _video_tab(core: AppCore, option_inputs: list) -> None:
             video_in = gr.File(label="Clip (.mp4, .avi, .webm, .mov, .mkv ...)", file_count="single",
                                file_types=["video", ".avi", ".mkv", ".mp4", ".webm", ".mov"], type="filepath",
                                elem_id="video-input", height=360)
-            video_out = gr.Video(label="Annotated (WebM)", elem_id="video-output", interactive=False, height=360)
+            video_out = gr.Video(label="Annotated (MP4)", elem_id="video-output", interactive=False, height=360)
         with gr.Row():
             sample_video = gr.Button("Load the sample clip", size="sm", elem_id="sample-video")
             run_button = gr.Button("Analyse the clip", variant="primary", elem_id="run-video")

@@ -77,14 +77,16 @@ def run(args: argparse.Namespace) -> int:
         port = free_port(args.host) if args.port == 0 else args.port
         print(f"EmoNet app on http://{'[' + args.host + ']' if ':' in args.host else args.host}:{port} "
               f"(Ctrl-C stops it); uploads and outputs in {workdir} (removed on exit)", flush=True)
-        serve(core, ServerConfig(args.host, port, args.share, allow_remote, args.max_upload_mb, remote_hosts,
-                                 args.max_total_upload_mb))
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+        ended = serve(core, ServerConfig(args.host, port, args.share, allow_remote, args.max_upload_mb,
+                                         remote_hosts, args.max_total_upload_mb))
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM while the model loads): the shell's 130
+        print("EmoNet app stopped (Ctrl-C); temporary folder removed", file=sys.stderr)
         return 130
     except OSError as exc:  # a port in use, an unwritable temporary folder
         raise UserError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     finally:
         cleanup(workdir)
+    # SIGTERM (kill, a service manager, a container stop) is the normal way to stop a server: exit status 0.
+    print(f"EmoNet app stopped ({ended}); temporary folder removed", file=sys.stderr)
     return 0
 
