@@ -6,9 +6,10 @@ downloaded by :func:`emonet.hub.resolve_weights`). Two kinds of file load throug
 * official EmoNet state dicts (``emonet_8.pth``, ``emonet_5.pth``), with or without the ``module.`` prefix
   that ``nn.DataParallel`` adds; the number of classes is inferred from the shapes;
 * the project's own checkpoints written by :func:`save_checkpoint` (state dict plus architecture, config,
-  class names, input size and normalisation).
+  class names, input size, normalisation and a model card: task, dataset, split, backbone, test metrics,
+  teacher, version; ``model.card`` after loading, a minimal derived one for files without a card).
 
-:func:`load_imagenet_backbone` initialises a dual-head model's ResNet from torchvision's ImageNet file.
+:func:`load_imagenet_backbone` initialises a dual-head model's backbone from the library's ImageNet file.
 
 Files are always read with ``torch.load(weights_only=True)`` and loaded strictly: any missing, unexpected
 or mis-shaped key raises :class:`CheckpointError` listing them.
@@ -19,20 +20,28 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import warnings
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from emonet import __version__
 from emonet.devices import resolve_device
-from emonet.errors import UserError
 from emonet.fileio import atomic_path
-from emonet.hub import missing_weights_hint, resolve_weights
-from emonet.models.dual_head import DualHeadResNet, imagenet_cache_files, imagenet_weights
+from emonet.hub import OFFICIAL_WEIGHTS, missing_weights_hint, resolve_weights, verify_weights
+from emonet.models.dual_head import load_pretrained
 from emonet.models.registry import create_model
+
+# Defined with the networks (a builder reads ImageNet files itself); this module is still where callers get them.
+from emonet.models.weight_files import CheckpointError, read_checkpoint, strip_prefix
+
+__all__ = [
+    "CARD_FIELDS", "CHECKPOINT_FORMAT", "CheckpointError", "WEIGHTS_HINT", "atomic_torch_save", "checkpoint_dict",
+    "load_imagenet_backbone", "load_model", "model_card", "model_label", "read_checkpoint", "save_checkpoint", "strip_prefix",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,38 +55,10 @@ WEIGHTS_HINT = (
 )
 
 
-class CheckpointError(UserError, RuntimeError):
-    """A file is not a usable checkpoint, or its weights do not fit the model."""
-
-
-def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint", hint: str = "") -> Any:
-    """``torch.load`` with ``weights_only=True`` and errors that name the file; a missing file raises
-    ``FileNotFoundError("<what> not found: <path>. <hint>")``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}" + (f". {hint}" if hint else ""))
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "it holds Python objects that cannot be loaded safely with weights_only=True"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
-
-
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     )
-
-
-def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Remove a ``module.`` (DataParallel/DDP) or similar prefix when every key carries it."""
-    if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
-    return dict(state_dict)
 
 
 def infer_emonet_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -137,7 +118,7 @@ def load_model(
             arch, config, state_dict = obj["arch"], dict(obj.get("config") or {}), obj["state_dict"]
         except KeyError as exc:
             raise CheckpointError(f"{source}: project checkpoint without {exc.args[0]!r}") from exc
-        metadata = {k: obj[k] for k in ("class_names", "input_size", "normalization", "extra") if k in obj}
+        metadata = {k: obj[k] for k in ("class_names", "input_size", "normalization", "extra", "card") if k in obj}
     else:
         state_dict = obj
         if isinstance(obj, Mapping) and not _is_state_dict(obj):
@@ -169,11 +150,112 @@ def load_model(
         model.normalization = metadata["normalization"]
     model.checkpoint_path = source
     model.checkpoint_extra = metadata.get("extra", {})
+    model.card = _loaded_card(model, path, metadata.get("card"))
     return (model if device is None else model.to(resolve_device(device))).eval()
 
 
-def checkpoint_dict(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The project checkpoint for ``model`` (built by :func:`create_model`) as a plain dict."""
+# -- Model cards --------------------------------------------------------------------------------------------------
+# What a checkpoint says about itself (``model.card`` after load_model; `python -m emonet models --checkpoint`).
+# Fields the model states (arch, backbone, input size, normalisation, classes) are always read from the model;
+# the others come from whoever trains it (save_checkpoint(..., card={...}) or a ``model.card`` set earlier).
+CARD_FIELDS = (
+    "name", "task", "dataset", "split", "arch", "backbone", "input_size", "normalization", "class_names",
+    "multi_label", "metrics", "teacher", "pretrained", "license", "created_with", "created",
+)
+_MODEL_FIELDS = ("arch", "backbone", "input_size", "normalization", "class_names", "multi_label")
+
+
+def _plain(value: Any) -> Any:
+    """Plain Python containers and scalars (what ``torch.load(weights_only=True)`` reads back): NumPy and
+    tensor scalars become numbers, tuples lists, paths strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalar
+        return value.item()
+    if hasattr(value, "tolist"):  # numpy array, tensor (a confusion matrix, per-class scores)
+        return _plain(value.tolist())
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _model_fields(model: nn.Module) -> dict[str, Any]:
+    normalization = getattr(model, "normalization", None)
+    return {
+        "arch": getattr(model, "arch", type(model).__name__),
+        "backbone": getattr(model, "backbone_name", getattr(model, "arch", None)),
+        "input_size": int(getattr(model, "input_size", 256)),
+        "normalization": dict(normalization) if normalization else None,
+        "class_names": list(getattr(model, "class_names", [])),
+        "multi_label": bool(getattr(model, "multi_label", False)),
+    }
+
+
+def model_card(model: nn.Module, **fields: Any) -> dict[str, Any]:
+    """The card of ``model``: every :data:`CARD_FIELDS` key, from ``fields`` (task, dataset, split, metrics
+    (test), teacher, name, ...) over the model's own ``card``; what the model states is read from it.
+
+    Unknown keys, in ``fields`` or in a ``model.card`` set by code, raise ``ValueError`` (a typo would otherwise
+    vanish from the file)."""
+    inherited = dict(getattr(model, "card", None) or {})
+    loaded = bool(getattr(model, "checkpoint_path", None))
+    if loaded:  # loaded from a file: its scores and name described those weights
+        inherited = {k: v for k, v in inherited.items() if k in CARD_FIELDS and k not in ("name", "metrics", "split")}
+    given = {**inherited, **fields}
+    unknown = sorted(set(given) - set(CARD_FIELDS))
+    if unknown:
+        where = "model card field(s)" if set(unknown) & set(fields) else "field(s) in model.card"
+        raise ValueError(f"unknown {where} {unknown}; the fields are {', '.join(CARD_FIELDS)}")
+    card = {key: given.get(key) for key in CARD_FIELDS}
+    card.update(_model_fields(model))
+    source = getattr(model, "pretrained_source", None)
+    if card["pretrained"] is None and source is not None:
+        card["pretrained"] = source
+    card["created_with"] = f"emonet {__version__} (torch {torch.__version__})"
+    card["created"] = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    card["metrics"] = dict(card["metrics"] or {})
+    return _plain(card)
+
+
+def _loaded_card(model: nn.Module, path: Path, stored: Any) -> dict[str, Any]:
+    """The card of a loaded file: the stored one, else (older checkpoints, official files) a minimal card
+    derived from what the file has, marked ``derived``; the official records add licence and published scores."""
+    if isinstance(stored, Mapping):
+        return {**{key: None for key in CARD_FIELDS}, **dict(stored), **_model_fields(model)}
+    card = {key: None for key in CARD_FIELDS}
+    card.update(_model_fields(model), name=path.stem, metrics={}, derived=True)
+    official = OFFICIAL_WEIGHTS.get(path.stem)
+    # only the official file itself (its git blob SHA-1) carries the paper's scores, not a file named like it
+    if official is not None and official.arch == card["arch"] and verify_weights(path, official.name):
+        card.update(name=official.name, license=official.license, metrics=_plain(dict(official.published)),
+                    dataset=next(iter(official.published), None), task="affect")  # trained on AffectNet
+    return card
+
+
+def model_label(model: nn.Module) -> str:
+    """One line naming the model that runs, from its card: ``best (dual_head mobilenet_v3_small, 112 px, affect
+    on affectnet, distilled from emonet_8)``, ``emonet_8 (emonet, 256 px, affect on affectnet)``."""
+    card = dict(getattr(model, "card", None) or {})
+    arch = getattr(model, "arch", type(model).__name__)
+    backbone = getattr(model, "backbone_name", None)
+    details = [f"{arch} {backbone}" if backbone else arch, f"{int(getattr(model, 'input_size', 256))} px"]
+    if card.get("task") or card.get("dataset"):
+        details.append(" on ".join(str(card[k]) for k in ("task", "dataset") if card.get(k)))
+    teacher = card.get("teacher")
+    if teacher:
+        details.append(f"distilled from {teacher.get('name', teacher) if isinstance(teacher, Mapping) else teacher}")
+    return f"{card.get('name') or arch} ({', '.join(details)})"
+
+
+def checkpoint_dict(
+    model: nn.Module, extra: dict[str, Any] | None = None, card: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The project checkpoint for ``model`` (built by :func:`create_model`) as a plain dict, with its card
+    (:func:`model_card` of ``card``'s fields)."""
     if not hasattr(model, "arch"):
         raise ValueError("model has no 'arch' attribute: build it with emonet.create_model")
     state_dict = {k: v.detach().cpu() for k, v in strip_prefix(model.state_dict()).items()}
@@ -187,6 +269,7 @@ def checkpoint_dict(model: nn.Module, extra: dict[str, Any] | None = None) -> di
         "normalization": model.normalization,
         "state_dict": state_dict,
         "extra": dict(extra or {}),
+        "card": model_card(model, **(card or {})),
     }
 
 
@@ -205,72 +288,30 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model`` with its metadata so that :func:`load_model` rebuilds it without other information."""
-    return atomic_torch_save(checkpoint_dict(getattr(model, "module", model), extra), path)
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, extra: dict[str, Any] | None = None,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` with its metadata so that :func:`load_model` rebuilds it without other information.
+
+    ``card``: the model card's fields known to the caller (``task``, ``dataset``, ``split``, ``metrics`` (test),
+    ``teacher``, ``name``, ...; see :data:`CARD_FIELDS`), over any ``model.card`` already set; the rest is
+    read from the model. ``load_model`` exposes it as ``model.card``.
+    """
+    card = {"name": Path(path).stem, **(card or {})}  # named after its file unless the caller names it
+    return atomic_torch_save(checkpoint_dict(getattr(model, "module", model), extra, card), path)
 
 
 # -- ImageNet initialisation of the dual-head backbone -------------------------------------------------------
-def _backbone_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
-    """Accept a torchvision ResNet state dict (with or without ``fc.*``), a ``backbone.``-prefixed one, a
-    ``module.``-prefixed one or a project checkpoint holding a dual-head model."""
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        obj = obj.get("state_dict")
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{source}: not a ResNet state dict")
-    state = strip_prefix(obj, "module.")
-    if any(k.startswith("backbone.") for k in state):
-        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
-
-
 def load_imagenet_backbone(
     model: nn.Module, weights_path: str | os.PathLike | None = None, download: bool = False
 ) -> str:
-    """Initialise ``model.backbone`` with ImageNet weights; returns where they came from.
+    """Initialise a dual-head model's backbone with ImageNet weights; returns where they came from.
 
-    Order: ``weights_path`` if given (an error if it does not load); else torchvision's file in the torch hub
-    cache (``torch.hub.get_dir()/checkpoints``, e.g. ``resnet50-11ad3fa6.pth``); else, only when
-    ``download=True``, torchvision's download. Otherwise the backbone keeps its random initialisation and a
-    warning says so; the return value is then ``"random"``.
+    Order: ``weights_path`` if given (an error if it does not load); else the library's cache (torch hub cache
+    for torchvision backbones, e.g. ``resnet50-11ad3fa6.pth``; Hugging Face cache for ``timm:`` ones); else,
+    only when ``download=True``, the library's download. Otherwise the backbone keeps its random
+    initialisation and a warning says so; the return value is then ``"random"``. The same as
+    ``create_model("dual_head", ..., pretrained=weights_path or "imagenet")`` does at build time.
     """
-    target = getattr(model, "module", model)
-    if not isinstance(target, DualHeadResNet):
-        raise TypeError(f"load_imagenet_backbone expects a dual-head ResNet model, got {type(target).__name__}")
-    backbone = target.backbone_name
-    if weights_path is not None:
-        path = Path(weights_path)
-        source = str(path)
-        state = _backbone_state_dict(read_checkpoint(path), source)
-    else:
-        cached = [p for p in imagenet_cache_files(backbone) if p.is_file()]
-        if cached:
-            source = str(cached[0])
-            state = _backbone_state_dict(read_checkpoint(cached[0]), source)
-        elif download:
-            weights = imagenet_weights(backbone)
-            source = weights.url
-            state = _backbone_state_dict(weights.get_state_dict(progress=True, check_hash=True), source)
-        else:
-            message = (
-                f"no ImageNet weights for {backbone}: none given, none in the torch hub cache "
-                f"({imagenet_cache_files(backbone)[0]}), and download=False; the backbone stays randomly "
-                "initialised (expect much lower accuracy). Pass a weights file or allow the download."
-            )
-            logger.warning(message)
-            warnings.warn(message, UserWarning, stacklevel=2)
-            return "random"
-    expected = {k: v for k, v in target.backbone.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or misshaped:
-        raise CheckpointError(
-            f"{source}: not {backbone} ImageNet weights (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"mis-shaped {misshaped[:5]})"
-        )
-    target.backbone.load_state_dict(state, strict=False)  # fc is an Identity here: nothing else is left out
-    logger.info("%s backbone initialised from ImageNet weights: %s", backbone, source)
-    return source
+    return load_pretrained(model, weights_path, download=download)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from emonet.checkpoint import load_model
+from emonet.checkpoint import load_model, model_label
 from emonet.crops import DEFAULT_CROP, FaceCrops, FaceMeshBoxes, check_crop_method, crop_faces, landmarks_region
 from emonet.faces import CropRegion, Face, FaceDetector, crop_region_image
 from emonet.images import ImageReadError, read_image, to_rgb_uint8
@@ -158,6 +158,7 @@ class Predictor:
         # when a file is missing; make_runner resolves the device (once) and places the model
         model = weights if isinstance(weights, nn.Module) else load_model(weights, device=None)
         self.model = model.eval()
+        self.model_label = model_label(model)  # which model ran, from its card (predict and the app show it)
         self.class_names: list[str] = list(model.class_names)
         self.multi_label = bool(getattr(model, "multi_label", False))
         self.input_size = int(getattr(model, "input_size", 256))

@@ -2,6 +2,9 @@
 
 The predictor, the ONNX export checks, the evaluation and the review all build model inputs with
 :func:`prepare_batch` and turn expression logits into probabilities with :func:`logits_to_probabilities`.
+The size and normalisation are the model's (``model.input_size``, ``model.normalization``, saved in its
+checkpoint): EmoNet 256 px with pixels / 255, a ``dual_head`` model e.g. 112 px standardised by its
+backbone's ImageNet mean/std.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import emonet
-from emonet.checkpoint import CheckpointError, load_model, save_checkpoint
+from emonet.checkpoint import CARD_FIELDS, CheckpointError, checkpoint_dict, load_model, model_label, save_checkpoint
 from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES
 from emonet.hub import OFFICIAL_WEIGHTS, git_blob_sha1
 
@@ -131,3 +131,70 @@ def test_a_failed_torch_save_keeps_the_previous_file_and_says_so(tmp_path, monke
         atomic_torch_save({"weights": torch.zeros(1)}, target)
     assert target.read_bytes() == b"the previous checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pth"]
+
+
+# -- model cards ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_student():
+    torch.manual_seed(5)
+    return emonet.create_model("dual_head", backbone="mobilenet_v3_small", num_classes=8, input_size=64).eval()
+
+
+def test_card_saved_with_the_checkpoint_and_exposed_by_load_model(tmp_path, small_student):
+    metrics = {"valence": {"ccc": np.float32(0.61), "rmse": np.float64(0.3)}, "acc": torch.tensor(0.5),
+               "per_class_f1": np.array([0.25, 0.5])}
+    teacher = {"name": "emonet_8", "sha1": "6833bfdc", "temperature": 2.0}
+    path = save_checkpoint(tmp_path / "best.pth", small_student, card={
+        "task": "affect", "dataset": "affectnet", "split": ("test",), "metrics": metrics, "teacher": teacher})
+    raw = torch.load(path, weights_only=True)  # the card is plain containers: numpy/tensor scalars converted
+    card = raw["card"]
+    assert set(card) == set(CARD_FIELDS)
+    assert card["name"] == "best" and card["task"] == "affect" and card["split"] == ["test"]
+    assert card["metrics"]["valence"]["ccc"] == pytest.approx(0.61) and type(card["metrics"]["acc"]) is float
+    assert card["metrics"]["per_class_f1"] == [0.25, 0.5]
+    assert card["teacher"] == teacher and card["backbone"] == "mobilenet_v3_small" and card["arch"] == "dual_head"
+    assert card["input_size"] == 64 and card["class_names"] == EMONET_8_CLASSES and card["multi_label"] is False
+    assert card["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert card["pretrained"] == "random" and card["created_with"].startswith(f"emonet {emonet.__version__}")
+    loaded = load_model(path)
+    assert loaded.card == card and model_label(loaded) == (
+        "best (dual_head mobilenet_v3_small, 64 px, affect on affectnet, distilled from emonet_8)")
+    with pytest.raises(ValueError, match=r"unknown model card field\(s\) \['tusk'\]"):
+        save_checkpoint(tmp_path / "typo.pth", small_student, card={"tusk": "affect"})
+    small_student.card = {"task": "affect", "datset": "affectnet"}  # as a trainer sets it before saving
+    try:
+        with pytest.raises(ValueError, match=r"unknown field\(s\) in model.card \['datset'\]"):
+            save_checkpoint(tmp_path / "typo.pth", small_student)
+    finally:
+        del small_student.card
+    assert not (tmp_path / "typo.pth").exists()
+
+    # a loaded model saved again (fine-tuned): what it was trained for stays, its old scores and name do not
+    again = load_model(save_checkpoint(tmp_path / "tuned.pth", loaded, card={"split": "val"}))
+    assert again.card["name"] == "tuned" and again.card["metrics"] == {} and again.card["split"] == "val"
+    assert again.card["task"] == "affect" and again.card["teacher"] == teacher
+
+
+def test_checkpoints_without_a_card_load_with_a_derived_one(tmp_path, small_student, official_checkpoint_8,
+                                                            monkeypatch):
+    old = checkpoint_dict(small_student, extra={"epoch": 2})
+    del old["card"]  # as written before cards existed
+    torch.save(old, tmp_path / "old_run.pth")
+    card = load_model(tmp_path / "old_run.pth").card
+    assert card["derived"] is True and card["name"] == "old_run" and card["backbone"] == "mobilenet_v3_small"
+    assert card["input_size"] == 64 and card["metrics"] == {} and card["task"] is None
+    # official-layout files: a file named like an official one gets its scores only if it is that file
+    import dataclasses
+
+    from emonet import hub
+
+    named = tmp_path / "emonet_8.pth"
+    named.write_bytes(official_checkpoint_8.read_bytes())
+    card = load_model(named).card
+    assert card["arch"] == "emonet" and card["backbone"] == "emonet" and card["metrics"] == {}
+    assert card["license"] is None and card["input_size"] == 256 and card["normalization"] is None
+    record = dataclasses.replace(hub.OFFICIAL_WEIGHTS["emonet_8"], git_blob_sha1=hub.git_blob_sha1(named))
+    monkeypatch.setitem(hub.OFFICIAL_WEIGHTS, "emonet_8", record)
+    card = load_model(named).card
+    assert card["license"].startswith("CC BY-NC-ND") and card["metrics"]["affectnet"]["valence"]["ccc"] == 0.82
+    assert model_label(load_model(named)) == "emonet_8 (emonet, 256 px, affect on affectnet)"

@@ -99,3 +99,47 @@ def test_numpy_smoothers_reduce_jitter():
 def test_public_api_is_short():
     assert callable(emonet.load_model) and emonet.Predictor is not None
     assert "emonet" in emonet.list_models()
+
+
+def test_registry_keeps_init_only_options_out_of_the_config():
+    model = create_model("dual_head", backbone="resnet18", num_classes=5, input_size=64, pretrained=None)
+    assert model.config == {"backbone": "resnet18", "num_classes": 5, "input_size": 64}
+    from emonet.models.dual_head import dual_head
+
+    assert emonet.models.model_builder("dual_head") is dual_head
+    with pytest.raises(ValueError, match="unknown model architecture 'nope'.*dual_head"):
+        emonet.models.model_builder("nope")
+
+
+def test_models_command_lists_families_backbones_and_official_scores(capsys):
+    from emonet.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "dual_head" in out and "resnet50_dual_head" in out and "emonet " in out
+    assert "mobilenet_v3_small" in out and "convnext_tiny" in out and "timm:<any timm model name>" in out
+    assert "emonet_8: emonet, 8 classes, 256 px, licence CC BY-NC-ND" in out
+    assert "affectnet: acc 0.75; valence ccc 0.82 pcc 0.82 rmse 0.29 sagr 0.84; arousal ccc 0.75" in out
+    assert main(["models", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["weights"]["emonet_5"]["published"]["affectnet"]["acc"] == 0.82
+    assert "efficientnet_b0" in listed["backbones"]["torchvision"]
+
+
+def test_models_command_prints_a_checkpoint_card(tmp_path, capsys):
+    from emonet.cli import main
+
+    model = create_model("dual_head", backbone="mobilenet_v3_small", num_classes=8, input_size=64)
+    path = emonet.save_checkpoint(tmp_path / "student.pth", model, card={
+        "task": "affect", "dataset": "affectnet", "split": "test", "teacher": {"name": "emonet_8"},
+        "metrics": {"test": {"acc": 0.5, "valence": {"ccc": 0.61}}}})
+    assert main(["models", "--checkpoint", str(path)]) == 0
+    out = capsys.readouterr().out
+    for line in ("name: student", "task: affect", "dataset: affectnet", "split: test", "backbone: mobilenet_v3_small",
+                 "input_size: 64", '"mean": [0.485, 0.456, 0.406]', "  test: acc 0.5; valence ccc 0.61",
+                 'teacher: {"name": "emonet_8"}', "created_with: emonet"):
+        assert line in out, line
+    assert main(["models", "--checkpoint", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["class_names"][1] == "Happy"
+    assert main(["models", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
+    assert "missing.pth" in capsys.readouterr().err

@@ -14,10 +14,19 @@ from typing import Any
 from torch import nn
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+# Builder kwargs that only initialise weights (``pretrained``): left out of ``model.config``, because a
+# checkpoint rebuilds the network from its config and then loads its own weights.
+_INIT_ONLY: dict[str, tuple[str, ...]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a builder function under ``name``; a name already taken raises ``ValueError``."""
+def register_model(
+    name: str, init_only: tuple[str, ...] = ()
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a builder function under ``name``; a name already taken raises ``ValueError``.
+
+    ``init_only``: the builder's kwargs that initialise weights without changing the architecture (e.g.
+    ``pretrained``); :func:`create_model` does not record them in ``model.config``.
+    """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
@@ -27,6 +36,7 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
                 f"choose another name for {builder.__module__}.{builder.__qualname__}"
             )
         _BUILDERS[name] = builder
+        _INIT_ONLY[name] = tuple(init_only)
         return builder
 
     return wrap
@@ -43,17 +53,23 @@ def list_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def create_model(arch: str, **config) -> nn.Module:
-    """Build a model by registry name (``emonet``, ``resnet50_dual_head``, ...) with builder kwargs.
-
-    The model is randomly initialised (or ImageNet-initialised where the builder says so); load trained
-    weights with :func:`emonet.load_model`.
-    """
+def model_builder(arch: str) -> Callable[..., nn.Module]:
+    """The builder registered under ``arch`` (its docstring and signature describe the family)."""
     if arch not in _BUILDERS:
         raise ValueError(f"unknown model architecture {arch!r}; available: {', '.join(list_models())}")
-    model = _BUILDERS[arch](**config)
+    return _BUILDERS[arch]
+
+
+def create_model(arch: str, **config) -> nn.Module:
+    """Build a model by registry name (``emonet``, ``dual_head``, ``resnet50_dual_head``, ...) with builder
+    kwargs, e.g. ``create_model("dual_head", backbone="mobilenet_v3_small", num_classes=8, input_size=112)``.
+
+    The model is randomly initialised (or ImageNet-initialised where the builder says so, e.g.
+    ``pretrained="imagenet"``); load trained weights with :func:`emonet.load_model`.
+    """
+    model = model_builder(arch)(**config)
     model.arch = arch
-    model.config = dict(config)
+    model.config = {k: v for k, v in config.items() if k not in _INIT_ONLY[arch]}
     return model
 
 
