@@ -14,6 +14,8 @@ $(RUN_STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	# PySceneDetect (shot cuts) without its opencv-python, which would clash with opencv-contrib-python
+	$(BIN)/pip install --quiet --no-deps scenedetect==0.7.2
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 

@@ -30,12 +30,12 @@ LANDMARK_COLUMNS = [f"lm_{axis}{i}" for i in range(LANDMARK_COUNT) for axis in (
 PREDICT_KEYS = ["path", "face"]  # the predict command (CSV, JSON, Parquet)
 IMAGE_INDEX_KEYS = ["image_index", "face"]  # Predictor.predict_dataframe on arrays, emonet.to_dataframe
 APP_IMAGE_KEYS = ["face"]  # the browser app's image CSV
-BATCH_KEYS = ["source", "kind", "frame", "time_s", "face_id"]  # the batch dataset (Parquet shards, rows.csv)
+BATCH_KEYS = ["source", "kind", "frame", "time_s", "shot", "face_id"]  # the batch dataset (Parquet shards, rows.csv)
 
 
 def video_keys(image: bool = False, model: bool = False) -> list[str]:
     """Key columns of the ``video`` CSV: ``image`` for image-folder sources, ``model`` for several models."""
-    return ["frame"] + (["image"] if image else []) + ["time_s", "face_id"] + (["model"] if model else [])
+    return ["frame"] + (["image"] if image else []) + ["time_s", "shot", "face_id"] + (["model"] if model else [])
 
 
 def probability_columns(class_names: Sequence[str]) -> list[str]:
@@ -70,7 +70,8 @@ class FaceRecord:
     ``[crop_x0, crop_x0 + crop_side) x [crop_y0, crop_y0 + crop_side)`` (image pixels) is what the model saw,
     placed by ``crop_method`` (detector | mesh | refine; none: the whole image, no detector).
     Video fields (``None`` for still images): ``face_id`` (track ID, from 1), ``frame``, ``time_s``,
-    ``detected`` (False: box carried by the tracker on a frame without detection).
+    ``shot`` (0-based shot number: a cut or a new unrelated image starts the next one; a track never spans
+    two shots), ``detected`` (False: box carried by the tracker on a frame without detection).
     """
 
     face: int  # position of the face in its image or frame (0-based)
@@ -92,6 +93,7 @@ class FaceRecord:
     detected: bool | None = None
     valence_raw: float | None = None
     arousal_raw: float | None = None
+    shot: int | None = None
 
     @property
     def track(self) -> int:
@@ -112,6 +114,7 @@ def record_row(record: FaceRecord, landmarks: bool = True) -> dict:
     optional value). Holds every column a face can have: each output keeps those of its schema."""
     row = {
         "face": record.face, "face_id": record.face_id, "frame": record.frame, "time_s": record.time_s,
+        "shot": record.shot,
         **dict(zip(BOX_COLUMNS, (float(v) for v in record.box))),
         "score": record.score, "valence": record.valence, "arousal": record.arousal,
         "expression": record.expression,
@@ -162,6 +165,7 @@ def row_record(row: dict, class_names: Sequence[str]) -> FaceRecord | None:
         error=str(_optional(row.get("error")) or ""), crop_x0=integer("crop_x0"), crop_y0=integer("crop_y0"),
         crop_side=integer("crop_side"), crop_method=str(_optional(row.get("crop_method")) or ""),
         face_id=None if face_id is None else int(face_id), frame=integer("frame"), time_s=number("time_s", None),
+        shot=integer("shot"),
         detected=None if detected is None else bool(detected), valence_raw=number("valence_raw", None),
         arousal_raw=number("arousal_raw", None),
     )
@@ -178,7 +182,7 @@ def face_rows(key: dict, faces: Sequence[FaceRecord] | None, error: str = "") ->
     return [{**key, **record_row(face)} for face in faces]
 
 
-_NULLABLE_INTEGERS = ("face", "image_index", "face_id", "frame", "crop_x0", "crop_y0", "crop_side")
+_NULLABLE_INTEGERS = ("face", "image_index", "face_id", "frame", "shot", "crop_x0", "crop_y0", "crop_side")
 _TEXT = ("expression", "error", "crop_method")
 
 

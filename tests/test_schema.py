@@ -42,17 +42,17 @@ CLASSES = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "C
 
 # -- the schema is today's columns ------------------------------------------------------------------------
 def test_schema_is_the_column_lists_users_already_have():
-    """Literal lists of the outputs as they were before the one schema (the predict CSV, the video CSV with
-    every option, the batch dataset as the command writes it)."""
+    """Literal lists of the outputs (the predict CSV, the video CSV with every option, the batch dataset as the
+    command writes it): as they were before the one schema, plus ``shot`` (issue 26) before ``face_id``."""
     p = ["p_a", "p_b"]
     crop = ["crop_x0", "crop_y0", "crop_side", "crop_method"]
     box = ["x1", "y1", "x2", "y2", "score", "valence", "arousal", "expression"]
     assert schema_columns(["a", "b"], PREDICT_KEYS) == ["path", "face", *box, *p, *crop, "error"]
     assert schema_columns(["a", "b"], video_keys(image=True, model=True), raw=True, detected=True, landmarks=True) == [
-        "frame", "image", "time_s", "face_id", "model", *box, *p, "valence_raw", "arousal_raw", "detected", *crop,
+        "frame", "image", "time_s", "shot", "face_id", "model", *box, *p, "valence_raw", "arousal_raw", "detected", *crop,
         *[f"lm_{axis}{i}" for i in range(68) for axis in ("x", "y")], "error"]
     assert schema_columns(["a", "b"], BATCH_KEYS, detected=True) == [
-        "source", "kind", "frame", "time_s", "face_id", *box, *p, "detected", *crop, "error"]
+        "source", "kind", "frame", "time_s", "shot", "face_id", *box, *p, "detected", *crop, "error"]
 
 
 def test_predictor_and_video_faces_are_the_one_record():
@@ -65,10 +65,10 @@ def test_row_and_record_round_trip():
     face = FaceRecord(1, (10.0, 20.0, 50.0, 70.0), 0.9, 0.25, -0.5, "Happy", {"Happy": 0.7, "Sad": 0.3},
                       landmarks=np.arange(136, dtype=float).reshape(68, 2), crop_x0=5, crop_y0=8, crop_side=64,
                       crop_method="mesh", face_id=3, frame=12, time_s=0.4, detected=False, valence_raw=0.2,
-                      arousal_raw=-0.4)
+                      arousal_raw=-0.4, shot=2)
     row = record_row(face)
-    assert {k: row[k] for k in ("face", "face_id", "frame", "x1", "p_Happy", "crop_side", "lm_y67")} == {
-        "face": 1, "face_id": 3, "frame": 12, "x1": 10.0, "p_Happy": 0.7, "crop_side": 64, "lm_y67": 135.0}
+    assert {k: row[k] for k in ("face", "face_id", "frame", "shot", "x1", "p_Happy", "crop_side", "lm_y67")} == {
+        "face": 1, "face_id": 3, "frame": 12, "shot": 2, "x1": 10.0, "p_Happy": 0.7, "crop_side": 64, "lm_y67": 135.0}
     back = row_record(row, ["Happy", "Sad"])
     np.testing.assert_array_equal(back.landmarks, face.landmarks)
     back.landmarks = face.landmarks
@@ -76,7 +76,8 @@ def test_row_and_record_round_trip():
     # through a DataFrame (NaN/NA cells), as a table read back from a file
     df = rows_to_dataframe(face_rows({"path": "x.jpg"}, [face]), schema_columns(["Happy", "Sad"], landmarks=True))
     again = row_record(df.iloc[0].to_dict(), ["Happy", "Sad"])
-    assert (again.face, again.box, again.crop_side, again.face_id) == (1, face.box, 64, None)  # no face_id column
+    # no face_id or shot column: a still image has neither
+    assert (again.face, again.box, again.crop_side, again.face_id, again.shot) == (1, face.box, 64, None, None)
     assert row_record({"path": "x.jpg", "error": "no face detected"}, ["Happy"]) is None
     assert face.probability_array(["Sad", "Fear"])[0] == 0.3 and np.isnan(face.probability_array(["Fear"])[0])
 
@@ -157,6 +158,7 @@ def test_video_command_csv(small_weights, sample_video, tmp_path):
     df = pd.read_csv(smoothed)
     assert list(df.columns) == schema_columns(names, video_keys(), raw=True, detected=True)
     assert df["detected"].tolist() == [1, 0]  # the face from frame 2: detected there, tracked on frame 3
+    assert df["shot"].tolist() == [0, 0]
 
 
 def test_two_models_on_an_image_folder(small_weights, official_checkpoint_5, images, tmp_path):
@@ -178,7 +180,7 @@ def test_two_models_on_an_image_folder(small_weights, official_checkpoint_5, ima
     union = names + [c for c in emonet.EMONET_5_CLASSES if c not in names]
     df = pd.read_csv(tmp_path / "frames.csv")
     assert list(df.columns) == schema_columns(union, video_keys(image=True, model=True))
-    assert df["model"].tolist() == ["r18", "emonet5"]
+    assert df["model"].tolist() == ["r18", "emonet5"] and df["shot"].tolist() == [0, 0]
 
 
 def test_batch_dataset_and_csv(small_weights, images, tmp_path):
@@ -196,6 +198,8 @@ def test_batch_dataset_and_csv(small_weights, images, tmp_path):
     assert set(dataset["kind"]) == {"image", "video"}
     video = dataset[dataset["kind"] == "video"]
     assert len(video) and video["crop_side"].notna().all() and (video["crop_method"] != "").all()
+    # shot: numbered in videos (one shot here), empty for still images (like frame and time_s)
+    assert (video["shot"] == 0).all() and dataset.loc[dataset["kind"] == "image", "shot"].isna().all()
 
 
 def test_app_image_csv(small_weights, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from emonet.evaluation import metrics as M
 from emonet.data.fixtures import va_trajectory, write_afew_va_fixture, write_affwild2_fixture
 from emonet.data.video_va import (
     FrameUnavailable,
@@ -22,6 +21,8 @@ from emonet.data.video_va import (
     parse_clip_selection,
     read_affwild2_annotation,
 )
+from emonet.evaluation import metrics as M
+from emonet.evaluation.video import apply_smoothing, score_frames, tune_setting
 from emonet.smoothing import (
     TUNING_GRID,
     SmoothingSetting,
@@ -30,7 +31,6 @@ from emonet.smoothing import (
     smooth_sequence_grid,
 )
 from emonet.tracking import TrackSmoothers
-from emonet.evaluation.video import apply_smoothing, score_frames, tune_setting
 
 
 @pytest.fixture(scope="module")
@@ -327,3 +327,59 @@ def test_cli_refuses_tuning_on_the_reported_split_and_names_bad_files(tmp_path, 
                  "--output-dir", str(tmp_path / "o5")]) == 2
     assert "evaluate --crop refine is not supported" in capsys.readouterr().err
     assert not any((tmp_path / f"o{k}").exists() for k in range(1, 7))
+
+
+# -- shot cuts (issue 26): smoothing starts afresh in each shot --------------------------------------------
+
+def _write_cut_clip(folder, n_per_shot: int = 6) -> list[dict]:
+    """Frames of two shots as image files (a slow pan over the astronaut, then over Grace Hopper) and their
+    annotation rows (video ``cut``)."""
+    import cv2
+
+    from emonet.samples import sample_image
+
+    folder.mkdir()
+    rows = []
+    for shot, name in enumerate(("astronaut", "grace_hopper")):
+        photo = cv2.resize(sample_image(name)[:400, :400], (240, 240), interpolation=cv2.INTER_AREA)
+        for k in range(n_per_shot):
+            frame = shot * n_per_shot + k
+            path = folder / f"{frame:03d}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(np.roll(photo, 2 * k, axis=1), cv2.COLOR_RGB2BGR))
+            rows.append({"video": "cut", "frame": frame, "valence": 0.5 - shot, "arousal": 0.1, "path": path.name})
+    return rows
+
+
+def test_video_evaluation_finds_cuts_and_restarts_smoothing_there(tmp_path):
+    from conftest import ColourModel
+
+    from emonet.evaluation.video import evaluate_video, shot_numbers
+
+    rows = _write_cut_clip(tmp_path / "frames")
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(rows).assign(path=[f"frames/{r['path']}" for r in rows]).to_csv(csv, index=False)
+    dataset = build_video_dataset("video-csv", csv, None)
+    assert shot_numbers(dataset).tolist() == [0] * 6 + [1] * 6  # found on the frames themselves
+    ema = SmoothingSetting("ema", (("alpha", 0.3),))
+    result = evaluate_video(ColourModel(), dataset, [SmoothingSetting("none"), ema], device="cpu", progress=False,
+                            n_boot=0)
+    frames = result.frames
+    assert frames["shot"].tolist() == [0] * 6 + [1] * 6 and result.info["n_shots"] == 2
+    raw, smoothed = frames["pred_valence"].to_numpy(), frames["pred_valence_ema"].to_numpy()
+    assert smoothed[6] == raw[6] and smoothed[0] == raw[0], "each shot starts from its own first value"
+    assert smoothed[7] != raw[7], "smoothed within the shot"
+    # the same frames as one sequence (no shot column): the first shot's values carry into the second
+    assert apply_smoothing(frames.drop(columns="shot"), ema)[6, 0] != raw[6]
+
+
+def test_a_video_csv_may_number_its_shots(tmp_path):
+    from emonet.evaluation.video import shot_numbers
+
+    rows = _write_cut_clip(tmp_path / "frames", n_per_shot=2)
+    csv = tmp_path / "labels.csv"
+    table = pd.DataFrame(rows).assign(path=[f"frames/{r['path']}" for r in rows], shot=[0, 0, 0, 1])
+    table.to_csv(csv, index=False)
+    assert shot_numbers(build_video_dataset("video-csv", csv, None)).tolist() == [0, 0, 0, 1]  # as given
+    table.assign(shot=[0, 0, -1, 1]).to_csv(csv, index=False)
+    with pytest.raises(VideoLayoutError, match=r"labels\.csv.*shot"):
+        build_video_dataset("video-csv", csv, None)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from emonet.checkpoint import load_model
 from emonet.cli.options import add_output, non_negative_int, positive_int
-from emonet.cli.video import add_common_video_options, smoothing_kwargs
+from emonet.cli.video import add_common_video_options, shot_kwargs, smoothing_kwargs
 from emonet.drawing import OverlayRenderer, draw_hud, hud_rect
 from emonet.errors import UserError
 from emonet.faces import FaceDetector
@@ -331,7 +331,7 @@ def create_app(args: argparse.Namespace, source: FrameSource | None = None) -> D
         engine = VideoEngine(
             predictors, names=names, detector=detector, smoothing=args.smoothing, detect_every=args.detect_every,
             max_missed=args.max_missed, iou_threshold=args.iou_threshold,
-            smoothing_kwargs=smoothing_kwargs(args, source.fps),
+            smoothing_kwargs=smoothing_kwargs(args, source.fps), **shot_kwargs(args),
         )
         return DemoApp(engine, source, args)
     except Exception:

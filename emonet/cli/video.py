@@ -18,6 +18,7 @@ from emonet.cli.options import (
     add_progress,
     add_smoothing,
     add_weights,
+    finite_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -35,6 +36,12 @@ def add_common_video_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-missed", type=non_negative_int, default=10, metavar="K",
                    help="drop a face track (and its smoothing) after K frames without detection (default 10)")
     p.add_argument("--iou-threshold", type=probability, default=0.3, help="minimum box IoU to continue a track (default 0.3)")
+    p.add_argument("--no-shots", dest="shots", action="store_false",
+                   help="do not detect shot cuts (default: a hard cut or a fade through black ends every face track "
+                   "and smoothing history, and starts the next number of the 'shot' column)")
+    p.add_argument("--cut-threshold", type=finite_float(1, 255), default=None, metavar="T",
+                   help="hard-cut threshold, mean HSV change between frames on a 0-255 scale (default 27, "
+                   "PySceneDetect's; lower finds more cuts)")
     p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate for time_s and the output video (default: the source's; image folders 30)")
@@ -54,6 +61,11 @@ def smoothing_kwargs(args: argparse.Namespace, fps: float) -> dict:
     if args.smoothing == "one-euro":
         return {"min_cutoff": args.one_euro_min_cutoff, "beta": args.one_euro_beta, "rate": fps}
     return {}
+
+
+def shot_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments of emonet.video.VideoEngine for --no-shots and --cut-threshold."""
+    return {"shots": args.shots, "cut_threshold": args.cut_threshold}
 
 
 HELP = "valence/arousal/expression of every face of a video, webcam, image folder or stream"
@@ -83,6 +95,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    "background thread, a few frames ahead; live sources never queue frames)")
     p.add_argument("--batch-frames", type=positive_int, default=1, metavar="K",
                    help="files and folders: predict the faces of K consecutive frames in one forward (default 1)")
+    p.add_argument("--reid", action="store_true",
+                   help="re-identify faces across shot cuts: a face after a cut keeps its face_id from before the "
+                   "cut when its appearance is near-certainly the same (default: new IDs after every cut)")
     add_common_video_options(p)
 
 
@@ -115,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
         )
         engine = VideoEngine(
             predictor, names=[Path(args.weights).stem], smoothing=args.smoothing, detect_every=args.detect_every,
-            max_missed=args.max_missed, iou_threshold=args.iou_threshold,
-            smoothing_kwargs=smoothing_kwargs(args, source.fps),
+            max_missed=args.max_missed, iou_threshold=args.iou_threshold, reid=args.reid,
+            smoothing_kwargs=smoothing_kwargs(args, source.fps), **shot_kwargs(args),
         )
     except (ValueError, RuntimeError) as exc:  # an option combination or device this machine cannot run
         source.close()

@@ -26,7 +26,8 @@ Layouts (see docs/video-evaluation.md):
   ``valence,arousal``; line i+1 = frame i; ``-5`` = no valid annotation, skipped) with
   ``<root>/cropped_aligned/<video>/00001.jpg`` (1-based) or the raw videos anywhere under ``<root>``
   (``<name>.mp4``/``.avi``...; ``<name>_left``/``<name>_right`` annotate the left/right face of ``<name>``).
-* video-csv: a CSV with ``video, frame, valence, arousal`` (optional ``time``, ``split``, ``path``); frames
+* video-csv: a CSV with ``video, frame, valence, arousal`` (optional ``time``, ``split``, ``path``, ``shot``:
+  the 0-based shot number of the frame, when the cuts are known; else the evaluation finds them); frames
   come from ``path`` (an image per row), from ``<frames-root>/<video>/`` (a file whose number is the frame)
   or from a video file ``<frames-root>/<video>.<ext>``.
 """
@@ -271,6 +272,11 @@ class VideoFrameDataset(NativeResources, Dataset):
         state.update(_video=None, _detector=None, _mesh=None, _followers={}, _last=None)  # per process
         return state
 
+    def frame_image(self, index: int) -> np.ndarray:
+        """The whole image of annotated frame ``index`` (RGB uint8) as the dataset provides it (the frame, or
+        the face crop for Aff-Wild2's ``cropped_aligned``); :class:`FrameUnavailable` when it has none."""
+        return self._frame_image(self.frames.iloc[index])
+
     def _frame_image(self, row: pd.Series) -> np.ndarray:
         if bool(row["missing"]):
             raise FrameUnavailable(f"{row['path']}: no face crop for frame {int(row['frame'])} of {row['video']} "
@@ -344,6 +350,7 @@ def _resolve_crop(crop: str, default: str) -> str:
 
 def _frame_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     columns = ["video", "frame", "time_s", "valence", "arousal", "path", "source", "missing"]
+    columns += ["shot"] if rows and "shot" in rows[0] else []  # a video CSV's own shot numbers
     return pd.DataFrame(rows, columns=columns).astype({"frame": np.int64, "missing": bool})
 
 
@@ -589,7 +596,7 @@ def _checked_csv_table(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, d
     """The rows of a video CSV with numeric, finite, in-range values and integer frames, sorted by video and
     frame. A frame annotated twice with different values is refused (which one is right?); an identical
     repeated row is kept once and counted in ``dropped["duplicate_rows"]``."""
-    for column in [c for c in ("frame", "valence", "arousal", "time") if c in table]:
+    for column in [c for c in ("frame", "valence", "arousal", "time", "shot") if c in table]:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = ~np.isfinite(values.to_numpy(dtype=np.float64))
         if column == "time":
@@ -601,10 +608,13 @@ def _checked_csv_table(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, d
         outside = (table[column].abs() > 1).to_numpy()
         if outside.any():
             raise _csv_row_error(table, path, outside, column, "is outside [-1, 1] (rescale the labels first)")
-    frames = table["frame"].to_numpy(dtype=np.float64)
-    not_index = (frames != np.round(frames)) | (frames < 0)
-    if not_index.any():
-        raise _csv_row_error(table, path, not_index, "frame", "is not a frame index (a whole number >= 0)")
+    for column in [c for c in ("frame", "shot") if c in table]:
+        numbers = table[column].to_numpy(dtype=np.float64)
+        not_index = (numbers != np.round(numbers)) | (numbers < 0)
+        if not_index.any():
+            raise _csv_row_error(table, path, not_index, column, f"is not a {column} number (a whole number >= 0)")
+    if "shot" in table:
+        table["shot"] = table["shot"].astype(np.int64)
     table = table.assign(video=table["video"].astype(str), frame=table["frame"].astype(np.int64))
     table = table.sort_values(["video", "frame"], kind="stable")
     repeated = table.duplicated(["video", "frame"], keep=False).to_numpy()
@@ -628,7 +638,7 @@ def _checked_csv_table(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, d
 def read_video_csv(csv_path: str | os.PathLike, split: str | None = None, crop: str = "auto",
                    frames_root: str | os.PathLike | None = None, fps: float | None = None,
                    one_based: bool = False) -> VideoFrameDataset:
-    """A per-frame CSV (``video, frame, valence, arousal`` + optional ``time``, ``split``, ``path``).
+    """A per-frame CSV (``video, frame, valence, arousal`` + optional ``time``, ``split``, ``path``, ``shot``).
 
     ``csv_path`` may be the CSV or a folder with exactly one CSV. Frames: the ``path`` column (relative to the
     CSV's folder), else ``<frames_root>/<video>/`` (image whose number is the frame, ``one_based`` when the
@@ -684,6 +694,8 @@ def read_video_csv(csv_path: str | os.PathLike, split: str | None = None, crop: 
                 entry = {"path": str(videos[0]), "source": "video", "missing": False}
             rows.append({"video": video, "frame": frame, "time_s": time_s, "valence": float(row.valence),
                          "arousal": float(row.arousal), **entry})
+            if "shot" in group:
+                rows[-1]["shot"] = int(row.shot)
     frame_table = _frame_table(rows)
     crop = _resolve_crop(crop, "detect" if (frame_table["source"] == "video").any() else "none")
     if crop == "landmarks":

@@ -3,8 +3,9 @@ without temporal smoothing, side by side.
 
 Built on the one evaluation path (:func:`emonet.evaluation.predict_dataset`: the paper's preprocessing, flip
 TTA, clipping, unreadable frames and non-finite outputs as error rows). Each frame is predicted once; every
-smoothing setting is then applied offline, per video in frame order (:func:`emonet.smoothing.smooth_sequence`,
-the smoothers of the video command), and scored:
+smoothing setting is then applied offline, per video and shot in frame order
+(:func:`emonet.smoothing.smooth_sequence`, the smoothers of the video command: a cut starts a fresh history, as
+in the video command), and scored:
 
 * pooled over all frames (the ABAW protocol: CCC, PCC, RMSE, SAGR of valence and arousal, and
   ``abaw`` = (CCC_V + CCC_A) / 2), with bootstrap intervals over videos;
@@ -13,6 +14,9 @@ the smoothers of the video command), and scored:
 ``tune`` (``--tune-on SPLIT``): each smoothing's parameters are chosen on another split (highest pooled ABAW
 score over :data:`emonet.smoothing.TUNING_GRID`) and applied unchanged to the reported split, which is never
 used for tuning.
+
+Shots: a per-frame CSV may number them itself (``shot`` column); otherwise :func:`shot_numbers` finds the
+cuts on the frames the dataset provides (:class:`emonet.video.shots.ShotDetector`, in frame order per video).
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from torch import nn
+from tqdm import tqdm
 
 from emonet.evaluation import metrics as M
 from emonet.evaluation.dataset import ResizeCrop, json_ready, predict_dataset, require_scored
 from emonet.fileio import atomic_path, write_text_atomic
+from emonet.images import ImageReadError
 from emonet.smoothing import TUNING_GRID, SmoothingSetting, smooth_sequence, smooth_sequence_grid
+from emonet.video.shots import ShotDetector
 from emonet.visualization import PRED_COLOR, TRUTH_COLOR, new_figure, save_figure
 
 PREDICTION_FORMATS = ("csv", "parquet")
@@ -64,15 +71,41 @@ def column_suffix(settings: Sequence[SmoothingSetting]) -> list[str]:
     return names
 
 
+def shot_numbers(dataset: Any, progress: bool = False) -> np.ndarray:
+    """Per annotated frame of ``dataset`` (its ``frames`` table order), the frame's shot number in its video.
+
+    The dataset's own ``shot`` column when it has one (a per-frame CSV); else the cuts that
+    :class:`~emonet.video.shots.ShotDetector` finds on the frames the dataset provides, per video in frame
+    order (a frame the dataset cannot provide keeps the shot of the frame before it).
+    """
+    frames = dataset.frames
+    if "shot" in frames:
+        return frames["shot"].to_numpy(dtype=np.int64)
+    shots = np.zeros(len(frames), dtype=np.int64)
+    bar = tqdm(total=len(frames), desc="finding shot cuts", unit="frame", disable=not progress)
+    for _, group in frames.groupby("video", sort=False):
+        detector = ShotDetector()
+        for position in frames.index.get_indexer(group.sort_values("frame", kind="stable").index):
+            try:
+                detector.update(dataset.frame_image(int(position)))
+            except ImageReadError:  # missing or undecodable: the evaluation reports it as an error row
+                pass
+            shots[position] = detector.shot
+            bar.update(1)
+    bar.close()
+    return shots
+
+
 def predict_video_frames(
     model: nn.Module, dataset: Any, batch_size: int = 32, num_workers: int = 0, flip_tta: bool = False,
-    device: str = "auto", progress: bool = True, desc: str = "predicting frames",
+    device: str = "auto", progress: bool = True, desc: str = "predicting frames", shots: bool = True,
 ) -> pd.DataFrame:
     """Predict every annotated frame of a :class:`~emonet.data.video_va.VideoFrameDataset` once.
 
-    Returns the dataset's frame table with ``pred_valence``/``pred_arousal`` (clipped to [-1, 1], NaN on error
-    rows) and ``error`` (empty when scored).
+    Returns the dataset's frame table with ``shot`` (see :func:`shot_numbers`; all 0 with ``shots=False``),
+    ``pred_valence``/``pred_arousal`` (clipped to [-1, 1], NaN on error rows) and ``error`` (empty when scored).
     """
+    shot = shot_numbers(dataset, progress) if shots else np.zeros(len(dataset.frames), dtype=np.int64)
     if getattr(dataset, "needs_main_process", False):
         num_workers = 0  # detection and sequential decoding keep per-video state
     previous = dataset.transform
@@ -86,6 +119,7 @@ def predict_video_frames(
             close()
     require_scored(predictions, dataset)
     frames = dataset.frames.drop(columns=["source", "missing"], errors="ignore").copy()
+    frames["shot"] = shot
     frames["pred_valence"] = np.nan
     frames["pred_arousal"] = np.nan
     frames["error"] = ""
@@ -96,13 +130,19 @@ def predict_video_frames(
     return frames
 
 
+def _sequences(frames: pd.DataFrame):
+    """The groups smoothed independently: each shot of each video (each video without a ``shot`` column)."""
+    return frames.groupby(["video", "shot"] if "shot" in frames else "video", sort=False)
+
+
 def apply_smoothing(frames: pd.DataFrame, setting: SmoothingSetting, max_gap: int = DEFAULT_MAX_GAP) -> np.ndarray:
-    """(N, 2) smoothed valence/arousal of ``frames`` (rows in any order; each video smoothed in frame order)."""
+    """(N, 2) smoothed valence/arousal of ``frames`` (rows in any order; each video, and within it each shot
+    when there is a ``shot`` column, smoothed in frame order from a fresh smoother)."""
     raw = frames[["pred_valence", "pred_arousal"]].to_numpy(dtype=np.float64)
     if setting.kind == "none":
         return raw.copy()
     out = np.full_like(raw, np.nan)
-    for _, group in frames.groupby("video", sort=False):
+    for _, group in _sequences(frames):
         order = group.sort_values("frame", kind="stable").index
         rows = frames.index.get_indexer(order)
         out[rows] = smooth_sequence(raw[rows], frames["time_s"].to_numpy(dtype=np.float64)[rows],
@@ -128,7 +168,7 @@ def tune_setting(frames: pd.DataFrame, setting: SmoothingSetting, max_gap: int =
     raw = frames[["pred_valence", "pred_arousal"]].to_numpy(dtype=np.float64)
     truth = frames[["valence", "arousal"]].to_numpy(dtype=np.float64)
     sums = np.zeros((len(candidates), 2, 8))
-    for _, group in frames.groupby("video", sort=False):
+    for _, group in _sequences(frames):
         rows = frames.index.get_indexer(group.sort_values("frame", kind="stable").index)
         smoothed = smooth_sequence_grid(raw[rows], frames["time_s"].to_numpy(dtype=np.float64)[rows],
                                         frames["frame"].to_numpy()[rows], setting.kind, candidates, max_gap)
@@ -165,20 +205,22 @@ def evaluate_video(
     max_gap: int = DEFAULT_MAX_GAP,
     n_boot: int = 1000,
     seed: int = 0,
+    shots: bool = True,
 ) -> VideoEvaluationResult:
     """Predict the frames of ``dataset`` once and score every smoothing setting on them.
 
     ``tune_dataset``: another split (named ``tune_label`` in the report); settings given without parameters are
-    tuned on it first (settings with explicit parameters are kept as given).
+    tuned on it first (settings with explicit parameters are kept as given). ``shots``: smoothing starts afresh
+    at each shot cut (:func:`shot_numbers`); False: each video is one sequence.
     """
-    info: dict[str, Any] = {"flip_tta": bool(flip_tta), "max_gap": int(max_gap), "n_boot": int(n_boot),
+    info: dict[str, Any] = {"flip_tta": bool(flip_tta), "max_gap": int(max_gap), "n_boot": int(n_boot), "shots": shots,
                             "checkpoint": getattr(model, "checkpoint_path", None), "tune_on": tune_label}
     if hasattr(dataset, "summary"):
         info["dataset"] = dataset.summary()
     settings = list(settings)
     if tune_dataset is not None:
         tune_frames = predict_video_frames(model, tune_dataset, batch_size, num_workers, flip_tta, device, progress,
-                                           desc="predicting tuning frames")
+                                           desc="predicting tuning frames", shots=shots)
         tuning: dict[str, Any] = {"dataset": tune_dataset.summary() if hasattr(tune_dataset, "summary") else None}
         tuned = []
         for setting in settings:
@@ -189,7 +231,7 @@ def evaluate_video(
             tuning[best.label] = {"chosen": best.kwargs, "candidates": table.to_dict(orient="records")}
             tuned.append(best)
         settings, info["tuning"] = tuned, tuning
-    frames = predict_video_frames(model, dataset, batch_size, num_workers, flip_tta, device, progress)
+    frames = predict_video_frames(model, dataset, batch_size, num_workers, flip_tta, device, progress, shots=shots)
     rows, per_video = [], {}
     for setting, name in zip(settings, column_suffix(settings)):
         predicted = apply_smoothing(frames, setting, max_gap)
@@ -200,6 +242,7 @@ def evaluate_video(
         rows.append(_row(setting, name, report))
         per_video[setting.label] = report["per_video"]
     info["n_frames"] = int(len(frames))
+    info["n_shots"] = int(len(frames.groupby(["video", "shot"])))  # videos without a cut count one each
     info["n_scored"] = int((frames["error"] == "").sum())
     info["n_errors"] = int((frames["error"] != "").sum())
     return VideoEvaluationResult(rows, frames, per_video, info)

@@ -6,9 +6,11 @@ Frames are processed as a stream (a few frames in memory at a time, whatever the
    URL or ``sample`` (a generated clip of the sample faces).
 2. :class:`VideoEngine` runs each frame through three stages (see ``docs/video-demo.md``):
 
-   a. :meth:`VideoEngine.locate` (CPU, no model): detection every ``detect_every`` frames, tracking in
-      between (:class:`emonet.tracking.IoUTracker`, stable IDs), crop regions and model-input crops ->
-      :class:`~emonet.video.results.LocatedFrame`. Keeps the tracker state: call it in frame order.
+   a. :meth:`VideoEngine.locate` (CPU, no model): shot cuts (:class:`emonet.video.shots.ShotDetector`: a
+      cut ends every track and, in stage (c), resets every smoother), detection every ``detect_every``
+      frames, tracking in between (:mod:`emonet.tracking`, stable IDs within a shot), crop regions and
+      model-input crops -> :class:`~emonet.video.results.LocatedFrame`. Keeps the tracker and shot state:
+      call it in frame order.
    b. :func:`predict_located` / :meth:`VideoEngine.predict`: one batched forward over the crops of one or
       many located frames (even of different videos) through :meth:`emonet.predictor.Predictor.predict_crops`.
    c. :meth:`VideoEngine.finish`: per-track smoothing in frame order -> :class:`~emonet.video.results.FrameResult`.
@@ -38,8 +40,9 @@ from emonet.crops import FaceCrops
 from emonet.drawing import OverlayRenderer
 from emonet.faces import CropRegion, FaceDetector
 from emonet.predictor import NON_FINITE_ERROR, CropBatchResult, Predictor
-from emonet.tracking import IoUTracker, TrackSmoothers
+from emonet.tracking import FaceTracker, TrackSmoothers, face_descriptors
 from emonet.video.results import FaceResult, FrameResult, LocatedFace, LocatedFrame, VideoSummary
+from emonet.video.shots import DEFAULT_CUT_THRESHOLD, ShotDetector
 from emonet.video.sources import Frame, FrameSource
 from emonet.video.writers import FrameCsvWriter, FrameVideoWriter, plot_tracks
 
@@ -100,12 +103,18 @@ class VideoEngine:
         detect_every: run the detector every N frames (and on every frame while no face is tracked);
             in between, tracked boxes move by the tracker's velocity estimate.
         max_missed: drop a track after this many frames without a matching detection.
+        shots: detect shot cuts (hard cuts, fades through black) and start new tracks and smoothing
+            histories at each; off, only the source's own scene marks (unrelated photos) start a shot.
+        cut_threshold: the hard-cut threshold (see :class:`emonet.video.shots.ShotDetector`; None: its default).
+        reid: re-identification across cuts: a face after a cut takes the ID it had before when its
+            appearance is near-certainly the same (:class:`emonet.tracking.FaceTracker`).
     """
 
     def __init__(
         self, predictors, names: Sequence[str] | None = None, detector: FaceDetector | None = None,
         smoothing: str = "none", detect_every: int = 1, max_missed: int = 10, iou_threshold: float = 0.3,
-        smoothing_kwargs: dict | None = None,
+        smoothing_kwargs: dict | None = None, shots: bool = True, cut_threshold: float | None = None,
+        reid: bool = False,
     ) -> None:
         self.predictors = list(predictors) if isinstance(predictors, (list, tuple)) else [predictors]
         if not self.predictors:
@@ -119,11 +128,15 @@ class VideoEngine:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         self.detect_every, self.smoothing = detect_every, smoothing
-        self.tracker = IoUTracker(iou_threshold=iou_threshold, max_missed=max_missed)
+        self.tracker = FaceTracker(iou_threshold=iou_threshold, max_missed=max_missed, reid=reid)
         self.smoothers = [TrackSmoothers(smoothing, **(smoothing_kwargs or {})) for _ in self.predictors]
         self.active = 0
         self._since_detection = 0
         self.detections_run = 0
+        self.shot_detector = ShotDetector(cut_threshold or DEFAULT_CUT_THRESHOLD) if shots else None
+        self.shot = 0  # shot number of the last located frame
+        self._located = 0  # frames located so far (the first one starts shot 0, it is no cut)
+        self._scene_pending = False  # new_scene() was called: the next frame starts a shot
 
     @property
     def class_names(self) -> dict[str, list[str]]:
@@ -142,8 +155,9 @@ class VideoEngine:
         (new face IDs; IDs are never reused) and is run through the detector.
 
         Between stages, pass ``new_scene=True`` to :meth:`locate` instead: the tracker is reset there and
-        the smoothing histories when :meth:`finish` reaches that frame.
+        the smoothing histories when :meth:`finish` reaches that frame. Either way the frame starts a new shot.
         """
+        self._scene_pending = True
         self._reset_tracking()
         for smoothers in self.smoothers:
             smoothers.reset()
@@ -159,15 +173,18 @@ class VideoEngine:
     ) -> LocatedFrame:
         """Stage (a), CPU only: faces of one BGR frame (detected or tracked), their crops for ``models``.
 
-        Updates the tracker: call it for every frame of a video, in frame order, on this engine.
+        Updates the tracker and the shot state: call it for every frame of a video, in frame order, on this
+        engine. ``new_scene``: the frame is unrelated to the previous one (it starts a new shot).
         """
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        new_scene = self._starts_shot(rgb, new_scene)
         if new_scene:
             self._reset_tracking()
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         run = self._since_detection % self.detect_every == 0 or not self.tracker.visible_tracks
         if run:
-            found = self.detector.detect(rgb)
-            ids = self.tracker.update([f.box for f in found], [f.score for f in found])
+            found = self.detector.detect(rgb, stream=True)  # video: the tile fallback on some face-free frames only
+            boxes = [f.box for f in found]  # matched on motion and appearance (descriptors of the face boxes)
+            ids = self.tracker.update(boxes, [f.score for f in found], face_descriptors(rgb, boxes))
             self._since_detection = 1
             self.detections_run += 1
             faces = [LocatedFace(i, np.asarray(f.box, dtype=np.float64), float(f.score)) for i, f in zip(ids, found)]
@@ -176,13 +193,36 @@ class VideoEngine:
             faces = [LocatedFace(t.id, t.box.copy(), t.score) for t in self.tracker.predict()]
         h, w = rgb.shape[:2]
         located = LocatedFrame(index, time_s, (w, h), run, faces, removed=list(self.tracker.removed),
-                               new_scene=new_scene)
+                               new_scene=new_scene, shot=self.shot)
         for m in (self.active,) if models is None else models:
             located.regions[m], located.crops[m], located.methods[m] = crop_faces(
                 self.predictors[m], rgb, [f.box for f in faces])
             if self.predictors[m].crop == "refine":
                 located.image = rgb
         return located
+
+    def _starts_shot(self, rgb: np.ndarray, new_scene: bool) -> bool:
+        """Whether this frame starts a new scene (the source or :meth:`new_scene` says so, or a cut); counts shots."""
+        new_scene = new_scene or self._scene_pending
+        self._scene_pending = False
+        if self.shot_detector is not None:
+            if new_scene:
+                self.shot_detector.start_shot()
+            cut = self.shot_detector.update(rgb)  # every frame, so that its history follows the video
+        else:
+            cut = new_scene
+        if cut and self._located > 0:
+            self.shot += 1
+        self._located += 1
+        return new_scene or cut
+
+    def reset_shots(self) -> None:
+        """Start over for another video: shot 0, no cut history, no tracks (IDs keep counting up)."""
+        self.new_scene()
+        self._scene_pending = False
+        self.shot, self._located = 0, 0
+        if self.shot_detector is not None:
+            self.shot_detector.reset()
 
     # -- stage (b): model ------------------------------------------------------------------------------
     def predict(self, frames: Sequence[LocatedFrame]) -> list[dict[int, CropBatchResult]]:
@@ -220,7 +260,7 @@ class VideoEngine:
                         k, clipped, face.score, nan, nan, "", dict.fromkeys(predictor.class_names, nan),
                         error=NON_FINITE_ERROR, **_crop_fields(region), crop_method=located.methods[m][k],
                         face_id=face.track_id, frame=located.index, time_s=located.time_s, detected=located.detected,
-                        valence_raw=nan, arousal_raw=nan,
+                        valence_raw=nan, arousal_raw=nan, shot=located.shot,
                     ))
                     continue
                 raw = np.concatenate([[batch.valence[k], batch.arousal[k]], batch.probabilities[k]])
@@ -231,6 +271,7 @@ class VideoEngine:
                     face_id=face.track_id,
                     frame=located.index,
                     time_s=located.time_s,
+                    shot=located.shot,
                     box=clipped,
                     score=face.score,
                     valence=float(np.clip(smooth[0], -1, 1)),

@@ -70,8 +70,9 @@ class LocatedFrame:
 
     Holds no image: only the faces, and per model index the crop regions and the model-input crops (RGB
     uint8, ``input_size`` square), so it is small and picklable (it can travel between processes).
-    ``removed``: track IDs dropped while locating this frame; ``new_scene``: the frame started a new scene.
-    The finish stage applies both to the smoothing histories, in frame order.
+    ``removed``: track IDs dropped while locating this frame; ``new_scene``: the frame started a new scene
+    (a shot cut, or an unrelated image); ``shot``: its shot number (0-based). The finish stage applies
+    ``removed`` and ``new_scene`` to the smoothing histories, in frame order.
     """
 
     index: int
@@ -85,6 +86,7 @@ class LocatedFrame:
     image: np.ndarray | None = field(default=None, repr=False)  # RGB frame, kept only for --crop refine's 2nd crop
     removed: list[int] = field(default_factory=list)
     new_scene: bool = False
+    shot: int = 0
 
     @property
     def models(self) -> list[int]:

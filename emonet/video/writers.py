@@ -32,7 +32,7 @@ def csv_columns(
     class_names: Sequence[str], smoothing: bool, landmarks: bool = False, model_column: bool = False,
     detected_column: bool = False, image_column: bool = False,
 ) -> list[str]:
-    """CSV header (:func:`emonet.records.schema_columns`): frame, [image,] time_s, face_id, [model,] box, score,
+    """CSV header (:func:`emonet.records.schema_columns`): frame, [image,] time_s, shot, face_id, [model,] box, score,
     valence, arousal, expression, p_<class>..., [valence_raw, arousal_raw,] [detected,] crop square, [landmarks,] error."""
     return schema_columns(class_names, video_keys(image_column, model_column), raw=smoothing,
                           detected=detected_column, landmarks=landmarks)
@@ -284,7 +284,8 @@ class FrameVideoWriter:
 
 
 def plot_tracks(csv_path: str | os.PathLike, out_path: str | os.PathLike, title: str | None = None) -> Path:
-    """Valence and arousal over time, one line per face ID, from a video CSV (raw values faint when smoothed).
+    """Valence and arousal over time, one line per face ID, from a video CSV (raw values faint when smoothed);
+    a dotted vertical line at the first face row of each new shot (the CSV has rows for faces only).
 
     Reads the CSV written by the run, so the run itself never keeps the series in memory.
     """
@@ -307,6 +308,8 @@ def plot_tracks(csv_path: str | os.PathLike, out_path: str | os.PathLike, title:
             ax.plot(group["time_s"], group[key], color=color, linewidth=1.6, linestyle=style, label=label,
                     marker="." if len(group) < 60 else None)
         ax.axhline(0.0, color="#888888", linewidth=0.6)
+        for start in _shot_starts(df):
+            ax.axvline(start, color="#555555", linewidth=0.8, linestyle=":")
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -320,3 +323,9 @@ def plot_tracks(csv_path: str | os.PathLike, out_path: str | os.PathLike, title:
     return save_figure(fig, out_path)
 
 
+def _shot_starts(df: pd.DataFrame) -> list[float]:
+    """Times (s) of the first row of each shot after the first (none without a ``shot`` column)."""
+    if "shot" not in df or df["shot"].isna().all():
+        return []
+    firsts = df.dropna(subset=["shot"]).groupby("shot")["time_s"].min().sort_index()
+    return [float(t) for t in firsts.iloc[1:]]
