@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     import emonet
     from emonet.data.emodataset import Emodataset
     from emonet.data.fixtures import write_emodataset_fixture
-    from emonet.training.finetune import finetune_config
     from emonet.training import ImageTransform, Trainer
+    from emonet.training.affect import finetune_config
 
     n = args.batch_size * (args.steps + args.warmup)
     with tempfile.TemporaryDirectory() as tmp:

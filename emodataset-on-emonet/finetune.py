@@ -4,7 +4,7 @@
     python finetune.py --data-root /path/to/emodataset --arousal-range 0,1 --weights ../weights/emonet_8.pth
 
 ``python finetune.py ARGS`` is ``python -m emonet finetune ARGS``; every option: ``python finetune.py --help``
-and README.md. The logic lives in :mod:`emonet.training.finetune`.
+and README.md. The logic lives in :mod:`emonet.training.affect`.
 """
 
 from __future__ import annotations

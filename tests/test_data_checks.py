@@ -218,7 +218,7 @@ def _faces_csv(path: Path, images: list[Path]) -> Path:
 
 def test_finetune_refuses_a_validation_split_that_copies_the_training_images(
         sample_images_dir, official_checkpoint_8, tmp_path):
-    from emonet.training.finetune import FinetuneData, build_datasets, finetune_config, load_starting_model
+    from emonet.training.affect import AffectData, build_datasets, finetune_config, load_starting_model
 
     faces = [sample_images_dir / f"{n}.jpg" for n in ("astronaut", "grace_hopper", "camera")]
     copies = tmp_path / "copies"
@@ -241,7 +241,7 @@ def test_finetune_refuses_a_validation_split_that_copies_the_training_images(
     # with the flag, the datasets are built (the command then warns and labels the scores)
     model = load_starting_model(official_checkpoint_8)
     config = finetune_config(output_dir=str(tmp_path / "run"), progress=False)
-    spec = FinetuneData(dataset="csv", root=str(data), arousal_range="-1,1")
+    spec = AffectData(dataset="csv", root=str(data), arousal_range="-1,1")
     with pytest.raises(UserError, match="3 image\\(s\\) with the same pixels"):
         build_datasets(spec, model, config, progress=False)
     spec.allow_shared_splits = True

@@ -217,8 +217,11 @@ def test_registry_builds_each_builtin_by_name_with_its_fixture_and_splits(tmp_pa
     assert isinstance(build_affect_dataset("affectnet", net, "val", progress=False), AffectNet)
     with pytest.raises(ValueError, match="unknown image dataset format 'afew-va'; choose from affectnet, emodataset, csv"):
         build_affect_dataset("afew-va", net, None)
-    with pytest.raises(ValueError, match="'csv' has no fixture writer"):
-        write_fixture("csv", tmp_path / "csv")
+    with pytest.raises(ValueError, match="'video-csv' has no fixture writer"):
+        write_fixture("video-csv", tmp_path / "video-csv")
+    faces = write_fixture("csv", tmp_path / "csv", n_train=3, n_val=2, n_test=2, labels=False)
+    unlabelled = build_affect_dataset("csv", faces, "val", arousal_range="-1,1", classes=5)
+    assert len(unlabelled) == 2 and unlabelled.labels.tolist() == [-1, -1]  # no label column: V/A only
 
 
 def _write_toy_faces(root, n: int = 3):
@@ -260,8 +263,8 @@ def test_a_registered_dataset_is_a_choice_buildable_by_name_with_fixture_and_spl
 
     from emonet.cli import command_parser
     from emonet.data.registry import build_affect_dataset, dataset_names, default_splits, write_fixture
-    from emonet.training.finetune import FinetuneData, build_datasets
     from emonet.training import TrainConfig
+    from emonet.training.affect import AffectData, build_datasets
 
     assert toy_dataset in dataset_names("image") and toy_dataset not in dataset_names("video")
     root = write_fixture(toy_dataset, tmp_path / "toy")
@@ -274,7 +277,7 @@ def test_a_registered_dataset_is_a_choice_buildable_by_name_with_fixture_and_spl
     ds = build_affect_dataset(toy_dataset, root, "fit", classes=5, layout="kaggle", cleaned=True, progress=False)
     assert isinstance(ds, CsvFaceDataset) and ds.labels.tolist() == [1, 2, 0] and ds.class_names == EMONET_5_CLASSES
     # fine-tuning takes its default splits from the registry: fit to train, check to select
-    train, val, test = build_datasets(FinetuneData(dataset=toy_dataset, root=str(root)), ColourModel(),
+    train, val, test = build_datasets(AffectData(dataset=toy_dataset, root=str(root)), ColourModel(),
                                       TrainConfig(augment=False), progress=False)
     assert (len(train), len(val), test) == (3, 2, None)
     assert train[0]["image"].shape == (3, 32, 32)

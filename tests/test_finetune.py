@@ -18,14 +18,14 @@ from emonet.cli.finetune import config_from_args
 from emonet.data.emodataset import Emodataset
 from emonet.data.fixtures import write_emodataset_fixture
 from emonet.evaluation import ModelInput
-from emonet.training.finetune import (
+from emonet.training import Callback, MultiTaskLoss
+from emonet.training.affect import (
     adapt_expression_head,
     fan_parameters_state,
-    finetune,
     finetune_config,
+    fit_affect,
     load_starting_model,
 )
-from emonet.training import Callback, MultiTaskLoss
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_head_only_epoch_keeps_fan_bit_identical_then_unfreezing_trains_it(emo, 
                              scheduler="none")
     train = Emodataset(emo, "train", arousal_range=(0, 1), transform=ModelInput())
     snap = Snapshot()
-    result = finetune(model, train, None, config, callbacks=[snap])
+    result = fit_affect(model, train, None, config, callbacks=[snap])
     assert result.monitor == "train_loss" and result.last_epoch == 2
     # Epoch 1 (head only): every FAN weight and BatchNorm buffer is bit-identical; the head moved.
     assert set(snap.fan[1]) == set(before)
@@ -179,7 +179,7 @@ def test_one_file_for_several_splits_is_refused_unless_allowed_then_labelled(
 
 
 def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_path, capsys, monkeypatch):
-    import emonet.cli.finetune as ft  # the command, which calls emonet.training.finetune.finetune
+    import emonet.training.affect as affect  # the command's engine: run_affect calls fit_affect
 
     main = script_main("finetune", "finetune.py")
     unreadable = tmp_path / "emonet_8.pth"
@@ -195,10 +195,29 @@ def test_unreadable_checkpoint_and_interrupt(emo, official_checkpoint_8, tmp_pat
         def on_epoch_end(self, trainer, epoch, metrics):
             raise KeyboardInterrupt
 
-    real_finetune = ft.finetune
-    monkeypatch.setattr(ft, "finetune", lambda *a, **k: real_finetune(*a, callbacks=[CtrlCAfterFirstEpoch()]))
+    real_fit = affect.fit_affect
+    monkeypatch.setattr(affect, "fit_affect", lambda *a, **k: real_fit(*a[:4], callbacks=[CtrlCAfterFirstEpoch()]))
     out = tmp_path / "run"
     assert main([*base, "--weights", str(official_checkpoint_8), "--output-dir", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"interrupted: kept best.pth, last.pth, training_state.pt, log.csv in {out}" in err and "--resume" in err
     assert torch.load(out / "training_state.pt", weights_only=True)["epoch"] == 1
+
+
+def test_finetune_flags_are_generated_from_the_config_with_its_own_defaults(tmp_path):
+    from emonet.training.config import FINETUNE_DEFAULTS
+
+    parser = command_parser("finetune", "finetune.py")
+    text = parser.format_help()
+    # each flag's help shows the fine-tuning default, read from the one declaration
+    assert "learning rate of the head (default: 0.0001)" in " ".join(text.split())
+    assert "--rotation" in text and "--holdout" in text and "--test-split" in text
+    config = config_from_args(parser.parse_args(["--data-root", "x"]))
+    assert {k: getattr(config, k) for k in FINETUNE_DEFAULTS} == {**FINETUNE_DEFAULTS, "pretrained": "none"}
+    assert (config.task, config.monitor, config.dataset) == ("affect", "val_va_ccc", "emodataset")
+    # a config file sets only what it names; flags win over it
+    (tmp_path / "ft.yaml").write_text("lr: 3e-4\nepochs: 4\nva_loss: ccc+mse\n")
+    config = config_from_args(parser.parse_args(["--data-root", "x", "--config", str(tmp_path / "ft.yaml"),
+                                                 "--epochs", "2", "--train-fan-bn-stats"]))
+    assert (config.lr, config.epochs, config.va_loss, config.frozen_bn_eval, config.image_size) == (
+        3e-4, 2, "ccc+mse", False, 256)

@@ -415,7 +415,7 @@ def test_cli_dispatcher_and_config_errors(tmp_path, capsys):
     assert main(["train", "--config", str(bad)]) == 2
     assert f"{bad}: unknown training option(s) ['learnig_rate']" in capsys.readouterr().err
     assert main(["train", "--va-loss", "mae"]) == 2  # not a choice: argparse names the valid ones
-    assert "argument --va-loss: must be one of ('mse', 'l1', 'huber', 'ccc'), got 'mae'" in capsys.readouterr().err
+    assert "argument --va-loss: must be one of ('mse', 'l1', 'huber', 'ccc', 'ccc+mse'), got 'mae'" in capsys.readouterr().err
     missing = tmp_path / "nowhere"
     assert main(["train", "--config", str(CONFIGS / "smoke.yaml"), "--data-root", str(missing),
                  "--set", "fixture_if_missing=false", "--output-dir", str(tmp_path / "o")]) == 2

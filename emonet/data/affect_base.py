@@ -290,7 +290,7 @@ class AffectFaceDataset(Dataset):
         n = len(labels_arr)
         if not (len(paths) == n == len(v) == len(a)):
             raise ValueError(f"{name}: paths, labels, valence and arousal differ in length")
-        bad = (labels_arr < 0) | (labels_arr > 7)
+        bad = (labels_arr < -1) | (labels_arr > 7)  # -1: no expression annotated (valence/arousal only)
         if bad.any():
             raise ValueError(f"{name}: {int(bad.sum())} labels outside 0-7 (first: {labels_arr[bad][:5].tolist()})")
         lm = list(landmarks) if landmarks is not None else [None] * n
@@ -300,14 +300,15 @@ class AffectFaceDataset(Dataset):
             self.dropped["not_in_cleaned_set"] = int((~clean).sum())
             keep &= clean
         if classes == 5:
-            in_subset = np.isin(labels_arr, list(AFFECTNET_TO_5_CLASS))
+            in_subset = np.isin(labels_arr, [*AFFECTNET_TO_5_CLASS, -1])
             self.dropped["not_in_5_classes"] = int((keep & ~in_subset).sum())
             keep &= in_subset
         idx = np.flatnonzero(keep)
         self.paths = [str(paths[i]) for i in idx]
         self.affectnet_labels = labels_arr[idx]
         if classes == 5:
-            self.labels = np.array([AFFECTNET_TO_5_CLASS[int(y)] for y in self.affectnet_labels], dtype=np.int64)
+            self.labels = np.array([AFFECTNET_TO_5_CLASS.get(int(y), -1) for y in self.affectnet_labels],
+                                   dtype=np.int64)
         else:
             self.labels = self.affectnet_labels.copy()
         self.valence, self.arousal = v[idx], a[idx]
@@ -377,8 +378,10 @@ class AffectFaceDataset(Dataset):
         return arrays[key]
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.class_names))
-        return {name: int(c) for name, c in zip(self.class_names, counts)}
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.class_names))  # -1: no expression
+        out = {name: int(c) for name, c in zip(self.class_names, counts)}
+        unlabelled = int((self.labels < 0).sum())
+        return {**out, "no_expression": unlabelled} if unlabelled else out
 
     def summary(self) -> dict[str, Any]:
         """Plain-dict description (size, classes, dropped rows) for logs and result files."""

@@ -2,7 +2,8 @@
 
 * ``path``: image file, absolute or relative to ``image_root`` (default: the CSV's folder). Accepted
   column names: ``path``, ``pth``, ``file``, ``filename``, ``image``, ``image_path``.
-* ``label``: an AffectNet class name (``happy``, ``Anger``...) or index 0-7 (also ``expression``/``emotion``).
+* ``label``: an AffectNet class name (``happy``, ``Anger``...) or index 0-7 (also ``expression``/``emotion``);
+  optional: without it the faces carry valence/arousal only (label -1, left out of the expression scores).
 * ``valence`` in [-1, 1]; ``arousal`` in the declared/detected range (``[0, 1]`` is mapped with ``x*2-1``).
 * optional ``landmarks``: 136 numbers (68 x, y in image pixels) separated by ``;``, ``,`` or spaces,
   enabling ``crop="landmarks"``.
@@ -27,6 +28,7 @@ from emonet.data.affect_base import (
     resolve_paths,
     to_signed_range,
 )
+from emonet.data.fixtures import write_csv_faces_fixture
 from emonet.data.registry import register_dataset
 
 PATH_COLUMNS = ("path", "pth", "file", "filename", "image", "image_path")
@@ -77,9 +79,9 @@ class CsvFaceDataset(AffectFaceDataset):
         table = read_table(csv_file, "face CSV")
         path_col = next((c for c in PATH_COLUMNS if c in table.columns), None)
         label_col = next((c for c in LABEL_COLUMNS if c in table.columns), None)
-        if path_col is None or label_col is None:
+        if path_col is None:
             raise ValueError(
-                f"{csv_file}: needs an image path column ({'/'.join(PATH_COLUMNS)}) and a label column "
+                f"{csv_file}: needs an image path column ({'/'.join(PATH_COLUMNS)}) and optionally a label column "
                 f"({'/'.join(LABEL_COLUMNS)}); found {list(table.columns)}"
             )
         require_columns(table, ["valence", "arousal"], csv_file)
@@ -87,7 +89,9 @@ class CsvFaceDataset(AffectFaceDataset):
         if not np.isfinite(valence).all() or np.abs(valence).max() > 1.0 + 1e-6:
             raise ValueError(f"{csv_file}: valence must be finite and within [-1, 1]")
         (lo, hi), how = resolve_arousal_range(table["arousal"].to_numpy(float), valence, arousal_range, str(csv_file))
-        labels = [parse_label(x, f"{csv_file} row {i}") for i, x in enumerate(table[label_col])]
+        labels = [-1] * len(table)  # no label column: valence/arousal only (-1 = no expression)
+        if label_col is not None:
+            labels = [parse_label(x, f"{csv_file} row {i}") for i, x in enumerate(table[label_col])]
         bases = [Path(image_root)] if image_root is not None else [csv_file.parent]
         paths = resolve_paths(table[path_col].astype(str).tolist(), bases, str(csv_file))
         landmarks = None
@@ -101,7 +105,7 @@ class CsvFaceDataset(AffectFaceDataset):
         )
 
 
-@register_dataset("csv", splits=("train", "val", None))
+@register_dataset("csv", splits=("train", "val", None), fixture=write_csv_faces_fixture)
 def build_csv_faces(
     root: str | os.PathLike, split: str | None, arousal_range: str | Sequence[float] = "auto", classes: int = 8,
     cleaned: bool = False, crop: str = "auto", transform: Callable[[np.ndarray], Any] | None = None,

@@ -263,6 +263,28 @@ def write_emodataset_fixture(
     return root
 
 
+def write_csv_faces_fixture(root: str | os.PathLike, n_train: int = 12, n_val: int = 6, n_test: int = 6,
+                            labels: bool = True, seed: int = 0) -> Path:
+    """Write a small ``--dataset csv`` folder under ``root``: ``train.csv``, ``val.csv``, ``test.csv`` with
+    ``path,label,valence,arousal`` (``labels=False``: no label column, valence/arousal only), paths relative
+    to the folder, images ``faces/<split>_<i>.jpg`` (96-160 px crops of the real sample faces; labels and V/A
+    generated, V/A in [-1, 1]). Returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    sources = list(_AFFECT_FACE_BOXES)
+    for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
+        rows = []
+        for i in range(int(count)):
+            view, _ = _random_face_view(sources[i % len(sources)], rng, (0.1, 0.5), int(rng.integers(96, 161)))
+            rel = f"faces/{split}_{i:05d}.jpg"
+            _write_jpeg(root / rel, view)
+            row = {"path": rel, "label": _AFFECT_LABELS[int(rng.integers(0, 8))],
+                   "valence": round(float(rng.uniform(-0.9, 0.9)), 6), "arousal": round(float(rng.uniform(-0.9, 0.9)), 6)}
+            rows.append(row if labels else {k: v for k, v in row.items() if k != "label"})
+        pd.DataFrame(rows).to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
 def write_affectnet_fixture(root: str | os.PathLike, n: int = 16, layout: str = "kaggle", seed: int = 0) -> Path:
     """Write a small AffectNet under ``root`` in the Kaggle or the original CSV layout; returns ``root``.
 

@@ -21,15 +21,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emonet.data.registry import dataset_names
 from emonet.errors import UserError
 from emonet.fileio import write_text_atomic
 
-VA_LOSSES = ("mse", "l1", "huber", "ccc")
+VA_LOSSES = ("mse", "l1", "huber", "ccc", "ccc+mse")
 SCHEDULERS = ("cosine", "step", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 IMAGE_SOURCES = ("crop", "full", "face")  # emonet.data.emotic.IMAGE_SOURCES (not imported: it loads PyTorch)
 VA_SCALES = ("auto", "raw", "normalized")  # emonet.data.emotic.VA_SCALES
 MODES = ("max", "min")
+TASKS = ("emotic", "affect")
+AFFECT_DATASETS = dataset_names()  # emonet.data.registry: no PyTorch
+CROPS = ("auto", "none", "landmarks", "detect")  # emonet.data: the face-crop modes every affect dataset takes
+LAYOUTS = ("auto", "kaggle", "csv")  # emonet.data.affectnet layouts
+
+# Each task's defaults where they differ from the field's (EMOTIC's): the one place they are declared. The
+# affect recipe: AdamW with a cosine schedule and a linear warmup, CCC + MSE on valence/arousal, cross-entropy
+# on expressions, face-friendly augmentation (mild crop, flip, small rotation, colour jitter); a pretrained
+# backbone learns at lr/10 (see emonet.training.affect).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "emotic": {},
+    "affect": {
+        "arch": "dual_head", "backbone": "resnet18", "epochs": 10, "lr": 1e-3, "weight_decay": 0.05,
+        "batch_size": 32, "va_loss": "ccc+mse", "crop_scale": (0.8, 1.0), "crop_ratio": (0.9, 1.1111),
+        "rotation": 10.0, "hflip": 0.5, "color_jitter": 0.2, "warmup_epochs": 1.0, "monitor": "val_va_ccc",
+        "output_dir": "runs/affect", "classes": 8,
+    },
+}
+# ``python -m emonet finetune``: EmoNet from its official weights over the affect defaults (256 px, the head at
+# 1e-4 with the FAN frozen and its BatchNorm statistics kept, the checkpoint's classes, CCC loss, no rotation).
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "arch": "emonet", "image_size": 256, "pretrained": "none", "lr": 1e-4, "weight_decay": 1e-4, "va_loss": "ccc",
+    "rotation": 0.0, "warmup_epochs": 0.5, "output_dir": "runs/finetune", "frozen_bn_eval": True, "classes": None,
+}
 
 
 class ConfigError(UserError, ValueError):
@@ -48,14 +73,20 @@ class ConfigError(UserError, ValueError):
 
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
            min: float | None = None, max: float | None = None, above: float | None = None,
-           below: float | None = None, choices: tuple[str, ...] | None = None, default_text: str | None = None,
-           no_help: str | None = None, cli: bool = True, metavar: str | tuple[str, ...] | None = None) -> Any:
+           below: float | None = None, choices: tuple[Any, ...] | None = None, default_text: str | None = None,
+           no_help: str | None = None, cli: bool = True, metavar: str | tuple[str, ...] | None = None,
+           aliases: tuple[str, ...] = (), bool_values: tuple[str, str] | None = None, const: str | None = None,
+           none_is_text: bool = False) -> Any:
     """A :class:`TrainConfig` field with its help text and valid range (``min``/``max`` inclusive,
     ``above``/``below`` exclusive) or ``choices``. ``default_text`` replaces the default in the help (for None
     defaults that mean something); ``no_help`` is the help of a boolean's ``--no-`` flag; ``cli=False`` keeps
-    a field off the generated flags (still settable by ``--set`` and config files)."""
+    a field off the generated flags (still settable by ``--set`` and config files); ``aliases`` are other
+    spellings of its flag. A text field with ``bool_values=(yes, no)`` also takes true/false (older configs
+    wrote ``pretrained: true``) and gets a ``--no-`` flag; ``const`` is the value of its flag given alone;
+    ``none_is_text`` keeps the text ``none`` as a value (``--val-split none``: no split) instead of "unset"."""
     metadata = {"help": help, "min": min, "max": max, "above": above, "below": below, "choices": choices,
-                "default_text": default_text, "no_help": no_help, "cli": cli, "metavar": metavar}
+                "default_text": default_text, "no_help": no_help, "cli": cli, "metavar": metavar,
+                "aliases": tuple(aliases), "bool_values": bool_values, "const": const, "none_is_text": none_is_text}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -70,23 +101,59 @@ class TrainConfig:
     optimisation, loss, augmentation, checkpoint and logging fields.
     """
 
+    # -- task --------------------------------------------------------------------------------------------
+    task: str = option("emotic", choices=TASKS, help="emotic: EMOTIC's 26 categories + V/A; affect: expressions + "
+                       "V/A on a face-affect dataset (--dataset)")
+
     # -- model -------------------------------------------------------------------------------------------
-    arch: str = option("resnet50_dual_head", help="model architecture: resnet50_dual_head or resnet18_dual_head")
+    arch: str = option("resnet50_dual_head", help="model architecture (emotic: resnet50_dual_head or "
+                       "resnet18_dual_head; affect: dual_head)")
+    backbone: str = option("resnet18", help="affect: backbone of the dual_head model (torchvision resnet18, "
+                           "efficientnet_b0, mobilenet_v3_small, convnext_tiny, ... or timm:NAME)")
     image_size: int | None = option(None, min=1, default_text="the builder's, 224 for ResNets",
-                                    help="model input side in pixels")
+                                    help="model input side in pixels", aliases=("--input-size",))
     model_kwargs: dict[str, Any] = option(factory=dict, cli=False,
                                           help="extra architecture-only builder kwargs (e.g. dropout)")
-    pretrained: bool = option(True, help="ImageNet-initialise the backbone from a local file or the torch hub cache",
-                              no_help="do not look for ImageNet weights (random backbone)")
+    pretrained: str = option("imagenet", bool_values=("imagenet", "none"), const="imagenet", metavar="imagenet|PATH",
+                             help="backbone initialisation: imagenet (the library's cache or --imagenet-weights; "
+                             "training from scratch is said loudly when absent), a weights file, or none",
+                             no_help="random backbone (same as --pretrained none)")
     imagenet_weights: str | None = option(None, default_text="the torch hub cache is searched",
                                           help="ImageNet weights file for the backbone")
     download_weights: bool = option(False, help="allow torchvision to download the ImageNet weights")
 
     # -- data --------------------------------------------------------------------------------------------
-    data_root: str | None = option(None, help="EMOTIC folder: annot_arrs_{split}.csv (or "
-                                   "normalized_dataset_{split}.csv) + img_arrs/")
-    train_split: str = option("train", help="training split")
-    val_split: str = option("val", help="validation split")
+    data_root: str | None = option(None, help="dataset folder (emotic: annot_arrs_{split}.csv or "
+                                   "normalized_dataset_{split}.csv + img_arrs/; affect: the --dataset's folder, "
+                                   "csv: a folder of train.csv/val.csv/test.csv or one CSV file)")
+    dataset: str = option("emodataset", choices=AFFECT_DATASETS,
+                          help="affect: dataset format (image datasets, and the frames of the video ones)")
+    train_split: str | None = option(None, default_text="train (emotic), the dataset's (affect)",
+                                     help="training split")
+    val_split: str | None = option(None, default_text="val (emotic), the dataset's (affect)", none_is_text=True,
+                                   help="validation split picking best.pth (affect: 'none' trains without one; "
+                                   "'holdout' keeps --holdout of the training videos of a video dataset)")
+    test_split: str | None = option(None, default_text="the dataset's", none_is_text=True,
+                                    help="affect: split evaluated with best.pth after training ('none': no test)")
+    holdout: float = option(0.2, above=0.0, below=1.0, help="affect, video datasets without a validation split: "
+                            "share of the training videos held out for validation (whole videos)")
+    classes: int | None = option(None, choices=(5, 8), default_text="8 (affect), the checkpoint's (finetune)",
+                                 help="affect: expression classes (EmoNet's 8, or 5 with Anger as index 4)")
+    arousal_range: str = option("auto", help="affect, emodataset/csv: arousal range, auto (detect when "
+                                "unambiguous), '0,1' (x*2-1) or '-1,1'")
+    cleaned: bool = option(False, help="affect: official cleaned-set rules on the validation/test splits",
+                           no_help="no cleaned-set rules on validation/test")
+    cleaned_train: bool = option(False, help="affect: official cleaned-set rules on the training split",
+                                 no_help="no cleaned-set rules on the training split")
+    crop: str = option("auto", choices=CROPS, help="affect face crops: none (images are faces), landmarks (EmoNet's "
+                       "68-landmark crop), detect (MediaPipe); auto: landmarks where the dataset has them "
+                       "(original AffectNet CSV, AFEW-VA), else none")
+    layout: str = option("auto", choices=LAYOUTS, help="affect, AffectNet: folder layout")
+    flip_tta: bool = option(False, help="affect: flip TTA in the final test evaluation",
+                            no_help="no flip TTA in the test evaluation")
+    allow_shared_splits: bool = option(False, help="affect: let two splits read the same file or hold the same "
+                                       "images (their scores are then labelled not held out)",
+                                       no_help="refuse splits that share files or images")
     image_source: str = option("crop", choices=IMAGE_SOURCES,
                                help="crop (person crop) | full (whole image) | face (MediaPipe face crop)")
     va_scale: str = option("auto", choices=VA_SCALES,
@@ -104,6 +171,7 @@ class TrainConfig:
     crop_ratio: tuple[float, float] = option((0.75, 1.3333333), above=0.0, metavar=("MIN", "MAX"),
                                              help="RandomResizedCrop aspect-ratio range")
     hflip: float = option(0.5, min=0.0, max=1.0, help="horizontal flip probability")
+    rotation: float = option(0.0, min=0.0, max=45.0, help="random rotation range in degrees (+-), 0 disables")
     color_jitter: float = option(0.2, min=0.0, help="brightness/contrast/saturation strength (0 disables); "
                                  "hue = strength / 4")
 
@@ -135,7 +203,7 @@ class TrainConfig:
     frozen_bn_eval: bool = option(True, help="BatchNorm of (formerly) frozen modules keeps its running statistics")
 
     # -- loss --------------------------------------------------------------------------------------------
-    va_loss: str = option("ccc", choices=VA_LOSSES, help="valence/arousal loss (ccc = 1 - CCC)")
+    va_loss: str = option("ccc", choices=VA_LOSSES, help="valence/arousal loss (ccc = 1 - CCC; ccc+mse = both)")
     huber_delta: float = option(0.1, above=0.0, help="Huber loss transition point")
     cls_weight: float = option(1.0, min=0.0, help="weight of the category loss")
     valence_weight: float = option(1.0, min=0.0, help="weight of the valence loss")
@@ -191,14 +259,19 @@ class TrainConfig:
 
         The file's values are checked first (errors name the file and the key), then the overrides.
         """
+        checked = cls.file_values(path)
+        checked.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(checked, source=str(path))
+
+    @classmethod
+    def file_values(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The options a YAML/JSON file sets (only those), coerced and checked; errors name the file and key."""
         path = Path(path)
         values = read_config_file(path)
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"{path}: unknown training option(s) {unknown}; valid: {', '.join(cls.field_names())}")
-        checked = coerce_options(values, str(path))
-        checked.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(checked, source=str(path))
+        return coerce_options(values, str(path))
 
     def replace(self, **overrides: Any) -> TrainConfig:
         """A copy with the given fields changed (None values are ignored, so unset CLI flags keep the file's)."""
@@ -224,6 +297,17 @@ class TrainConfig:
         import yaml
 
         return write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def for_task(cls, task: str, values: typing.Mapping[str, Any] | None = None, source: str = "config",
+                 base: typing.Mapping[str, Any] | None = None) -> TrainConfig:
+        """A config of ``task``: the fields' defaults < :data:`TASK_DEFAULTS` < ``base`` (a command's own
+        defaults) < ``values`` (a file's, then the flags'; None values are ignored)."""
+        if task not in TASK_DEFAULTS:
+            raise ConfigError("task", f"must be one of {TASKS}, got {task!r}", source)
+        merged = {**TASK_DEFAULTS[task], **dict(base or {}), "task": task}
+        merged.update({k: v for k, v in (values or {}).items() if v is not None})
+        return cls.from_dict(merged, source=source)
 
     def resolved_monitor(self, task: str) -> tuple[str, str]:
         """The monitored metric and its mode for ``task``."""
@@ -328,7 +412,10 @@ def coerce_option(name: str, value: Any) -> Any:
     (naming the field) when it cannot be."""
     kind, optional = field_type(name)
     meta = config_field(name).metadata
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null")):
+    if meta.get("bool_values") and isinstance(value, bool | str) and str(value).strip().lower() in _TRUE + _FALSE:
+        value = meta["bool_values"][0 if str(value).strip().lower() in _TRUE else 1]
+    none_text = ("null",) if meta.get("none_is_text") else ("none", "null")
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in none_text):
         if optional:
             return None
         raise ConfigError(name, "may not be empty (null)")
@@ -427,11 +514,22 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, names: typing.Iterab
                                 help=(meta.get("no_help") or f"the opposite of {flag}") + ("" if on else " (default)"))
             continue
         text = _help(overrides.get(name) or meta["help"], f, getattr(shown, name))
+        flags = (flag, *meta.get("aliases", ()))
         if typing.get_origin(kind) is tuple:
             count = len(typing.get_args(kind))
-            parser.add_argument(flag, dest=name, nargs=count, default=None, metavar=meta.get("metavar"), help=text,
+            parser.add_argument(*flags, dest=name, nargs=count, default=None, metavar=meta.get("metavar"), help=text,
                                 type=_FlagValue(name, 0))
-        else:
-            parser.add_argument(flag, dest=name, default=None, choices=meta.get("choices"), help=text,
-                                type=_FlagValue(name), metavar=meta.get("metavar"))
+            continue
+        extra: dict[str, Any] = {"nargs": "?", "const": meta["const"]} if meta.get("const") else {}
+        parser.add_argument(*flags, dest=name, default=None, choices=meta.get("choices"), help=text,
+                            type=_FlagValue(name), metavar=meta.get("metavar"), **extra)
+        if meta.get("bool_values"):  # --no-pretrained = --pretrained none
+            parser.add_argument("--no-" + flag[2:], dest=name, action="store_const", const=meta["bool_values"][1],
+                                default=None, help=meta.get("no_help") or f"the opposite of {flag}")
     return chosen
+
+
+def finetune_config(**overrides: Any) -> TrainConfig:
+    """The ``finetune`` command's config: :data:`FINETUNE_DEFAULTS` over the affect task's, under ``overrides``
+    (None values ignored)."""
+    return TrainConfig.for_task("affect", overrides, base=FINETUNE_DEFAULTS)

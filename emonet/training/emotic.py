@@ -70,8 +70,10 @@ def build_model(config: TrainConfig) -> nn.Module:
     if config.image_size is not None:
         kwargs["input_size"] = int(config.image_size)
     model = create_model(config.arch, **kwargs)
-    if isinstance(model, DualHeadResNet) and (config.pretrained or config.imagenet_weights):
-        load_imagenet_backbone(model, config.imagenet_weights, download=config.download_weights)
+    if isinstance(model, DualHeadResNet) and (config.pretrained != "none" or config.imagenet_weights):
+        # pretrained is "imagenet" (the cache or --imagenet-weights) or a weights file
+        weights = config.imagenet_weights or (None if config.pretrained in ("imagenet", "none") else config.pretrained)
+        load_imagenet_backbone(model, weights, download=config.download_weights)
     return model
 
 
@@ -80,7 +82,7 @@ def emotic_datasets(config: TrainConfig, model: nn.Module, splits: tuple[str, ..
     """EMOTIC datasets for ``splits`` (default: train and val splits of the config) with the model's transforms:
     the first split gets the training transform (augmented if ``config.augment``), the others the eval one."""
     root = Path(config.data_root or ".")
-    splits = splits or (config.train_split, config.val_split)
+    splits = splits or (config.train_split or "train", config.val_split or "val")
     train_tf, eval_tf = build_transforms(model, config, augment=augment)
     datasets: list[Dataset] = []
     for i, split in enumerate(splits):

@@ -1,6 +1,6 @@
 """Losses: multi-label BCE / single-label cross-entropy + a selectable valence/arousal loss.
 
-The valence/arousal loss is chosen by name (``mse``, ``l1``, ``huber``, ``ccc``) and the choice really takes
+The valence/arousal loss is chosen by name (``mse``, ``l1``, ``huber``, ``ccc``, ``ccc+mse``) and the choice really takes
 effect (the original project computed CCC whatever was selected). Missing V/A targets (NaN) and missing
 single-label targets (-1) are left out of their terms.
 """
@@ -29,6 +29,19 @@ def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - ccc(pred, target)
 
 
+def distillation_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``KL(teacher_T || student_T) * T^2`` averaged over the batch (Hinton et al.'s distillation term).
+
+    ``teacher_probs`` are the teacher's softmax probabilities at T = 1 (what prediction tables store); they are
+    softened as ``softmax(log p / T)``, which equals ``softmax(logits / T)`` of the teacher's logits. The T^2
+    keeps the gradient scale independent of T.
+    """
+    t = float(temperature)
+    teacher_log = F.log_softmax(torch.log(teacher_probs.float().clamp_min(1e-12)) / t, dim=1)
+    student_log = F.log_softmax(student_logits.float() / t, dim=1)
+    return F.kl_div(student_log, teacher_log.to(student_log.device), log_target=True, reduction="batchmean") * t * t
+
+
 def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor, huber_delta: float = 0.1) -> torch.Tensor:
     """One valence or arousal loss by name over the finite targets (0 with a live graph when there are none)."""
     pred, target = pred.float().flatten(), target.float().flatten().to(pred.device)
@@ -45,6 +58,8 @@ def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor, huber_d
         return F.huber_loss(pred, target, delta=huber_delta)
     if name == "ccc":
         return ccc_loss(pred, target)
+    if name == "ccc+mse":  # CCC fits the spread and the agreement; MSE anchors each value (EmoNet's loss family)
+        return ccc_loss(pred, target) + F.mse_loss(pred, target)
     raise ValueError(f"unknown valence/arousal loss {name!r}; choose one of {VA_LOSSES}")
 
 
@@ -70,7 +85,7 @@ class MultiTaskLoss(nn.Module):
         task: ``"multilabel"`` (BCE with logits on float 0/1 targets under ``label_key``, default
             ``"categories"``) or ``"multiclass"`` (cross-entropy on int targets, default key ``"expression"``;
             -1 means unlabelled).
-        va_loss: ``mse``, ``l1``, ``huber`` or ``ccc`` (1 - CCC).
+        va_loss: ``mse``, ``l1``, ``huber``, ``ccc`` (1 - CCC) or ``ccc+mse`` (their sum).
         cls_weight, valence_weight, arousal_weight: weights of the three terms (0 switches one off).
         pos_weight: (C,) positive-class weights for the multi-label BCE (see :func:`compute_pos_weight`).
         label_smoothing: multiclass cross-entropy smoothing.
