@@ -10,7 +10,14 @@ for :class:`emonet.faces.FaceDetector` as it ships (``--fallback on``, the defau
 strategy (``--fallback off``, the first detector alone), plus the median cost per frame on frames the first
 detector finds a face in confidently ("hit": the fallback does not run) and on the others ("miss").
 
+``--video``: the video path (``detect(..., stream=True)``, as the video engine calls it), where the fallback
+searches one face-free frame in ``fallback_every``: the cost per frame of a face-free stretch (the bare
+scenes, each shifted a few pixels per frame) for each period in ``--periods`` (1 = every frame, the behaviour
+before the period existed) and with the fallback off, and on frames with a confident face (the period must
+cost nothing there).
+
     .venv/bin/python bench/bench_detection.py --json bench/results/detection.json
+    .venv/bin/python bench/bench_detection.py --video --json bench/results/detection_video.json
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from benchkit import machine_info, machine_line, median_seconds
+from benchkit import load_average, machine_info, machine_line, median_seconds
 
 from emonet.boxes import box_iou
-from emonet.faces import FALLBACK_BELOW_SCORE, FaceDetector
+from emonet.faces import FALLBACK_BELOW_SCORE, VIDEO_FALLBACK_EVERY, FaceDetector
 from emonet.samples import FACE_SAMPLES, sample_image
 
 FACE_WIDTHS = (40, 60, 80, 100, 130, 160, 200)
@@ -145,6 +152,53 @@ def frame_costs(detectors: dict[str, FaceDetector], cases: list[dict], first_fou
     return costs
 
 
+def face_free_stream(scenes: dict[str, np.ndarray], frames_per_scene: int) -> list[np.ndarray]:
+    """A face-free 'video': each bare scene for ``frames_per_scene`` frames, shifted 3 px right per frame."""
+    frames = []
+    for scene in scenes.values():
+        for i in range(frames_per_scene):
+            frames.append(np.ascontiguousarray(np.roll(scene, 3 * i, axis=1)))
+    return frames
+
+
+def video_costs(model: str, scenes: dict[str, np.ndarray], hits: list[np.ndarray], periods: list[int],
+                frames_per_scene: int) -> dict[str, dict]:
+    """Ms per frame on the video path for each fallback period (and the fallback off): the mean over a
+    face-free stream, the median over frames with a confident face; the detectors take turns on each frame."""
+    settings = {"fallback off": FaceDetector(model, fallback=False)}
+    settings.update({f"every {n}": FaceDetector(model, fallback_every=n) for n in periods})
+    streams = {"face-free": face_free_stream(scenes, frames_per_scene), "hit": hits * 3}  # hits: 3 passes
+    out: dict[str, dict] = {name: {} for name in settings}
+    try:
+        for label, frames in streams.items():
+            seconds: dict[str, list[float]] = {name: [] for name in settings}
+            runs = {name: d.fallback_runs for name, d in settings.items()}
+            for frame in frames:
+                for name, detector in settings.items():
+                    start = time.perf_counter()
+                    detector.detect(frame, stream=True)
+                    seconds[name].append(time.perf_counter() - start)
+            for name, detector in settings.items():  # face-free: the mean (searches are rare); hit: the median
+                average = np.mean if label == "face-free" else np.median
+                out[name][f"{label}_ms"] = 1000 * float(average(seconds[name]))
+                out[name][f"{label}_fallback_runs"] = detector.fallback_runs - runs[name]
+                out[name][f"{label}_frames"] = len(frames)
+    finally:
+        for detector in settings.values():
+            detector.close()
+    return out
+
+
+def print_video_table(costs: dict[str, dict]) -> None:
+    base = costs["every 1"] if "every 1" in costs else None
+    print(f"{'video path':>14} {'face-free ms':>12} {'runs':>6} {'vs every 1':>10} {'hit ms':>8} {'vs every 1':>10}")
+    for name, c in costs.items():
+        free = f"{c['face-free_ms'] / base['face-free_ms']:.2f}x" if base else "-"
+        hit = f"{c['hit_ms'] / base['hit_ms'] - 1:+.1%}" if base and c.get("hit_frames") else "-"
+        print(f"{name:>14} {c['face-free_ms']:>12.1f} {c['face-free_fallback_runs']:>6} {free:>10} "
+              f"{c.get('hit_ms', float('nan')):>8.1f} {hit:>10}")
+
+
 def print_table(results: dict[str, dict]) -> None:
     names = list(results)
     print(f"{'face width':>12} " + " ".join(f"{n:>16}" for n in names))
@@ -169,6 +223,11 @@ def main() -> int:
     parser.add_argument("--fallback", default="both", choices=("on", "off", "both"),
                         help="with the second strategy (on), the first detector alone (off), or both (default)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per frame cost (median kept)")
+    parser.add_argument("--video", action="store_true", help="also the video path: cost per face-free frame per "
+                        "fallback period (--periods), and on confident frames")
+    parser.add_argument("--periods", default=f"1,5,{VIDEO_FALLBACK_EVERY},25",
+                        help="fallback_every values for --video (default: %(default)s)")
+    parser.add_argument("--frames-per-scene", type=int, default=10, help="face-free frames per scene for --video")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     info = machine_info()
@@ -186,13 +245,20 @@ def main() -> int:
         for detector in detectors.values():
             detector.close()
     print_table(results)
+    video = None
+    if args.video:
+        hits = [c["image"] for c, f in zip(cases, first["confident"]) if f]
+        video = video_costs(args.model, scenes, hits[:: max(len(hits) // 24, 1)][:24],
+                            [int(n) for n in args.periods.split(",")], args.frames_per_scene)
+        print_video_table(video)
+        print(json.dumps({"load": load_average(), "video": video}))
     if args.json:
         for result in results.values():
             result.pop("found")
             result.pop("confident")
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"machine": info, "face_widths": FACE_WIDTHS, "scene_size": SCENE_SIZE,
-                                               "results": results}, indent=1))
+                                               "results": results, "video": video}, indent=1))
     return 0
 
 

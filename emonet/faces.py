@@ -134,6 +134,14 @@ VERIFY_EXPANDS = (1.2, 1.6, 2.0)
 VERIFY_MIN_MEAN_SCORE = 0.745
 # A box within this many pixels of a tile's inner edge is cut by it (the overlap shows the face whole).
 TILE_EDGE_MARGIN = 2.0
+# On a stream of video frames (``detect(..., stream=True)``) the fallback searches at most one face-free
+# frame in this many (and the frame after one where it found a face, so that a small face stays tracked):
+# a face-free stretch of a video costs the first detector alone on the other frames. Measured with
+# ``bench/bench_detection.py --video`` (640x480 scenes, `auto`, two runs): a search costs 2.5-3x the first
+# detector; a face-free frame costs 1.06-1.39x the first detector alone at 10 (3.5-4.2x searching every
+# frame, 1.4-1.7x at 5, 0.96-1.2x at 25), and a small face entering a video is searched for within a third
+# of a second at 30 frames/s.
+VIDEO_FALLBACK_EVERY = 10
 
 
 def detection_tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
@@ -172,24 +180,33 @@ class FaceDetector:
         max_faces: keep at most this many faces (highest scores first); ``None`` keeps all.
         fallback: search overlapping tiles when the whole image gives no face, or only weak ones (see
             :meth:`detect`); costs nothing on frames with a confident face, ~35 ms on a 640x480 miss.
+        fallback_every: on video frames (``detect(..., stream=True)``), search at most one face-free frame
+            in this many (:data:`VIDEO_FALLBACK_EVERY`); still images are always searched.
 
     The detector is thread-safe (one lock around MediaPipe, which is not) and reusable; call :meth:`close`
     or use it as a context manager to free the graphs.
     """
 
     def __init__(
-        self, model: str = "auto", min_score: float = 0.5, max_faces: int | None = None, fallback: bool = True
+        self, model: str = "auto", min_score: float = 0.5, max_faces: int | None = None, fallback: bool = True,
+        fallback_every: int = VIDEO_FALLBACK_EVERY,
     ) -> None:
         if model not in ("auto", "short", "full"):
             raise ValueError(f"model must be 'auto', 'short' or 'full', got {model!r}")
         if not (isinstance(min_score, (int, float)) and 0.0 <= min_score <= 1.0):  # also refuses NaN
             raise ValueError(f"min_score must be a number in [0, 1], got {min_score!r}")
+        if isinstance(fallback_every, bool) or not isinstance(fallback_every, int) or fallback_every < 1:
+            raise ValueError(f"fallback_every must be an integer >= 1, got {fallback_every!r}")
         # Quiet MediaPipe's C++ start-up logging unless the user asked for it (EMONET_VERBOSE / --verbose).
         configure_native_logs()
         import mediapipe as mp
 
         self.model, self.min_score, self.max_faces, self.fallback = model, min_score, max_faces, fallback
         self.fallback_runs = 0  # frames the fallback searched (tests, benchmarks)
+        self.fallback_every = fallback_every
+        # stream state: face-free stream frames not searched since the fallback last ran (the first one is
+        # searched), and whether that run found a face (then the next one is searched too)
+        self._stream_skipped, self._stream_found = fallback_every, False
         selections = {"short": [0], "full": [1], "auto": [0, 1]}[model]
         # The graphs start (and log) in their own threads; a first process() returns only once they have.
         with native_stderr_silenced():
@@ -212,7 +229,7 @@ class FaceDetector:
             detector.close()
         self._detectors = []
 
-    def detect(self, image: np.ndarray, channel_order: str = "rgb") -> list[Face]:
+    def detect(self, image: np.ndarray, channel_order: str = "rgb", stream: bool = False) -> list[Face]:
         """Detect faces in an image (RGB by default; pass ``channel_order="bgr"`` for OpenCV frames).
 
         When the detector finds nothing, or only faces scoring under :data:`FALLBACK_BELOW_SCORE`, and
@@ -220,18 +237,32 @@ class FaceDetector:
         (:func:`detection_tiles`): a face of 80-130 px in a 640x480 photo is only 16-26 px in the model's
         128-pixel input, often too small; in a tile it is two to three times larger. A face found there
         counts once the model finds it again in close-ups of it (:meth:`_confirmed`).
+
+        ``stream=True`` (the video engine, frames in order): the fallback searches only every
+        ``fallback_every``-th such frame, and the frame after one where it found a face (:meth:`_fallback_due`).
         """
         if not self._detectors:
             raise RuntimeError("FaceDetector is closed")
         rgb = to_rgb_uint8(image, channel_order)
         faces = self._detect_region(rgb, (0, 0, rgb.shape[1], rgb.shape[0]))
-        if self.fallback and all(f.score < FALLBACK_BELOW_SCORE for f in faces):
+        if self.fallback and all(f.score < FALLBACK_BELOW_SCORE for f in faces) and self._fallback_due(stream):
             self.fallback_runs += 1
+            first = len(faces)
             for face in self._detect_tiles(rgb):  # the first detector's weak faces stay (min_score decides)
                 if not faces or box_iou([face.box], [f.box for f in faces]).max() < 0.3:
                     faces.append(face)
+            if stream:
+                self._stream_skipped, self._stream_found = 0, len(faces) > first
         faces.sort(key=lambda f: -f.score)
         return faces[: self.max_faces] if self.max_faces else faces
+
+    def _fallback_due(self, stream: bool) -> bool:
+        """Whether the fallback searches this face-free frame: always for a still image; on a stream, when its
+        last search found a face or ``fallback_every - 1`` face-free frames were skipped since (counted here)."""
+        if not stream or self._stream_found or self._stream_skipped >= self.fallback_every - 1:
+            return True
+        self._stream_skipped += 1
+        return False
 
     def _detect_region(self, rgb: np.ndarray, region: tuple[int, int, int, int], first_only: bool = False
                        ) -> list[Face]:

@@ -54,7 +54,9 @@ def test_default_is_probed_once_cached_and_printed_once(official_checkpoint_8, c
     assert choice.path == str(path) and path.exists() and speed_path(model).exists()
     stored = json.loads(path.read_text())
     assert stored["backend"] == choice.backend == predictor.runner.backend
-    assert set(stored["ms_per_face"]) >= {"torch/fp32", "torch-opt/fp32"}
+    assert "torch/fp32" in stored["ms_per_face"] and len(stored["ms_per_face"]) >= 2
+    # torch-opt is timed, or skipped because a faster exact path's check already beat its ceiling
+    assert "torch-opt/fp32" in stored["ms_per_face"] or stored["rejected"]["torch-opt/fp32"].startswith("not tried")
     assert stored["machine"]["cpu"] and "flags" in stored["machine"] and stored["machine"]["torch"] == torch.__version__
     # whatever was chosen is exact against eager fp32 (landmarks included)
     x = check_inputs(model, 2)
@@ -128,16 +130,34 @@ def test_describe_line():
                                        "2026-11-28 11:00, cached in /home/u/.cache/emonet/choice/x.json")
 
 
-def test_cli_default_prints_the_choice_once(official_checkpoint_8, sample_images_dir, tmp_path):
+def test_cli_default_prints_the_choice_once(official_checkpoint_8, sample_images_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "p.csv"
     env_cache = {"EMONET_CHOICE_CACHE": str(tmp_path / "choice")}
     import os
+    import re
 
-    proc = subprocess.run([sys.executable, "-m", "emonet", "predict", str(sample_images_dir / "grace_hopper.jpg"),
-                           "--no-detect", "--weights", str(official_checkpoint_8), "-o", str(out), "--no-progress"],
+    from emonet.cli import main
+
+    photo = str(sample_images_dir / "grace_hopper.jpg")
+    # -X importtime: each import is logged on stderr as it ends, so the order of the lines shows what came first
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "emonet", "predict", photo,
+                           "--no-detect", "--weights", str(official_checkpoint_8), "-o", str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **env_cache})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("backend: ") == 1 and str(tmp_path / "choice") in proc.stderr
+    # the first progress line comes before PyTorch is imported (seconds), the probe's lines after it
+    loading = proc.stderr.index(f"predict: loading PyTorch, {official_checkpoint_8} and the face detector...")
+    assert loading < re.search(r"\|\s+torch\n", proc.stderr).start() < proc.stderr.index("backend probe: choosing")
+    # the same checkpoint again: the cached choice, no probe; an explicit backend: no probe, nothing cached
+    selection._ANNOUNCED.clear()
+    monkeypatch.setenv("EMONET_CHOICE_CACHE", str(tmp_path / "choice"))
+    assert main(["predict", photo, "--no-detect", "--weights", str(official_checkpoint_8), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "backend probe:" not in err and err.count("backend: ") == 1 and "cached in" in err
+    monkeypatch.setenv("EMONET_CHOICE_CACHE", str(tmp_path / "explicit"))
+    assert main(["predict", photo, "--no-detect", "--backend", "torch", "--weights", str(official_checkpoint_8),
+                 "-o", str(out)]) == 0
+    assert "backend" not in capsys.readouterr().err and not (tmp_path / "explicit").exists()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = Predictor(official_checkpoint_8, device="cpu", detector=None, backend="torch")
@@ -234,6 +254,83 @@ def test_timing_drops_paths_that_cannot_win():
     times = choice_module._time_candidates({"torch/fp32": slow, "a/fp32": fast, "b/fp32": close}, torch.zeros(1))
     assert slow.calls == 1 and fast.calls == close.calls == choice_module.PROBE_ROUNDS
     assert len(times["torch/fp32"]) == 1 and len(times["a/fp32"]) == choice_module.PROBE_ROUNDS
+
+
+class _FakeRunner:
+    """A candidate that returns fixed outputs after sleeping ``seconds`` per face, recording each call in
+    ``events`` (what the probe does, in order)."""
+
+    def __init__(self, key: str, seconds: float, events: list) -> None:
+        self.key, self.seconds, self.events = key, seconds, events
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        import time
+
+        self.events.append(("forward", self.key))
+        time.sleep(self.seconds * len(x))
+        n = len(x)
+        return {"valence": np.full(n, 0.1), "arousal": np.full(n, -0.2), "expression": np.tile(np.arange(8.0), (n, 1))}
+
+
+def _fake_probe(model, per_face: dict[str, float], candidates: list[str]):
+    """:func:`choice_module.probe` over fake runners of the given seconds per face: the choice, the keys built
+    and every event (report lines and forwards) in order."""
+    events: list = []
+
+    def build(backend: str, precision: str):
+        events.append(("build", f"{backend}/{precision}"))
+        return _FakeRunner(f"{backend}/{precision}", per_face[f"{backend}/{precision}"], events)
+
+    choice, _ = choice_module.probe(model, build, candidates=[tuple(k.split("/")) for k in candidates],
+                                    report=lambda line: events.append(("report", line)))
+    return choice, [key for kind, key in events if kind == "build"], events
+
+
+def test_the_first_progress_line_comes_before_any_forward(small_resnet):
+    assert sum(p.numel() for p in small_resnet.parameters()) >= choice_module.ANNOUNCE_PARAMETERS
+    choice, built, events = _fake_probe(small_resnet, {"torch/fp32": 0.02, "onnxruntime/fp32": 0.005},
+                                        ["torch/fp32", "onnxruntime/fp32"])
+    assert events[0][0] == "report" and events[0][1].startswith("choosing the fastest exact inference path")
+    assert events.index(("forward", "torch/fp32")) > 0 and choice.backend == "onnxruntime"
+    reports = [line for kind, line in events if kind == "report"]
+    assert reports.count(events[0][1]) == 1  # said once, not again after the reference forward
+
+
+def test_a_bounded_candidate_is_skipped_once_another_path_beats_its_ceiling(small_resnet):
+    # onnxruntime's check run is 10x eager: torch-opt (at most GAIN_CEILING x) is never built (wide margins:
+    # a busy machine's sleeps overshoot)
+    fast = {"torch/fp32": 0.11, "onnxruntime/fp32": 0.005, "torch-opt/fp32": 0.1}  # eager: not tiny, no warm run
+    order = ["torch/fp32", "torch-opt/fp32", "onnxruntime/fp32"]  # registry order: bounded ones go last anyway
+    choice, built, events = _fake_probe(small_resnet, fast, order)
+    assert built == ["torch/fp32", "onnxruntime/fp32"] and choice.backend == "onnxruntime"
+    assert choice.rejected["torch-opt/fp32"].startswith("not tried: onnxruntime/fp32 already ran")
+    assert any(kind == "report" and line.startswith("torch-opt/fp32: skipped (onnxruntime/fp32 already")
+               for kind, line in events)
+    assert "torch-opt/fp32" not in choice.ms_per_face
+    # eager's reference run was 10x slower than onnxruntime's check: it is not timed again (one forward)
+    assert events.count(("forward", "torch/fp32")) == 1 and choice.ms_per_face["torch/fp32"] >= 110
+    # a path that does not beat eager by the ceiling (here: slower): the bounded candidate is built and timed
+    close = {**fast, "onnxruntime/fp32": 0.2}
+    choice, built, _ = _fake_probe(small_resnet, close, order)
+    assert built == ["torch/fp32", "onnxruntime/fp32", "torch-opt/fp32"] and "torch-opt/fp32" in choice.ms_per_face
+
+
+def test_the_timing_budget_is_respected(monkeypatch):
+    class Sleeper:
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.calls = seconds, 0
+
+        def __call__(self, x):
+            import time
+
+            self.calls += 1
+            time.sleep(self.seconds)
+
+    # two close paths, each round over the budget: two rounds, not PROBE_ROUNDS
+    monkeypatch.setattr(choice_module, "PROBE_TIMING_BUDGET_S", 0.05)
+    a, b = Sleeper(0.03), Sleeper(0.03)
+    choice_module._time_candidates({"torch/fp32": a, "b/fp32": b}, torch.zeros(1))
+    assert 1 <= max(a.calls, b.calls) <= 2 < choice_module.PROBE_ROUNDS
 
 
 def _verdict_forms() -> dict:

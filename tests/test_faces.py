@@ -216,3 +216,66 @@ def test_detection_tiles_cover_the_frame_with_overlap():
     for cx, cy in [(60, 60), (300, 200), (580, 420), (181, 241)]:
         assert any(x0 <= cx - 60 and cx + 60 <= x1 and y0 <= cy - 60 and cy + 60 <= y1 for x0, y0, x1, y1 in tiles)
     assert detection_tiles(20, 20) == []  # too small to tile: the first detector already saw it upscaled
+
+
+# -- the fallback on video: a face-free stretch is searched every fallback_every frames, stills always ---------
+def test_video_frames_search_the_tiles_every_n_face_free_frames_stills_always(monkeypatch):
+    coffee = sample_image("coffee")
+    with FaceDetector(fallback_every=3) as detector:
+        searched = []
+        monkeypatch.setattr(detector, "_detect_tiles", lambda rgb: searched.append(len(searched)) or [])
+        for _ in range(7):  # frames 0, 3 and 6 of a face-free stretch are searched
+            assert detector.detect(coffee, stream=True) == []
+        assert detector.fallback_runs == len(searched) == 3
+        for _ in range(2):  # still images: every one
+            assert detector.detect(coffee) == []
+        assert detector.fallback_runs == 5
+        # a confident face in between does not start the count again: the next face-free frame waits its turn
+        assert len(detector.detect(sample_image("grace_hopper"), stream=True)) == 1
+        assert detector.fallback_runs == 5
+    with FaceDetector(fallback_every=1) as every:  # 1: every face-free frame, as still images
+        monkeypatch.setattr(every, "_detect_tiles", lambda rgb: [])
+        for _ in range(3):
+            every.detect(coffee, stream=True)
+        assert every.fallback_runs == 3
+
+
+def test_a_face_the_video_fallback_finds_is_searched_for_on_the_next_frame():
+    import cv2
+
+    image, box = pasted_face("camera", 100, "rocket", (0.3, 0.4))  # missed by the first detector
+    with FaceDetector(fallback_every=50) as detector:
+        for frame in range(3):  # found every frame: the face stays tracked
+            faces = detector.detect(image, stream=True)
+            assert any(box_iou([f.box], [box])[0, 0] >= 0.3 for f in faces)
+            assert detector.fallback_runs == frame + 1
+        rocket = cv2.resize(sample_image("rocket"), (640, 480), interpolation=cv2.INTER_AREA)
+        assert detector.detect(rocket, stream=True) == []  # the face left: searched once more, nothing
+        assert detector.detect(rocket, stream=True) == [] and detector.fallback_runs == 4  # then it waits
+
+
+def test_the_video_engine_uses_the_period(monkeypatch):
+    from conftest import ColourModel
+
+    from emonet.predictor import Predictor
+    from emonet.video.engine import VideoEngine
+
+    detector = FaceDetector(fallback_every=4)
+    monkeypatch.setattr(detector, "_detect_tiles", lambda rgb: [])
+    predictor = Predictor(ColourModel(), device="cpu", detector=detector)
+    try:
+        engine = VideoEngine(predictor)
+        bgr = np.ascontiguousarray(sample_image("coffee")[..., ::-1])
+        for index in range(9):  # a face-free stretch: frames 0, 4 and 8 searched
+            engine.locate(bgr, index, index / 25)
+        assert detector.fallback_runs == 3
+        predictor.detector.detect(sample_image("coffee"))  # the same detector on a still image: searched
+        assert detector.fallback_runs == 4
+    finally:
+        predictor.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_fallback_every_is_checked(bad):
+    with pytest.raises(ValueError, match="fallback_every must be an integer >= 1"):
+        FaceDetector(fallback_every=bad)

@@ -7,9 +7,12 @@ The probe (:func:`probe`) builds each candidate of :func:`cpu_candidates` (the b
 it only if it matches the eager reference within 1e-4, and times :data:`PROBE_ROUNDS` single-face forwards
 per candidate, interleaved (a busy period of a shared machine slows all of them alike). The fastest exact
 candidate wins if it beats eager by :data:`MIN_GAIN`; eager PyTorch is the fallback whenever nothing else
-builds or matches. Cost for EmoNet on a 2-core CPU: about 10-15 s once (ONNX export and its check included),
-then reading a small JSON file. The probe says what it does as it does it (``report``: one line per
-step on stderr when the choice is announced: the export, each candidate checked and timed, the choice).
+builds or matches. A candidate whose possible gain is bounded (:data:`GAIN_CEILING`: ``torch-opt`` only
+folds batch norms) is tried last, and not at all once an exact path already beats eager by more than that
+bound on the check run. Cost for EmoNet on an idle 2-core CPU: about 5-10 s once (ONNX export and its check
+included; ``bench/bench_probe.py``), then reading a small JSON file. The probe says what it does as it does
+it (``report``: one line per step on stderr when the choice is announced, the first before any forward:
+the export, each candidate checked and timed, the choice).
 
 Cache: ``$EMONET_CHOICE_CACHE`` if set, else ``<cache>/choice`` (``$EMONET_CACHE`` or ``~/.cache/emonet``);
 one file per checkpoint (hash of architecture, config and weights) and machine (CPU model and flags,
@@ -48,6 +51,14 @@ PROBE_TIMING_BUDGET_S = 3.0
 SLOWER_LIMIT = 1.5  # a path this much slower than the fastest after a round cannot win: not timed again
 MIN_GAIN = 1.05  # below this the measured gain is within a shared machine's noise: stay with eager
 TINY_FORWARD_S = 0.005  # an eager forward faster than this: no other path can pay for its setup; no probe
+# A model with this many parameters is never tiny (EmoNet has 14M): the probe announces itself before its
+# first forward, which takes seconds on a busy machine; smaller ones say nothing until they are timed.
+ANNOUNCE_PARAMETERS = 1_000_000
+# The largest speed-up over eager a candidate can bring, where it is bounded: torch-opt runs the same kernels
+# with batch norms folded and channels-last (measured 1.12-1.16x on EmoNet, bench_inference 2026-12-02). It is
+# tried after the others and skipped once an exact path's check run already beats eager by more: building
+# and checking it costs about three eager forwards, a third of the probe.
+GAIN_CEILING = {"torch-opt": 1.3}
 
 Builder = Callable[[str, str], Runner]
 Report = Callable[[str], None]  # receives one progress line of the probe
@@ -147,13 +158,34 @@ _BUILD_WORDS = {"onnxruntime": "exporting to ONNX (checked against PyTorch) and 
 
 
 class _Candidates:
-    """The runners of one probe: each candidate built, run on the probe crops and kept only if exact."""
+    """The runners of one probe: each candidate built, run on the probe crops and kept only if exact.
+
+    ``check_s`` holds each path's seconds per face on its check run (eager: the reference run), a first
+    forward for all of them alike: enough to tell that a bounded candidate cannot win (:meth:`best_check_gain`).
+    """
 
     def __init__(self, build: Builder, x: torch.Tensor, reference: dict, reference_runner: Runner,
-                 choice: BackendChoice, report: Report) -> None:
+                 choice: BackendChoice, report: Report, reference_s: float) -> None:
         self.build, self.x, self.reference, self.choice, self.report = build, x, reference, choice, report
         self.runners: dict[str, Runner] = {"torch/fp32": reference_runner}
         self.max_abs: dict[str, float] = {}
+        self.check_s: dict[str, float] = {"torch/fp32": reference_s}
+
+    def best_check_gain(self) -> tuple[str, float]:
+        """The exact path with the fastest check run and its speed-up over eager's reference run."""
+        best = min(self.check_s, key=lambda k: self.check_s[k])
+        return best, self.check_s["torch/fp32"] / max(self.check_s[best], 1e-9)
+
+    def worth_trying(self, key: str) -> bool:
+        """False (said on ``report``, noted in ``rejected``) when ``key``'s bounded gain cannot beat what an
+        exact path already showed."""
+        ceiling = GAIN_CEILING.get(key.split("/")[0])
+        best, gain = self.best_check_gain()
+        if ceiling is None or gain <= ceiling:
+            return True
+        self.choice.rejected[key] = f"not tried: {best} already ran {gain:.2f}x eager, more than its {ceiling}x at most"
+        self.report(f"{key}: skipped ({best} already {gain:.1f}x eager on its check; {key} gains {ceiling}x at most)")
+        return False
 
     def try_(self, key: str) -> bool:
         backend = key.split("/")[0]
@@ -161,7 +193,10 @@ class _Candidates:
         start = time.perf_counter()
         try:
             runner = self.build(*key.split("/"))
-            ok, diff = _exact(self.reference, runner(self.x))
+            begin = time.perf_counter()
+            out = runner(self.x)
+            check_s = (time.perf_counter() - begin) / len(self.x)
+            ok, diff = _exact(self.reference, out)
         except Exception as exc:  # noqa: BLE001 - any failure (missing package, export, kernel) rules it out
             self.choice.rejected[key] = f"{type(exc).__name__}: {exc}"
             self.report(f"{key}: not usable here ({type(exc).__name__})")
@@ -170,17 +205,24 @@ class _Candidates:
             self.choice.rejected[key] = f"not exact: max |d| {diff:.1e} > {TOLERANCES['fp32']['max_abs']:g}"
             self.report(f"{key}: not exact (max |d| {diff:.1e}), left out")
             return False
-        self.runners[key], self.max_abs[key] = runner, diff
+        self.runners[key], self.max_abs[key], self.check_s[key] = runner, diff, check_s
         self.report(f"{key}: exact (max |d| {diff:.0e}), ready in {time.perf_counter() - start:.1f} s")
         return True
 
 
-def _time_candidates(runners: dict[str, Runner], x: torch.Tensor) -> dict[str, list[float]]:
+def _time_candidates(runners: dict[str, Runner], x: torch.Tensor,
+                     checked: dict[str, float] | None = None) -> dict[str, list[float]]:
     """Interleaved rounds of one forward per path (a busy period slows all alike); after each round the
     paths :data:`SLOWER_LIMIT` times slower than the fastest drop out (eager PyTorch, usually the slowest,
-    is then timed once), and rounds stop at :data:`PROBE_ROUNDS`, or after two once the budget is spent."""
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    active, start = list(runners), time.perf_counter()
+    is then timed once), and rounds stop at :data:`PROBE_ROUNDS`, or after two once the budget is spent.
+
+    ``checked``: seconds per face of each path's check run (a first forward for all alike); a path already
+    that much slower than the fastest there is not timed at all and keeps that figure (eager PyTorch, next
+    to ONNX Runtime: one eager forward less)."""
+    fastest_check = min(checked.values()) if checked else 0.0
+    slow = {k for k in runners if checked and checked.get(k, 0.0) > SLOWER_LIMIT * fastest_check}
+    times: dict[str, list[float]] = {k: [checked[k]] if k in slow else [] for k in runners}
+    active, start = [k for k in runners if k not in slow], time.perf_counter()
     for round_ in range(PROBE_ROUNDS):
         for key in active:
             begin = time.perf_counter()
@@ -196,7 +238,7 @@ def _time_candidates(runners: dict[str, Runner], x: torch.Tensor) -> dict[str, l
 def _timed_best(found: _Candidates, choice: BackendChoice, report: Report) -> tuple[str, float]:
     """Time the exact candidates at batch 1 (:func:`_time_candidates`): the fastest and its speed-up over eager."""
     report(f"timing {len(found.runners)} exact path(s) on one face each...")
-    times = _time_candidates(found.runners, found.x[:1])
+    times = _time_candidates(found.runners, found.x[:1], found.check_s)
     median = {k: statistics.median(v) for k, v in times.items()}
     speedups = {k: median["torch/fp32"] / v for k, v in median.items()}
     choice.ms_per_face = {k: round(1000 * v, 2) for k, v in median.items()}
@@ -207,6 +249,30 @@ def _timed_best(found: _Candidates, choice: BackendChoice, report: Report) -> tu
     return best, speedups[best]
 
 
+def _announcement(model: nn.Module) -> str:
+    return (f"choosing the fastest exact inference path for {getattr(model, 'arch', type(model).__name__)} on this "
+            "machine (once; --backend torch skips this)")
+
+
+def _reference_times(reference_runner: Runner, x: torch.Tensor, speeds: dict | None
+                     ) -> tuple[dict, list[float]]:
+    """Eager's outputs on the probe crops and its seconds per face: the reference run, which is also the first
+    timing (no separate warm-up forwards: on a 2-core CPU each EmoNet forward costs a noticeable part of the
+    probe); near the tiny limit (and only then) a warm forward decides."""
+    begin = time.perf_counter()
+    reference = reference_runner(x)
+    warm = [(time.perf_counter() - begin) / len(x)]
+    if not speeds and warm[0] < 20 * TINY_FORWARD_S:
+        warm += _time_rounds({"torch/fp32": reference_runner}, x[:1], 1)["torch/fp32"]
+    return reference, warm
+
+
+def _probe_order(keys: list[str]) -> list[str]:
+    """Candidates with an unbounded gain first (registry order), bounded ones (:data:`GAIN_CEILING`) last:
+    the first ones' check runs tell whether the bounded ones can still win."""
+    return sorted(keys, key=lambda k: k.split("/")[0] in GAIN_CEILING)
+
+
 def probe(model: nn.Module, build: Builder, speeds: dict[str, Any] | None = None,
           candidates: list[tuple[str, str]] | None = None,
           report: Report | None = None) -> tuple[BackendChoice, dict[str, Runner]]:
@@ -214,35 +280,33 @@ def probe(model: nn.Module, build: Builder, speeds: dict[str, Any] | None = None
 
     ``speeds`` (speed-up over eager per candidate, from an earlier probe of the same architecture on this
     machine): the candidates are tried fastest first and only checked for exactness, not timed again.
-    ``report`` receives a line at each step (what is being built, checked, timed).
+    ``report`` receives a line at each step (what is being built, checked, timed); for a model of at least
+    :data:`ANNOUNCE_PARAMETERS` parameters the first one comes before any forward.
     """
     report = report or _quiet
     start = time.perf_counter()
     candidates = list(candidates or cpu_candidates())
+    # a large model says at once what the wait is for; a small one may be tiny (decided silently below)
+    announced = sum(p.numel() for p in model.parameters()) >= ANNOUNCE_PARAMETERS
+    if announced:
+        report(_announcement(model))
     x = check_inputs(model, PROBE_CROPS)
     reference_runner = build("torch", "fp32")
     choice = BackendChoice("torch", machine=machine_key(), chosen_on=time.strftime("%Y-%m-%d %H:%M"))
+    reference, warm = _reference_times(reference_runner, x, speeds)
     # A tiny model (tests, toy models): nothing can beat eager by enough to pay for an export; no probe. With
     # known speeds the architecture was probed before (it was not tiny): no timing at all.
-    # The reference forward on the probe crops is also the first timing (no separate warm-up forwards: on
-    # a 2-core CPU each EmoNet forward costs a noticeable part of the probe); near the limit, a warm one decides.
-    begin = time.perf_counter()
-    reference = reference_runner(x)
-    warm = [(time.perf_counter() - begin) / len(x)]
-    if not speeds and warm[0] < 20 * TINY_FORWARD_S:
-        warm += _time_rounds({"torch/fp32": reference_runner}, x[:1], 1)["torch/fp32"]
     if not speeds and min(warm) < TINY_FORWARD_S:
         choice.reason = f"the model is too small for another path to pay ({1000 * min(warm):.1f} ms per forward)"
         choice.ms_per_face["torch/fp32"] = round(1000 * min(warm), 3)
         choice.probed = False
         choice.probe_s = round(time.perf_counter() - start, 2)
         return choice, {"torch/fp32": reference_runner}
-    # first line after one forward (a tiny model, decided at once, prints nothing but the choice)
-    report(f"choosing the fastest exact inference path for {getattr(model, 'arch', type(model).__name__)} on this "
-           "machine (once; --backend torch skips this)")
+    if not announced:
+        report(_announcement(model))
     report(f"torch/fp32 (eager PyTorch, the reference): {1000 * warm[0]:.0f} ms per face")
-    found = _Candidates(build, x, reference, reference_runner, choice, report)
-    keys = [f"{b}/{p}" for b, p in candidates if f"{b}/{p}" != "torch/fp32"]
+    found = _Candidates(build, x, reference, reference_runner, choice, report, warm[0])
+    keys = _probe_order([f"{b}/{p}" for b, p in candidates if f"{b}/{p}" != "torch/fp32"])
     if speeds:  # known architecture: fastest first, stop at the first exact one
         report("this architecture was timed before here: checking the fastest known path on these weights")
         choice.ms_per_face = dict(speeds.get("ms_per_face", {}))
@@ -253,7 +317,8 @@ def probe(model: nn.Module, build: Builder, speeds: dict[str, Any] | None = None
         timed = f"speeds measured on {speeds.get('measured_on', '?')} for this architecture"
     else:
         for key in keys:
-            found.try_(key)
+            if found.worth_trying(key):
+                found.try_(key)
         best, speedup = _timed_best(found, choice, report)
         timed = "timed now"
     if best != "torch/fp32":
