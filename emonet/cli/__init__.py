@@ -24,8 +24,8 @@ from emonet.cli.options import add_verbose, resolve_weight_names
 from emonet.errors import UserError
 from emonet.nativelogs import configure_native_logs
 
-COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "evaluate", "review", "visibility", "preprocess", "export", "download",
-            "app", "batch"]
+COMMANDS = ["quickstart", "predict", "video", "demo", "train", "finetune", "distill", "evaluate", "review", "visibility", "preprocess", "export", "download",
+            "app", "batch", "models"]
 
 
 def available_commands() -> list[str]:

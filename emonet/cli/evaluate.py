@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from emonet.cli.options import (
     add_data_root,
@@ -17,6 +18,11 @@ from emonet.cli.options import (
 )
 from emonet.data.registry import dataset_names, dataset_spec  # the datasets' registry (no PyTorch import)
 from emonet.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the command imports PyTorch when it runs
+    from torch.utils.data import Dataset
+
+    from emonet.evaluation.dataset import EvaluationResult
 
 DEFAULT_VIDEO_SMOOTHING = "none,ema,one-euro,emonet5"
 
@@ -46,6 +52,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cleaned", action="store_true",
                    help="keep only rows passing the official cleaned-set rules (the published AffectNet numbers use them)")
     p.add_argument("--flip-tta", action="store_true", help="average predictions over each face and its mirror (official evaluate_flip)")
+    p.add_argument("--teacher", default=None, metavar="NAME|PATH",
+                   help="also evaluate this teacher checkpoint (e.g. emonet_8 for a distilled student) and report the "
+                   "student-vs-teacher agreement: V/A CCC between the two, mean |dV|/|dA|, expression agreement")
     p.add_argument("--classes", type=int, choices=(5, 8), default=None,
                    help="5 or 8 (default: the checkpoint's). 5 keeps AffectNet labels 0,1,2,3,6 with Anger as index 4")
     p.add_argument("--arousal-range", default="auto",
@@ -79,6 +88,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
                        help="frame rate for frame times (default: the video file's; AFEW-VA 25; image frames 30)")
     video.add_argument("--max-gap", type=non_negative_int, default=10, metavar="FRAMES",
                        help="smoothing restarts after a jump of more than this many frames without a scored face (default 10)")
+    video.add_argument("--no-shots", dest="shots", action="store_false",
+                       help="smooth each video as one sequence (default: smoothing restarts at each shot cut, from a "
+                       "'shot' column of a video CSV or found on the frames)")
     video.add_argument("--n-boot", type=non_negative_int, default=1000, help="bootstrap resamples over videos for the CIs (default 1000)")
     video.add_argument("--max-videos", type=positive_int, default=None, help="evaluate only the first N videos (quick check)")
     video.add_argument("--figures", type=non_negative_int, default=3, metavar="N",
@@ -107,7 +119,8 @@ def _refuse_options(args: argparse.Namespace, options: dict[str, bool], kind: st
 def _evaluate(args: argparse.Namespace) -> int:
     if dataset_spec(args.dataset).kind == "video":
         _refuse_options(args, {"--cleaned": args.cleaned, "--layout": args.layout != "auto",
-                               "--arousal-range": str(args.arousal_range).lower() != "auto"},
+                               "--arousal-range": str(args.arousal_range).lower() != "auto",
+                               "--teacher": args.teacher is not None},
                         "options of the image datasets")
         return _evaluate_video(args)
     _refuse_options(args, {"--smoothing": args.smoothing != DEFAULT_VIDEO_SMOOTHING, "--tune-on": args.tune_on is not None,
@@ -159,12 +172,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.dataset != "affectnet":
         title += f"\narousal range: {summary.get('arousal_range')} ({summary.get('arousal_range_source')})"
     table = format_table(result.metrics, published, title)
+    if args.teacher:
+        table += "\n\n" + _teacher_agreement(args, result, subset, str(device))
     result.info.update({"weights": str(args.weights), "dataset_format": args.dataset, "cleaned": bool(args.cleaned),
                         "classes": classes, "limit": args.limit})
     paths = write_results(result, output, published, table)
     print(table)
     print(f"\nwrote {paths['metrics']}, {paths['predictions']}, {paths['table']}")
     return 0
+
+
+def _teacher_agreement(args: argparse.Namespace, result: EvaluationResult, dataset: Dataset, device: str) -> str:
+    """Evaluate ``--teacher`` on the same items; its agreement goes into the metrics and the printed table."""
+    from emonet.evaluation.dataset import evaluate, format_agreement, load_weights, teacher_agreement
+    from emonet.hub import is_official_name, resolve_weights
+
+    path = str(resolve_weights(args.teacher)) if is_official_name(args.teacher) else args.teacher
+    try:
+        teacher = load_weights(path)
+        teacher_result = evaluate(teacher, dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                                  flip_tta=args.flip_tta, device=device, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # CheckpointError, other classes
+        raise UserError(f"--teacher {args.teacher}: {exc}") from exc
+    report = teacher_agreement(result, teacher_result)
+    result.metrics["teacher_agreement"] = {"teacher": path, **report}
+    return format_agreement(report, args.teacher)
 
 
 def _video_crop(crop: str) -> str:
@@ -179,9 +211,9 @@ def _evaluate_video(args: argparse.Namespace) -> int:
     from emonet.data.registry import build_video_dataset
     from emonet.devices import resolve_device
     from emonet.evaluation.dataset import load_weights
+    from emonet.evaluation.video import evaluate_video, format_video_table, write_video_results
     from emonet.fileio import check_output
     from emonet.smoothing import parse_smoothing_settings
-    from emonet.evaluation.video import evaluate_video, format_video_table, write_video_results
 
     output = check_output(args.output_dir, inputs=[args.weights, args.data_root, args.frames_root], kind="dir",
                           option="--output-dir")
@@ -220,7 +252,8 @@ def _evaluate_video(args: argparse.Namespace) -> int:
                         f"(e.g. {shared[0]}); tune the smoothing on a split disjoint from the reported one")
     result = evaluate_video(model, dataset, settings, tune_dataset, args.tune_on, batch_size=args.batch_size,
                             num_workers=args.num_workers, flip_tta=args.flip_tta, device=str(device),
-                            progress=not args.no_progress, max_gap=args.max_gap, n_boot=args.n_boot)
+                            progress=not args.no_progress, max_gap=args.max_gap, n_boot=args.n_boot,
+                            shots=args.shots)
     summary = dataset.summary()
     title = (f"{args.dataset} {summary['source']}: {summary['videos']} videos, {result.info['n_scored']} frames "
              f"scored of {summary['frames']} annotated, crop={summary['crop']}, flip TTA="

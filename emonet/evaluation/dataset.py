@@ -45,9 +45,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 from tqdm import tqdm
 
-from emonet.evaluation import metrics as M
 from emonet.checkpoint import load_model
 from emonet.errors import UserError
+from emonet.evaluation import metrics as M
 from emonet.fileio import write_text_atomic
 from emonet.hub import missing_weights_hint, resolve_weights
 from emonet.images import ImageReadError
@@ -682,3 +682,48 @@ def write_results(
     write_text_atomic(paths["predictions"], result.predictions.to_csv(index=False, float_format="%.6f"))
     write_text_atomic(paths["table"], (table or format_table(result.metrics, published)) + "\n")
     return paths
+
+
+# -- student vs teacher (distillation) ----------------------------------------------------------------------
+
+def teacher_agreement(student: EvaluationResult, teacher: EvaluationResult) -> dict[str, Any]:
+    """How closely a student follows its teacher on the items both scored (matched by dataset index).
+
+    ``valence``/``arousal``: ``ccc`` between the two models' outputs and ``mean_abs_diff`` (mean |dV|, |dA|);
+    ``expression_agreement``: share of items with the same top class (None when the class lists differ);
+    ``teacher_metrics``: the teacher's own CCC with the truth; ``ccc_ratio``: student CCC / teacher CCC with
+    the truth (the distillation goal is >= 0.9).
+    """
+    both = student.predictions.query("error == ''").merge(
+        teacher.predictions.query("error == ''"), on="index", suffixes=("", "_teacher"))
+    report: dict[str, Any] = {"n": int(len(both))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.MetricWarning)  # tiny sets: NaN says enough
+        for dim in ("valence", "arousal"):
+            mine, theirs = both[f"pred_{dim}"].to_numpy(float), both[f"pred_{dim}_teacher"].to_numpy(float)
+            report[dim] = {"ccc": M.ccc(theirs, mine) if len(both) else math.nan,
+                           "mean_abs_diff": float(np.mean(np.abs(mine - theirs))) if len(both) else math.nan}
+        same_classes = student.metrics.get("class_names") == teacher.metrics.get("class_names")
+        report["expression_agreement"] = (M.accuracy(both["pred_label_teacher"].astype(int), both["pred_label"].astype(int))
+                                          if same_classes and len(both) else None)
+    report["teacher_metrics"] = {dim: {"ccc": teacher.metrics[dim]["ccc"]} for dim in ("valence", "arousal")}
+    report["ccc_ratio"] = {dim: (student.metrics[dim]["ccc"] / teacher.metrics[dim]["ccc"]
+                                 if teacher.metrics[dim]["ccc"] else math.nan) for dim in ("valence", "arousal")}
+    return report
+
+
+def format_agreement(report: dict[str, Any], teacher: str = "teacher") -> str:
+    """The lines ``evaluate --teacher`` prints under the usual table."""
+    agreement = report["expression_agreement"]
+    expression = "-" if agreement is None or math.isnan(agreement) else f"{100 * agreement:.1f}%"
+    v, a = report["valence"], report["arousal"]
+    return "\n".join([
+        f"agreement with the teacher ({teacher}) on {report['n']} items:",
+        f"  V/A CCC student vs teacher: {_cell(v['ccc']).strip()} / {_cell(a['ccc']).strip()}   "
+        f"mean |dV| {_cell(v['mean_abs_diff']).strip()}  mean |dA| {_cell(a['mean_abs_diff']).strip()}   "
+        f"expression agreement {expression}",
+        f"  CCC with the truth, student / teacher: valence {_cell(report['ccc_ratio']['valence']).strip()}, "
+        f"arousal {_cell(report['ccc_ratio']['arousal']).strip()} (teacher's own: "
+        f"{_cell(report['teacher_metrics']['valence']['ccc']).strip()} / "
+        f"{_cell(report['teacher_metrics']['arousal']['ccc']).strip()})",
+    ])
