@@ -40,7 +40,7 @@ LAYERS: dict[str, int] = {
     "emonet.evaluation.dataset": 8, "emonet.data.visibility": 8, "emonet.quickstart": 8,
     "emonet.training": 9, "emonet.evaluation.review": 9, "emonet.app": 9, "emonet.batch": 9,
     "emonet.evaluation.video": 9,
-    "emonet.training.finetune": 10,
+    "emonet.training.affect": 10, "emonet.training.distill": 10,
     # entry points
     "emonet.cli": 11,
     "emonet.__main__": 12,

@@ -25,11 +25,10 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
+import emonet.checkpoint
 from emonet import cli
 from emonet.batch.inputs import InputError, expand_inputs
 from emonet.batch.output import LEDGER, OutputError, batch_columns, open_output
-from emonet.checkpoint import save_checkpoint
-from emonet.models import create_model
 from emonet.samples import write_sample_video, write_samples
 
 RAY = importlib.util.find_spec("ray") is not None
@@ -53,13 +52,6 @@ def read_rows(folder: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def small_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("resnet18_dual_head", input_size=64, num_classes=8)
-    return save_checkpoint(tmp_path_factory.mktemp("weights") / "r18.pth", model)
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory, sample_video) -> Path:
     """images/: astronaut, grace_hopper (faces), chelsea (no face); clips/: the 16-frame two-face mp4 and an
     8-frame one-face avi; broken.jpg and clips/broken.mp4: corrupt files."""
@@ -74,9 +66,9 @@ def corpus(tmp_path_factory, sample_video) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_run(corpus, small_weights, tmp_path_factory) -> Path:
+def local_run(corpus, small_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("batch") / "out"
-    result = run_batch(corpus, "--weights", small_weights, "--output-dir", out, "--smoothing", "ema",
+    result = run_batch(corpus, "--weights", small_checkpoint, "--output-dir", out, "--smoothing", "ema",
                        "--backend", "torch", "--format", "csv", "--no-progress", "--chunk-frames", "4", ray=False)
     assert result.returncode == 0, result.stdout + result.stderr  # the local engine needs no Ray
     assert "Traceback" not in result.stderr
@@ -237,7 +229,16 @@ def test_ledger_helper_counts_and_cuts_a_torn_line_and_refuses_a_damaged_one(tmp
 
 
 # -- the command ---------------------------------------------------------------------------------------
-def test_rows_equal_those_of_predict_and_video(local_run, corpus, small_weights, tmp_path):
+def checkpoint_reads(monkeypatch) -> list:
+    """The paths ``emonet.checkpoint.read_checkpoint`` (the one reader of weight files) is asked for from now on."""
+    reads = []
+    read_checkpoint = emonet.checkpoint.read_checkpoint
+    monkeypatch.setattr(emonet.checkpoint, "read_checkpoint",
+                        lambda path, *args, **kwargs: reads.append(path) or read_checkpoint(path, *args, **kwargs))
+    return reads
+
+
+def test_rows_equal_those_of_predict_and_video(local_run, corpus, small_checkpoint, tmp_path, monkeypatch):
     rows = read_rows(local_run)
     summary = json.loads((local_run / "summary.json").read_text())
     assert summary["inputs"] == 7 and summary["processed"] == 7 and summary["unreadable_inputs"] == 2
@@ -251,10 +252,14 @@ def test_rows_equal_those_of_predict_and_video(local_run, corpus, small_weights,
     assert all(Path(source).name in message and "cannot decode" in message for source, message in errors.items())
     assert rows.loc[rows.source.str.contains("broken"), "valence"].isna().all()
 
-    # images: the predict command's rows (same boxes, crops, values within 1e-5)
+    # images: the predict command's rows (same boxes, crops, values within 1e-5); the run reads the checkpoint
+    # once (one predictor shared by the locate, model and finish stages)
+    reads = checkpoint_reads(monkeypatch)
     predicted = tmp_path / "predict.csv"
-    assert cli.main(["predict", str(corpus / "images"), "--weights", str(small_weights), "--output", str(predicted),
+    assert cli.main(["predict", str(corpus / "images"), "--weights", str(small_checkpoint), "--output", str(predicted),
                      "--backend", "torch", "--no-progress"]) == 0
+    assert [Path(p).resolve() for p in reads] == [small_checkpoint.resolve()]
+    monkeypatch.undo()
     reference = pd.read_csv(predicted)
     images = rows[rows.source.str.startswith(str(corpus / "images"))].copy()
     assert sorted(images.source) == sorted(os.path.abspath(p) for p in reference.path)
@@ -267,7 +272,7 @@ def test_rows_equal_those_of_predict_and_video(local_run, corpus, small_weights,
     # videos: the video command's rows (same frames, track IDs, boxes; smoothed and raw values within 1e-5)
     for clip in ("two.mp4", "one.avi"):
         csv = tmp_path / f"{clip}.csv"
-        assert cli.main(["video", "--source", str(corpus / "clips" / clip), "--weights", str(small_weights),
+        assert cli.main(["video", "--source", str(corpus / "clips" / clip), "--weights", str(small_checkpoint),
                          "--output", str(csv), "--smoothing", "ema", "--backend", "torch", "--no-progress"]) == 0
         reference = pd.read_csv(csv).sort_values(["frame", "face_id"]).reset_index(drop=True)
         mine = rows[rows.source == str(corpus / "clips" / clip)].reset_index(drop=True)
@@ -287,9 +292,9 @@ def test_rows_equal_those_of_predict_and_video(local_run, corpus, small_weights,
 
 
 @pytest.mark.skipif(not RAY, reason="ray is not installed (pip install 'emonet-toolkit[scale]')")
-def test_ray_engine_gives_the_same_rows(local_run, corpus, small_weights, tmp_path):
+def test_ray_engine_gives_the_same_rows(local_run, corpus, small_checkpoint, tmp_path):
     out = tmp_path / "ray"
-    result = run_batch(corpus, "--weights", small_weights, "--output-dir", out, "--smoothing", "ema", "--backend", "torch",
+    result = run_batch(corpus, "--weights", small_checkpoint, "--output-dir", out, "--smoothing", "ema", "--backend", "torch",
                        "--no-progress", "--chunk-frames", "4", "--engine", "ray")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "(ray engine)" in result.stdout and "Traceback" not in result.stderr
@@ -308,9 +313,9 @@ def _ledger_sources(out: Path) -> list[str]:
     return [json.loads(line)["source"] for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def test_a_killed_run_resumes_and_every_input_is_done_once(local_run, corpus, small_weights, tmp_path):
+def test_a_killed_run_resumes_and_every_input_is_done_once(local_run, corpus, small_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "emonet", "batch", str(corpus), "--weights", str(small_weights), "--output-dir",
+    args = [sys.executable, "-m", "emonet", "batch", str(corpus), "--weights", str(small_checkpoint), "--output-dir",
             str(out), "--smoothing", "ema", "--backend", "torch", "--no-progress", "--chunk-frames", "4",
             "--shard-rows", "1"]
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -333,8 +338,11 @@ def test_a_killed_run_resumes_and_every_input_is_done_once(local_run, corpus, sm
     lines = ledger.read_text().splitlines()
     ledger.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])
 
-    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # the resuming run, in this process through the real entry point (no second start-up to pay); the local
+    # engine's stages share one predictor: the checkpoint is read once
+    reads = checkpoint_reads(monkeypatch)
+    assert cli.main(args[3:]) == 0
+    assert [Path(p).resolve() for p in reads] == [small_checkpoint.resolve()]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["adopted_shards"] == 1 and summary["already_done"] == len(lines)
     sources = _ledger_sources(out)
@@ -366,11 +374,11 @@ def unwritable_folder(folder: Path):
     pytest.skip("cannot make an unwritable folder here (chattr +i and a read-only mount both refused)")
 
 
-def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_weights, tmp_path, capsys, monkeypatch):
+def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("emonet.batch.job.run_job", lambda *a, **k: pytest.fail("work started"))
 
     def batch(*args) -> str:
-        assert cli.main(["batch", str(corpus / "images"), "--weights", str(small_weights), *map(str, args)]) == 2
+        assert cli.main(["batch", str(corpus / "images"), "--weights", str(small_checkpoint), *map(str, args)]) == 2
         return capsys.readouterr().err
 
     with unwritable_folder(tmp_path / "locked") as locked:
@@ -386,7 +394,7 @@ def test_output_folder_problems_are_clear_errors_before_any_work(corpus, small_w
     assert "--address joins a Ray cluster: add --engine ray" in batch("--output-dir", tmp_path / "o", "--address", "auto")
     assert "argument --frame-stride: expected an integer >= 1" in batch("--output-dir", tmp_path / "o", "--frame-stride", "0")
     assert not (tmp_path / "o").exists()
-    no_ray = run_batch(corpus / "images", "--weights", small_weights, "--output-dir", tmp_path / "o", "--engine", "ray",
+    no_ray = run_batch(corpus / "images", "--weights", small_checkpoint, "--output-dir", tmp_path / "o", "--engine", "ray",
                        ray=False)
     assert no_ray.returncode == 2 and "--engine ray needs Ray Data" in no_ray.stderr, no_ray.stderr
     assert "pip install 'emonet-toolkit[scale]'" in no_ray.stderr and "Traceback" not in no_ray.stderr

@@ -15,6 +15,7 @@ from conftest import ColourModel
 from torch import nn
 
 from emonet.checkpoint import load_model
+from emonet.cli import main
 from emonet.cli.options import CROP_CHOICES
 from emonet.crops import (
     CROP_METHODS,
@@ -276,7 +277,7 @@ def test_crop_columns_in_the_dataframe_and_face_crops():
 
 
 # -- the command line ----------------------------------------------------------------------------------------
-def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_images_dir, tmp_path):
+def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_images_dir, tmp_path, capsys):
     from emonet.images import read_image
 
     out, crops, summary = tmp_path / "out.csv", tmp_path / "crops", tmp_path / "summary.json"
@@ -307,18 +308,22 @@ def test_predict_cli_crop_refine_and_its_errors(official_checkpoint_8, sample_im
 
     dual = tmp_path / "dual.pth"
     save_checkpoint(dual, create_model("resnet18_dual_head", num_classes=8))
-    result = run_cli("predict", "--weights", dual, "--output", tmp_path / "dual.csv", "--crop", "refine", "--backend", "torch",
-                     sample_images_dir / "astronaut.jpg")
-    assert result.returncode == 2 and "error:" in result.stderr and "refine" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "dual.csv").exists()
+    # (the error paths run the real entry point in this process: a subprocess would only add its start-up)
+    capsys.readouterr()
+    code = main([str(a) for a in ("predict", "--weights", dual, "--output", tmp_path / "dual.csv", "--crop", "refine",
+                                  "--backend", "torch", sample_images_dir / "astronaut.jpg")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "refine" in err
+    assert "Traceback" not in err and not (tmp_path / "dual.csv").exists()
 
     # an unknown method is refused by the parser; --help says refine costs two forwards
-    bad = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--crop", "box", "x.jpg")
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr
-    assert "TWO forwards per face" in " ".join(run_cli("predict", "--help").stdout.split())
+    assert main(["predict", "--weights", str(official_checkpoint_8), "--output", str(out), "--crop", "box", "x.jpg"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["predict", "--help"]) == 0
+    assert "TWO forwards per face" in " ".join(capsys.readouterr().out.split())
 
 
-def test_evaluation_datasets_crop_with_mesh_or_detector(sample_images_dir, detector, mesh, tmp_path):
+def test_evaluation_datasets_crop_with_mesh_or_detector(sample_images_dir, detector, mesh, tmp_path, capsys):
     from emonet.data.affect_base import AffectFaceDataset
     from emonet.images import read_image
 
@@ -329,7 +334,7 @@ def test_evaluation_datasets_crop_with_mesh_or_detector(sample_images_dir, detec
         dataset = AffectFaceDataset([str(path)], [1], [0.5], [0.2], crop=mode)
         assert np.array_equal(dataset.load_face(0), crop_faces(image, [box], method, mesh).crops[0]), mode
     # refine needs the model inside the data loader: evaluate refuses it before any work
-    result = run_cli("evaluate", "--weights", tmp_path / "missing.pth", "--dataset", "csv", "--data-root", tmp_path,
-                     "--crop", "refine", "--output-dir", tmp_path / "eval")
-    assert result.returncode == 2 and "error: evaluate --crop refine is not supported" in result.stderr
+    code = main([str(a) for a in ("evaluate", "--weights", tmp_path / "missing.pth", "--dataset", "csv", "--data-root",
+                                  tmp_path, "--crop", "refine", "--output-dir", tmp_path / "eval")])
+    assert code == 2 and "error: evaluate --crop refine is not supported" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()

@@ -15,8 +15,6 @@ import pytest
 
 import emonet.data.visibility as visibility
 from emonet.data.emotic import EMOTIC_COLUMNS
-from emonet.errors import UserError
-from emonet.samples import sample_image
 from emonet.data.visibility import (
     ERROR_COLUMN,
     VISIBILITY_COLUMN,
@@ -24,6 +22,8 @@ from emonet.data.visibility import (
     partial_path_for,
     visibility_percent,
 )
+from emonet.errors import UserError
+from emonet.samples import sample_image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Face boxes (x1, y1, x2, y2) of the sample images (MediaPipe detector box united with the mesh box).

@@ -13,6 +13,7 @@ import torch
 from conftest import REPO_ROOT
 from emonet_reference import reference_forward
 
+from emonet import cli
 from emonet.classes import EMONET_8_CLASSES
 from emonet.predictor import NO_FACE_ERROR, Predictor
 
@@ -99,17 +100,27 @@ def test_default_batch_size_depends_on_the_device(official_checkpoint_8):
     assert default_batch_size("cuda") == 32 and default_batch_size("mps") == 32
 
 
-def test_bad_inputs_give_clear_errors(tmp_path, official_checkpoint_8, sample_images_dir):
-    missing = run_cli("predict", "--weights", tmp_path / "emonet_8.pth", "--output", tmp_path / "o.csv",
-                      sample_images_dir, check=False)
-    assert missing.returncode == 2 and "weights not found" in missing.stderr and "download" in missing.stderr
-    nothing = run_cli("predict", "--weights", official_checkpoint_8, "--output", tmp_path / "o.csv",
-                      tmp_path / "absent_dir", check=False)
-    assert nothing.returncode == 2 and "absent_dir" in nothing.stderr
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """``python -m emonet ARGS`` through the real entry point in this process (the error paths: no model is
+    run, so no subprocess start-up is paid): ``(exit code, stdout, stderr)``. An uncaught exception (what
+    would be a traceback) fails the test."""
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, official_checkpoint_8, sample_images_dir, capsys):
+    code, _, err = run_in_process(capsys, "predict", "--weights", tmp_path / "emonet_8.pth", "--output",
+                                  tmp_path / "o.csv", sample_images_dir)
+    assert code == 2 and "weights not found" in err and "download" in err
+    code, _, err = run_in_process(capsys, "predict", "--weights", official_checkpoint_8, "--output", tmp_path / "o.csv",
+                                  tmp_path / "absent_dir")
+    assert code == 2 and "absent_dir" in err
     notckpt = tmp_path / "notes.pth"
     notckpt.write_text("hello")
-    bad = run_cli("predict", "--weights", notckpt, "--output", tmp_path / "o.csv", sample_images_dir, check=False)
-    assert bad.returncode == 2 and "notes.pth" in bad.stderr and "Traceback" not in bad.stderr
+    code, _, err = run_in_process(capsys, "predict", "--weights", notckpt, "--output", tmp_path / "o.csv",
+                                  sample_images_dir)
+    assert code == 2 and "notes.pth" in err and "error:" in err and "Traceback" not in err
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -173,26 +184,26 @@ def test_save_annotated_crops_and_json(official_checkpoint_8, sample_images_dir,
     assert np.array_equal(cv2.imread(str(annotated / "cat.png")), cv2.imread(str(tmp_path / "b" / "cat.jpg")))
 
 
-def test_save_dirs_and_format_are_checked_before_any_work(official_checkpoint_8, sample_images_dir, tmp_path):
+def test_save_dirs_and_format_are_checked_before_any_work(official_checkpoint_8, sample_images_dir, tmp_path, capsys,
+                                                           monkeypatch):
     folder = tmp_path / "shots"
     folder.mkdir()
     shutil.copy(sample_images_dir / "astronaut.jpg", folder / "astronaut.png")
     out = tmp_path / "o.csv"
     # the annotated copy of shots/astronaut.png would be shots/astronaut.png
-    over = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--save-annotated", folder,
-                   folder / "astronaut.png", check=False)
-    assert over.returncode == 2 and "would write over the input image" in over.stderr
+    code, _, err = run_in_process(capsys, "predict", "--weights", official_checkpoint_8, "--output", out,
+                                  "--save-annotated", folder, folder / "astronaut.png")
+    assert code == 2 and "would write over the input image" in err
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    not_dir = run_cli("predict", "--weights", official_checkpoint_8, "--output", out, "--save-crops", a_file,
-                      folder, check=False)
-    assert not_dir.returncode == 2 and "is an existing file; give a folder path" in not_dir.stderr
-    # Parquet without pyarrow: the error says how to install it, before any work
-    code = ("import sys; sys.modules['pyarrow'] = None; from emonet.cli import main; "
-            f"sys.exit(main(['predict', '--weights', {str(official_checkpoint_8)!r}, '--output', "
-            f"{str(tmp_path / 'o.parquet')!r}, {str(folder)!r}]))")
-    no_arrow = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert no_arrow.returncode == 2 and "pip install pyarrow" in no_arrow.stderr
+    code, _, err = run_in_process(capsys, "predict", "--weights", official_checkpoint_8, "--output", out,
+                                  "--save-crops", a_file, folder)
+    assert code == 2 and "is an existing file; give a folder path" in err
+    # Parquet without pyarrow (as where it is not installed): the error says how to install it, before any work
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    code, _, err = run_in_process(capsys, "predict", "--weights", official_checkpoint_8, "--output",
+                                  tmp_path / "o.parquet", folder)
+    assert code == 2 and "pip install pyarrow" in err
     assert not out.exists() and not (tmp_path / "o.parquet").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["astronaut.png"]
 
@@ -240,8 +251,8 @@ def test_killed_predict_resumes_without_predicting_finished_images_again(officia
     assert counts["resumed_images"] == finished and counts["torn_ledger_lines"] == 1
     assert counts["images"] == counts["faces"] == 8
     assert not ledger.exists() and not (tmp_path / "out.csv.partial").exists()
-    clean = tmp_path / "clean.csv"
-    run_cli(*args[:5], clean, *args[6:])
+    clean = tmp_path / "clean.csv"  # the uninterrupted run, in this process (the same entry point)
+    assert cli.main([str(a) for a in (*args[:5], clean, *args[6:])]) == 0
     assert out.read_bytes() == clean.read_bytes()
 
 
@@ -252,7 +263,7 @@ def test_a_ledger_of_other_options_is_not_resumed(official_checkpoint_8, sample_
     ledger.write_text(json.dumps({"format": "emonet-predict-partial", "version": 1, "job": {"crop": "other"}})
                       + "\n" + json.dumps({"source": str(image), "error": "", "rows": [{"path": str(image)}]}) + "\n")
     summary = tmp_path / "summary.json"
-    run_cli("predict", image, "--weights", official_checkpoint_8, "--output", out, "--no-detect", "--backend", "torch",
-            "--no-progress", "--summary-json", summary)
+    assert cli.main([str(a) for a in ("predict", image, "--weights", official_checkpoint_8, "--output", out, "--no-detect",
+                                      "--backend", "torch", "--no-progress", "--summary-json", summary)]) == 0
     assert json.loads(summary.read_text())["resumed_images"] == 0
     assert pd.read_csv(out)["valence"].notna().all() and not ledger.exists()

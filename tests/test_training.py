@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 import emonet
-from emonet.evaluation import metrics
 from emonet.classes import EMOTIC_CATEGORIES
 from emonet.errors import UserError
+from emonet.evaluation import metrics
 from emonet.models.registry import register_model
 from emonet.training import (
     Callback,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from emonet.batch.inputs import InputItem
 from emonet.batch.pipeline import BatchConfig, Chunk, Locator, Scorer
 from emonet.errors import UserError
+from emonet.predictor import Predictor
 
 ENGINES = ("local", "ray")
 QUEUE_CHUNKS = 4  # located chunks waiting for the model (local engine): memory stays a few chunks
@@ -54,9 +55,11 @@ class RayOptions:
 _END = object()
 
 
-def run_local(todo: Sequence[tuple[int, InputItem]], config: BatchConfig) -> Iterator[Chunk]:
-    """Stages 1 and 2 in this process: locate in a background thread, the model in the calling thread."""
-    locator, scorer = Locator(config), Scorer(config)
+def run_local(todo: Sequence[tuple[int, InputItem]], config: BatchConfig, predictor: Predictor) -> Iterator[Chunk]:
+    """Stages 1 and 2 in this process: locate in a background thread, the model in the calling thread, both
+    with ``predictor`` (the driver's: one checkpoint read per process). The locate thread uses only its
+    detector and crops, the model thread only its runner."""
+    locator, scorer = Locator(config, predictor), Scorer(config, predictor)
     chunks: queue.Queue = queue.Queue(QUEUE_CHUNKS)
     stop = threading.Event()
 

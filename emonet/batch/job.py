@@ -2,8 +2,9 @@
 
 :func:`run_job` is the driver loop shared by both engines: it finishes scored chunks in order
 (:class:`~emonet.batch.pipeline.Assembler`), gathers finished inputs into shards of about ``shard_rows`` rows
-(or every ``shard_seconds``), writes them with the ledger (:class:`~emonet.batch.output.BatchOutput`), shows
-one bar (inputs done / total, faces/s) and returns the summary (counts, errors, time per stage).
+(or every ``shard_seconds``), writes them to a sink (:class:`~emonet.batch.sinks.RowSink`: the batch folder
+or ``predict``'s table file), shows one bar (inputs done / total, faces/s) and returns the summary (counts,
+errors, time per stage).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from tqdm import tqdm
 
 from emonet.batch.engines import RayOptions, run_local, run_ray, shutdown_ray
 from emonet.batch.inputs import InputItem
-from emonet.batch.output import BatchOutput
-from emonet.batch.pipeline import STAGES, Assembler, BatchConfig, Finished
+from emonet.batch.pipeline import STAGES, Assembler, BatchConfig, Finished, driver_predictor
+from emonet.batch.sinks import RowSink
 
 DEFAULT_SHARD_ROWS = 20_000
 DEFAULT_SHARD_SECONDS = 60.0
@@ -25,7 +26,7 @@ MAX_LISTED_ERRORS = 100  # the summary lists this many unreadable inputs (all ar
 
 
 def _new_summary(
-    items: Sequence[InputItem], todo: Sequence, out: BatchOutput, engine: str, ray_options: RayOptions | None
+    items: Sequence[InputItem], todo: Sequence, out: RowSink, engine: str, ray_options: RayOptions | None
 ) -> dict:
     """The summary before any input is processed (counts at zero, what the ledger already holds)."""
     return {
@@ -37,7 +38,7 @@ def _new_summary(
         "first_result_s": None,  # start-up: model loading, and for Ray its start and the actors' start
         "shards_written": 0, "adopted_shards": out.adopted, "redone_lost_inputs": len(out.lost),
         # shard -> why; moved to OUT/corrupt/, its inputs redone (sinks without shards have none)
-        "corrupt_shards": dict(getattr(out, "corrupt", {})),
+        "corrupt_shards": dict(out.corrupt),
         "interrupted": False,
     }
 
@@ -64,7 +65,7 @@ def _count_finished(summary: dict, finished: Finished) -> None:
 class _ShardBuffer:
     """Finished inputs waiting to be written as one shard (every ``shard_rows`` rows or ``shard_seconds``)."""
 
-    def __init__(self, out: BatchOutput, assembler: Assembler, shard_rows: int, shard_seconds: float) -> None:
+    def __init__(self, out: RowSink, assembler: Assembler, shard_rows: int, shard_seconds: float) -> None:
         self.out, self.assembler = out, assembler
         self.shard_rows, self.shard_seconds = shard_rows, shard_seconds
         self.pending: list[Finished] = []
@@ -90,7 +91,7 @@ class _ShardBuffer:
         self.last_flush = time.monotonic()
 
 
-def _close_summary(summary: dict, seconds: float, assembler: Assembler, out: BatchOutput) -> None:
+def _close_summary(summary: dict, seconds: float, assembler: Assembler, out: RowSink) -> None:
     """Rates, time per stage and shard count into the summary, then summary.json (also after an interrupt)."""
     summary["seconds"] = round(seconds, 3)
     summary["frames_per_s"] = round(summary["frames"] / seconds, 3) if seconds > 0 else 0.0
@@ -101,7 +102,7 @@ def _close_summary(summary: dict, seconds: float, assembler: Assembler, out: Bat
 
 
 def run_job(
-    items: Sequence[InputItem], config: BatchConfig, out: BatchOutput, engine: str = "local",
+    items: Sequence[InputItem], config: BatchConfig, out: RowSink, engine: str = "local",
     ray_options: RayOptions | None = None, progress: bool = True, shard_rows: int = DEFAULT_SHARD_ROWS,
     shard_seconds: float = DEFAULT_SHARD_SECONDS, assembler: Assembler | None = None, verbose: bool = False,
     label: str = "batch",
@@ -113,7 +114,8 @@ def run_job(
     ``label`` names the progress bar (the command that runs the job).
     """
     todo = [(i, item) for i, item in enumerate(items) if item.source not in out.done]
-    assembler = assembler or Assembler(config)
+    owns_assembler = assembler is None  # one given by the caller is closed by the caller
+    assembler = assembler or Assembler(config, driver_predictor(config, engine))
     summary = _new_summary(items, todo, out, engine, ray_options)
     shards = _ShardBuffer(out, assembler, shard_rows, shard_seconds)
     start = time.perf_counter()
@@ -122,7 +124,7 @@ def run_job(
     chunks = None
     try:
         if engine == "local":
-            chunks = run_local(todo, config)
+            chunks = run_local(todo, config, assembler.predictor)
         else:
             chunks = run_ray(todo, config, ray_options or RayOptions(), verbose)
         for chunk in chunks:
@@ -149,6 +151,8 @@ def run_job(
             shutdown_ray()
         bar.close()
         _close_summary(summary, time.perf_counter() - start, assembler, out)
+        if owns_assembler:
+            assembler.close()
     return summary
 
 

@@ -60,7 +60,7 @@ def batch_columns(
 
 
 _TEXT = {"source", "kind", "expression", "error", "crop_method"}
-_INTEGER = {"frame", "face_id", "crop_x0", "crop_y0", "crop_side"}
+_INTEGER = {"frame", "shot", "face_id", "crop_x0", "crop_y0", "crop_side"}
 
 
 def arrow_schema(columns: Sequence[str], text: Sequence[str] = ()):

@@ -104,20 +104,32 @@ class Chunk:
 
 
 def locate_predictor(config: BatchConfig) -> Predictor:
-    """The predictor of the locate stage and of the driver's finish stage: CPU, no forward is ever run (its
-    detector, crop method and input size are what matter)."""
+    """The predictor of a Ray locate actor and of the Ray driver's finish stage: CPU, no forward is ever run
+    (its detector, crop method and input size are what matter)."""
     return Predictor(config.weights, device="cpu", detector=config.detector, backend="torch",
                      min_face_score=config.min_face_score, crop=config.crop)
 
 
-def model_predictor(config: BatchConfig) -> Predictor:
-    """The predictor of the model stage: the chosen device/backend/precision. Crops come in, so it needs no
-    detector, except for ``--crop refine``, whose second crop is the predictor's (the detector is then only
-    what tells it that faces were detected: it never runs here)."""
-    return Predictor(config.weights, device=config.device, detector=config.detector if config.crop == "refine" else None,
+def model_predictor(config: BatchConfig, locates: bool = False) -> Predictor:
+    """The predictor that runs the model: the chosen device/backend/precision. ``locates``: it also serves
+    the locate and finish stages (the local engine: one predictor, one checkpoint read, per process). A Ray
+    model actor gets crops, so it needs no detector, except for ``--crop refine``, whose second crop is the
+    predictor's (the detector is then only what tells it that faces were detected: it never runs there)."""
+    detector = config.detector if locates or config.crop == "refine" else None
+    return Predictor(config.weights, device=config.device, detector=detector,
                      flip_tta=config.flip_tta, landmarks=config.landmarks, batch_size=config.batch_size,
                      backend=config.backend, precision=config.precision, crop=config.crop,
                      min_face_score=config.min_face_score)
+
+
+def driver_predictor(config: BatchConfig, engine: str = "local") -> Predictor:
+    """The one predictor of the driver's process, checked before any work (a bad checkpoint or an impossible
+    option is a :class:`UserError`). ``local``: it runs every stage, passed down to the locate thread and the
+    model stage; ``ray``: the driver only finishes (no forward), the actors build their own."""
+    try:
+        return model_predictor(config, locates=True) if engine == "local" else locate_predictor(config)
+    except (ValueError, RuntimeError) as exc:  # a file that is no checkpoint, a device this machine lacks
+        raise UserError(str(exc)) from None
 
 
 def video_engine(predictor: Predictor, config: BatchConfig, fps: float = 30.0) -> VideoEngine:
@@ -128,12 +140,14 @@ def video_engine(predictor: Predictor, config: BatchConfig, fps: float = 30.0) -
 
 
 class _PredictorStage:
-    """A stage holding one predictor, built on first use in the worker that uses it (MediaPipe graphs and
+    """A stage holding one predictor: ``predictor`` when given (shared by the stages of one process, closed by
+    whoever built it), else its own, built on first use in the worker that uses it (MediaPipe graphs and
     model sessions do not pickle) and closed with the stage."""
 
-    def __init__(self, config: BatchConfig) -> None:
+    def __init__(self, config: BatchConfig, predictor: Predictor | None = None) -> None:
         self.config = config
-        self._predictor: Predictor | None = None
+        self._predictor = predictor
+        self._owns_predictor = predictor is None
 
     def _build_predictor(self) -> Predictor:
         return locate_predictor(self.config)
@@ -145,7 +159,7 @@ class _PredictorStage:
         return self._predictor
 
     def close(self) -> None:
-        if self._predictor is not None:
+        if self._predictor is not None and self._owns_predictor:
             self._predictor.close()
 
 
@@ -311,10 +325,13 @@ class Finished:
 class Assembler(_PredictorStage):
     """Stage 3, in the driver: chunks (in any order) -> finished inputs. Videos are finished in frame order."""
 
-    def __init__(self, config: BatchConfig, image_rows: Callable[[Predictor, Chunk], list[dict]] = image_rows) -> None:
-        """``image_rows``: how an image's rows are keyed (:func:`image_rows` for the batch dataset,
-        :func:`predict_image_rows` for the ``predict`` command's table)."""
-        super().__init__(config)
+    def __init__(self, config: BatchConfig, predictor: Predictor,
+                 image_rows: Callable[[Predictor, Chunk], list[dict]] = image_rows) -> None:
+        """``predictor``: the driver's (:func:`driver_predictor`); the assembler owns it (closes it), and the
+        local engine's stages share it. ``image_rows``: how an image's rows are keyed (:func:`image_rows` for
+        the batch dataset, :func:`predict_image_rows` for the ``predict`` command's table)."""
+        super().__init__(config, predictor)
+        self._owns_predictor = True
         self.image_rows = image_rows
         self._open: dict[int, dict] = {}  # input index -> engine, next seq, waiting chunks, rows, frames
         self.seconds = {stage: 0.0 for stage in STAGES}

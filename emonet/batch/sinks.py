@@ -36,13 +36,16 @@ PREDICT_LEDGER_FORMAT = "emonet-predict-partial"
 
 class RowSink(Protocol):
     """What the driver needs of a destination. ``done``: inputs finished by earlier runs (skipped);
-    ``write_shard`` takes finished inputs ``(source, kind, error, rows)`` and makes them durable."""
+    ``write_shard`` takes finished inputs ``(source, kind, error, rows)`` and makes them durable.
+    ``corrupt``: stored parts found damaged on reopening (name -> why), whose inputs are redone; a sink
+    that stores no separate parts has none (an empty dict)."""
 
     folder: Path
     done: Mapping[str, Any]
     adopted: int
     lost: list[str]
     shards_written: int
+    corrupt: Mapping[str, str]
 
     def write_shard(self, inputs: Sequence[tuple[str, str, str, list[dict]]]) -> str: ...
 
@@ -81,6 +84,8 @@ class TableFileSink:
         self.csv_partial = csv_partial_path_for(output)
         self.done: dict[str, dict] = {}  # source -> {"source", "error", "rows"}: earlier runs' and this run's
         self.adopted, self.lost, self.shards_written, self.torn_lines = 0, [], 0, 0
+        # a damaged ledger line is cut by read_ledger and counted in torn_lines: no shard is ever set aside
+        self.corrupt: dict[str, str] = {}
         self._stack = contextlib.ExitStack()
         self._csv = self._writer = None
 

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     # imported once the checks passed (PyTorch, MediaPipe): --help and refused runs answer fast
     from emonet.batch.job import describe_summary, run_job
-    from emonet.batch.pipeline import Assembler, BatchConfig
+    from emonet.batch.pipeline import Assembler, BatchConfig, driver_predictor
     from emonet.fileio import file_sha256
     from emonet.models.registry import provides_landmarks
     from emonet.predictor import CROP_COLUMNS
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         iou_threshold=args.iou_threshold, frame_stride=args.frame_stride, max_frames=args.max_frames, fps=args.fps,
         chunk_frames=args.chunk_frames,
     )
-    assembler = Assembler(config)
+    assembler = Assembler(config, driver_predictor(config, args.engine))  # the one predictor of this process
     try:
         class_names = assembler.predictor.class_names  # loads the checkpoint: a bad file fails here, clearly
         if args.landmarks and not provides_landmarks(assembler.predictor.model):

@@ -176,18 +176,12 @@ def predict_config(args: argparse.Namespace):
 
 
 def open_assembler(config):
-    """The finish stage, keyed as ``predict`` rows. Loading the checkpoint here makes a bad file a clear error
-    before any work; the model stage's own errors (device, backend, option combination) are ``UserError``s
-    of :class:`emonet.batch.pipeline.Scorer`."""
-    from emonet.batch.pipeline import Assembler, predict_image_rows
+    """The finish stage, keyed as ``predict`` rows, holding the run's one predictor (the checkpoint is read
+    once; the local engine's locate and model stages share it). Building it here makes a bad file, device or
+    option combination a clear error before any work."""
+    from emonet.batch.pipeline import Assembler, driver_predictor, predict_image_rows
 
-    assembler = Assembler(config, image_rows=predict_image_rows)
-    try:
-        assembler.predictor  # noqa: B018 - loads the checkpoint
-    except (ValueError, RuntimeError) as exc:
-        assembler.close()
-        raise UserError(str(exc)) from None
-    return assembler
+    return Assembler(config, driver_predictor(config, "local"), image_rows=predict_image_rows)
 
 
 def compute_table(plan: PredictPlan, config, assembler, args: argparse.Namespace):
@@ -290,9 +284,12 @@ def write_summary(args: argparse.Namespace, plan: PredictPlan, table: PredictTab
 
 
 def run(args: argparse.Namespace) -> int:
-    plan = plan_outputs(args)
+    if not args.no_progress:  # the first line within a second: importing PyTorch and MediaPipe takes seconds
+        print(f"predict: loading PyTorch, {args.weights} and the face detector...", file=sys.stderr, flush=True)
+    plan = plan_outputs(args)  # (its batch.sinks import already loads PyTorch)
     config = predict_config(args)
     assembler = open_assembler(config)  # PyTorch, MediaPipe: loaded once the outputs passed their checks
+    print(f"predict: model {assembler.predictor.model_label}", file=sys.stderr, flush=True)
     try:
         table, sink = compute_table(plan, config, assembler, args)
         sink.finish(table.rows)  # the table in place, then the partial files removed
