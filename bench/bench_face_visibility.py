@@ -42,8 +42,8 @@ def accuracy(n_per_face: int = 60, n_per_non_face: int = 30, seed: int = 1) -> l
     import cv2
     import numpy as np
 
-    from emonet.samples import FACE_SAMPLES, NON_FACE_SAMPLES, sample_image
     from emonet.data.visibility import FaceVisibility, visibility_percent
+    from emonet.samples import FACE_SAMPLES, NON_FACE_SAMPLES, sample_image
 
     variants = {
         "plain mesh": {"pad_fraction": 0.0, "detector_fallback": False},

@@ -27,8 +27,8 @@ import torch
 from benchkit import machine_info, machine_line
 
 import emonet
-from emonet.evaluation import metrics as M
 from emonet.data.fixtures import write_emotic_fixture
+from emonet.evaluation import metrics as M
 from emonet.evaluation.review import review_predictions_with_visualization
 
 

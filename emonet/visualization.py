@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
-from emonet.fileio import atomic_path
 from emonet.evaluation.metrics import cooccurrence_matrix
+from emonet.fileio import atomic_path
 
 TRUTH_COLOR = "#0072B2"
 PRED_COLOR = "#E69F00"

@@ -54,12 +54,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from emonet.evaluation import metrics as M
 from emonet import visualization as V
 from emonet.classes import EMOTIC_CATEGORIES
 from emonet.data.csv_faces import CsvFaceDataset
 from emonet.data.emotic import EmoticDataset
 from emonet.devices import resolve_device
+from emonet.evaluation import metrics as M
 from emonet.evaluation.dataset import json_ready, load_weights, predict_dataset, require_scored, score_predictions
 from emonet.fileio import check_output, write_text_atomic
 from emonet.preprocess import prepare_batch as _prepare
