@@ -7,12 +7,16 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 OUT ?= outputs/quickstart
+# A PyTorch index to take torch/torchvision from first, e.g. PyTorch's CPU-only builds (docs/install.md):
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: venv venv-dev run test lint bench clean
 
 $(RUN_STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1 --index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -r requirements.txt
 	# PySceneDetect (shot cuts) without its opencv-python, which would clash with opencv-contrib-python
 	$(BIN)/pip install --quiet --no-deps scenedetect==0.7.2
