@@ -167,8 +167,8 @@ def _video_csv(folder: Path, rows: list[tuple]) -> Path:
 def test_video_csv_fractional_negative_and_conflicting_frames_are_refused(tmp_path):
     cases = [
         ([("clip", 0, 0.1, 0.2), ("clip", 1.5, 0.1, 0.2), ("clip", 2.5, 0.0, 0.0)],
-         r"row 3: frame 1.5 is not a frame index \(a whole number >= 0\) \(2 rows in all\)"),
-        ([("clip", -1, 0.1, 0.2)], "row 2: frame -1 is not a frame index"),
+         r"row 3: frame 1.5 is not a frame number \(a whole number >= 0\) \(2 rows in all\)"),
+        ([("clip", -1, 0.1, 0.2)], "row 2: frame -1 is not a frame number"),
         ([("clip", 0, 0.1, 0.2), ("clip", 1, 0.1, 0.2), ("clip", 1, 0.7, 0.2)],
          r"frame 1 of video clip is annotated more than once with different values \(rows 3, 4; 1 frame"),
         ([("clip", 0, 1.2, 0.2)], r"row 2: valence 1.2 is outside \[-1, 1\]"),

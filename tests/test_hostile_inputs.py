@@ -643,7 +643,7 @@ CASES: list[Case] = [
            "--no-pretrained", "--epochs", 1, "--batch-size", 2, "--limit", 2, "--num-workers", 0, "--device", "cpu",
            "--no-progress", "--no-plot")], name="notes.txt"),
     Case("finetune-output-dir-is-a-file", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/training/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
                "--weights", s.weights, "--epochs", 1, "--batch-size", 2, "--num-workers", 0, "--device", "cpu",
                "--no-progress", "--no-plot", "--output-dir", user_file(d))], name="notes.txt"),
     Case("review-output-dir-is-a-file", EXIT_2, lambda d, s: [
@@ -651,7 +651,7 @@ CASES: list[Case] = [
                user_file(d), "--device", "cpu", "--no-progress")], name="notes.txt"),
     # 2. no plausible-looking wrong value
     Case("finetune-one-csv-for-every-split", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/training/finetune.py", "--dataset", "csv", "--data-root", faces_csv(d, s), "--weights",
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", faces_csv(d, s), "--weights",
                s.weights, "--epochs", 1, "--batch-size", 2, "--num-workers", 0, "--device", "cpu", "--no-progress",
                "--no-plot", "--output-dir", d / "run")], name="faces.csv"),
     Case("predict-and-video-non-finite-model-output", ERROR_ROW, build_non_finite, check=check_non_finite),
@@ -700,7 +700,7 @@ CASES: list[Case] = [
         em("video", "--weights", malicious_checkpoint(d), "--source", copy(s.face, d / "face.jpg"),
            "--output", d / "out.csv", "--no-progress")], name="emonet_8.pth", check=check_no_marker),
     Case("weights-pickle-that-runs-code-finetune", EXIT_2, lambda d, s: [
-        script("emodataset-on-emonet/training/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
+        script("emodataset-on-emonet/finetune.py", "--dataset", "csv", "--data-root", split_folder(d, s),
                "--weights", malicious_checkpoint(d), "--epochs", 1, "--num-workers", 0, "--device", "cpu",
                "--no-progress", "--no-plot", "--output-dir", d / "run")], name="emonet_8.pth", check=check_no_marker),
     Case("weights-zero-bytes-evaluate", EXIT_2, lambda d, s: [

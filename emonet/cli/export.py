@@ -35,6 +35,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.no_progress:  # first words before the imports below, which take seconds
+        print(f"export: loading PyTorch, ONNX and {args.weights}...", file=sys.stderr, flush=True)
     # imported when the command runs (PyTorch, ONNX): building the parser for --help stays fast
     from emonet.checkpoint import load_model
     from emonet.inference.onnx import (

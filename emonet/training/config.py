@@ -32,7 +32,6 @@ IMAGE_SOURCES = ("crop", "full", "face")  # emonet.data.emotic.IMAGE_SOURCES (no
 VA_SCALES = ("auto", "raw", "normalized")  # emonet.data.emotic.VA_SCALES
 MODES = ("max", "min")
 TASKS = ("emotic", "affect")
-AFFECT_DATASETS = dataset_names()  # emonet.data.registry: no PyTorch
 CROPS = ("auto", "none", "landmarks", "detect")  # emonet.data: the face-crop modes every affect dataset takes
 LAYOUTS = ("auto", "kaggle", "csv")  # emonet.data.affectnet layouts
 
@@ -126,7 +125,8 @@ class TrainConfig:
     data_root: str | None = option(None, help="dataset folder (emotic: annot_arrs_{split}.csv or "
                                    "normalized_dataset_{split}.csv + img_arrs/; affect: the --dataset's folder, "
                                    "csv: a folder of train.csv/val.csv/test.csv or one CSV file)")
-    dataset: str = option("emodataset", choices=AFFECT_DATASETS,
+    # choices read when used (a dataset registered after this import is one too)
+    dataset: str = option("emodataset", choices=dataset_names,
                           help="affect: dataset format (image datasets, and the frames of the video ones)")
     train_split: str | None = option(None, default_text="train (emotic), the dataset's (affect)",
                                      help="training split")
@@ -231,6 +231,9 @@ class TrainConfig:
     # ------------------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         self.validate()
+        if self.task == "emotic":  # EMOTIC's split names are fixed; an affect dataset's come from its registry
+            self.train_split = self.train_split or "train"
+            self.val_split = self.val_split or "val"
 
     def validate(self) -> None:
         """Coerce every field to its declared type and check its range; :class:`ConfigError` names the field."""
@@ -391,9 +394,15 @@ def _coerce_scalar(kind: type, value: Any) -> Any:
     return value
 
 
+def field_choices(meta: typing.Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A field's choices; a callable (a registry's names) is asked each time, so later registrations count."""
+    choices = meta.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
 def _check_range(meta: typing.Mapping[str, Any], value: Any) -> None:
     """``ValueError`` for a number outside the field's range, or a text outside its choices."""
-    choices = meta.get("choices")
+    choices = field_choices(meta)
     if choices and value not in choices:
         raise ValueError(f"must be one of {tuple(choices)}, got {value!r}")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -521,7 +530,7 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, names: typing.Iterab
                                 type=_FlagValue(name, 0))
             continue
         extra: dict[str, Any] = {"nargs": "?", "const": meta["const"]} if meta.get("const") else {}
-        parser.add_argument(*flags, dest=name, default=None, choices=meta.get("choices"), help=text,
+        parser.add_argument(*flags, dest=name, default=None, choices=field_choices(meta), help=text,
                             type=_FlagValue(name), metavar=meta.get("metavar"), **extra)
         if meta.get("bool_values"):  # --no-pretrained = --pretrained none
             parser.add_argument("--no-" + flag[2:], dest=name, action="store_const", const=meta["bool_values"][1],
