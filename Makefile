@@ -10,6 +10,8 @@ OUT ?= outputs/quickstart
 # A PyTorch index to take torch/torchvision from first, e.g. PyTorch's CPU-only builds (docs/install.md):
 #   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# pytest-xdist workers for `make test` (each test file stays on one worker: tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: venv venv-dev run test lint bench clean
 
@@ -37,7 +39,7 @@ run: $(RUN_STAMP)
 
 ## the test suite (no GPU, no downloads)
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -18,6 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) each test file runs on one worker, so its
+    module fixtures (a checkpoint, a probe, a run of the CLI shared by its tests) are built once; files that
+    share an expensive session fixture name one group (``pytestmark = pytest.mark.xdist_group(...)``)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def emonet_cache_dir(tmp_path_factory):
     """Exported ONNX files, backend choices and verdicts go to one folder per test session (subprocesses

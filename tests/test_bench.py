@@ -42,7 +42,7 @@ def test_bench_gpu_dry_run_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     proc = run_bench(["bench/bench_gpu.py", "--device", "cpu", "--batch-sizes", "1", "--iters", "1", "--warmup", "1",
                       "--modes", "fp32,bf16", "--compile", "off", "--library", "auto", "--time-budget", "0",
-                      "--json", str(out)])
+                      "--calibration-images", "4", "--json", str(out)])
     result = json.loads(out.read_text())
     assert 33 < result["gflops_per_face"] < 35  # EmoNet: about 33.9 GFLOPs per face
     modes = {(r["mode"], r.get("runner")) for r in result["rows"]}

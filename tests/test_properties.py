@@ -38,10 +38,13 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 # -- the option parser ---------------------------------------------------------------------------------------
 @functools.cache
 def _parser(command: str) -> argparse.ArgumentParser:
-    """The command's real parser, with required options made optional (the property is about one flag)."""
+    """The command's real parser, with required options and groups (``visibility``'s ``--output`` or
+    ``--in-place``) made optional: the property is about one flag."""
     parser = command_parser(command, f"emonet {command}")
     for action in parser._actions:
         action.required = False
+    for group in parser._mutually_exclusive_groups:
+        group.required = False
     return parser
 
 
