@@ -39,7 +39,7 @@ run: $(RUN_STAMP)
 
 ## the test suite (no GPU, no downloads)
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -18,14 +18,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``make test`` (pytest-xdist, ``--dist loadgroup``) each test file runs on one worker, so its
-    module fixtures (a checkpoint, a probe, a run of the CLI shared by its tests) are built once; files that
-    share an expensive session fixture name one group (``pytestmark = pytest.mark.xdist_group(...)``)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+# Test files that share an expensive session fixture: under pytest-xdist they run on one worker, which
+# builds it once (session fixtures are per worker).
+SHARED_WORKER = {"test_readme.py": "readme_pipeline", "test_docs.py": "readme_pipeline"}
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` (``-n 2``): each test file stays on one worker, so its module fixtures (a checkpoint, a
+    probe, a CLI run shared by its tests) are built once; the files of ``SHARED_WORKER`` share one."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(Path(path).name, path)
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

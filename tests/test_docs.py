@@ -28,9 +28,6 @@ import pytest
 from readme_pipeline import REPO_ROOT
 from test_architecture import LAYERS
 
-# One worker runs every test that needs the README pipeline (a session fixture: built once, not per worker).
-pytestmark = pytest.mark.xdist_group("readme_pipeline")
-
 DOCS = sorted((REPO_ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^(?P<marker><!-- docs-test: (?P<kind>run|check|not code)\b[^>]*-->\n)?"
                    r"```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)

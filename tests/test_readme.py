@@ -15,9 +15,6 @@ import re
 import pytest
 from readme_pipeline import README, REPO_ROOT, SPLITS, pipeline_steps
 
-# One worker runs every test that needs the README pipeline (a session fixture: built once, not per worker).
-pytestmark = pytest.mark.xdist_group("readme_pipeline")
-
 MAX_README_LINES = 260
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
