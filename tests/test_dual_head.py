@@ -184,6 +184,23 @@ def test_timm_is_imported_only_for_a_timm_backbone():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+def test_an_emonet_run_imports_no_torchvision(official_checkpoint_8):
+    """torchvision loads torch._dynamo (seconds of start-up): only dual-head models may pay for it."""
+    code = (
+        "import sys\n"
+        "import emonet.cli.predict, emonet.predictor, emonet.batch\n"
+        "from emonet.checkpoint import load_model\n"
+        f"model = load_model({str(official_checkpoint_8)!r})\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision imported for an EmoNet checkpoint'\n"
+        "from emonet.models import create_model\n"
+        "create_model('dual_head', backbone='mobilenet_v3_small', input_size=64)\n"
+        "assert 'torchvision' in sys.modules\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
 def test_timm_backbone_forward_normalisation_and_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = create_model("dual_head", backbone="timm:mobilevitv2_050", num_classes=8, input_size=64).eval()

@@ -25,16 +25,18 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import nn
 
 from emonet.classes import EMONET_5_CLASSES, EMONET_8_CLASSES, EMOTIC_CATEGORIES
 from emonet.errors import UserError
 from emonet.models.registry import register_model
 from emonet.models.weight_files import CheckpointError, read_checkpoint, strip_prefix
+
+if TYPE_CHECKING:
+    import torchvision
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +48,22 @@ TIMM_PREFIX = "timm:"
 TORCHVISION_FAMILIES = ("resnet", "resnext", "wide_resnet", "efficientnet", "mobilenet", "convnext", "regnet")
 
 
+def _vision_models():
+    """``torchvision.models``, imported when a dual-head model is built or listed: importing it loads
+    ``torch._dynamo`` (about 3 s on 2 cores), which every command running EmoNet would otherwise pay."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 class BackboneError(UserError, ValueError):
     """An unknown backbone name, or one whose classifier cannot be replaced by the dual heads."""
 
 
 def torchvision_backbones() -> list[str]:
     """The torchvision classification models of the documented families (``resnet18``, ``convnext_tiny``...)."""
-    names = torchvision.models.list_models(module=torchvision.models)
+    models = _vision_models()
+    names = models.list_models(module=models)
     return sorted(n for n in names if n.startswith(TORCHVISION_FAMILIES))
 
 
@@ -80,12 +91,13 @@ def _drop_classifier(net: nn.Module, name: str) -> tuple[str, int]:
 
 
 def _torchvision_backbone(name: str) -> tuple[nn.Module, int, str, dict[str, list[float]]]:
-    if name not in torchvision.models.list_models(module=torchvision.models):
+    models = _vision_models()
+    if name not in models.list_models(module=models):
         raise BackboneError(
             f"unknown backbone {name!r}: not a torchvision classification model; choose one of "
             f"{', '.join(torchvision_backbones())} or timm:<model> (any timm model, needs `pip install timm`)"
         )
-    net = torchvision.models.get_model(name, weights=None)
+    net = models.get_model(name, weights=None)
     head_path, features = _drop_classifier(net, name)
     return net, features, head_path, {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
@@ -219,7 +231,7 @@ def resnet18_dual_head(pretrained: str | os.PathLike | None = None, download: bo
 def _torchvision_weights(backbone: str) -> list[Any]:
     """torchvision's weight records for ``backbone``, its default (best) first."""
     try:
-        enum = torchvision.models.get_model_weights(backbone)
+        enum = _vision_models().get_model_weights(backbone)
     except (ValueError, KeyError):
         return []
     default = enum.DEFAULT
